@@ -1,0 +1,138 @@
+//! The service record of the fleet.
+//!
+//! Every run, job and step nightshift performs is written to a SQLite file
+//! through sqlx, so sysadmins can debug from it, reports can be computed from
+//! it, and auditors can be shown it. This crate owns the connection settings,
+//! the migrations (from the top-level `migrations/` directory, embedded at
+//! build time) and typed access to the records; it knows nothing of SSH or
+//! chunk formats.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+/// The catalog's file name inside the data directory.
+pub const CATALOG_FILE: &str = "catalog.sqlite";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(
+        "cannot open the catalog {path}: {source}; check the data directory's permissions and free space"
+    )]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error(
+        "cannot bring the catalog {path} up to date: {source}; it may come from a newer nightshift, or be damaged (keep a copy before repairing it)"
+    )]
+    Migrate {
+        path: PathBuf,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("catalog query failed: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// An open catalog: one writer connection and a pool of readers, both on the
+/// same WAL-mode SQLite file.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    path: PathBuf,
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl Catalog {
+    /// Opens (creating if needed) and migrates the catalog at `path`.
+    pub async fn open(path: &Path) -> Result<Self, CatalogError> {
+        let open_err = |source| CatalogError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(open_err)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(open_err)?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .map_err(|source| CatalogError::Migrate {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(open_err)?;
+        tracing::debug!(path = %path.display(), "catalog open");
+        Ok(Self {
+            path: path.to_path_buf(),
+            writer,
+            readers,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The newest migration applied, which is the schema version.
+    pub async fn schema_version(&self) -> Result<i64, CatalogError> {
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.readers)
+                .await?;
+        Ok(version.unwrap_or(0))
+    }
+
+    /// The schema version this build of nightshift expects.
+    pub fn expected_schema_version() -> i64 {
+        MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    /// Appends one entry to the audit log.
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        arguments: &str,
+        outcome: &str,
+    ) -> Result<i64, CatalogError> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO audit_log (at, actor, action, arguments, outcome)
+             VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(actor)
+        .bind(action)
+        .bind(arguments)
+        .bind(outcome)
+        .fetch_one(&self.writer)
+        .await?;
+        Ok(id)
+    }
+
+    /// How many audit entries exist.
+    pub async fn audit_len(&self) -> Result<i64, CatalogError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+            .fetch_one(&self.readers)
+            .await?)
+    }
+
+    pub async fn close(self) {
+        self.writer.close().await;
+        self.readers.close().await;
+    }
+}

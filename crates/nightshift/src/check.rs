@@ -1,0 +1,44 @@
+use std::process::ExitCode;
+
+use nightshift_plan::check_paths;
+
+use crate::cli::CheckArgs;
+use crate::settings::Settings;
+
+/// `nightshift check`: every problem in one pass, then a one-line verdict.
+pub fn run(settings: &Settings, args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let report = check_paths(&args.paths, &settings.config)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for diagnostic in &report.diagnostics {
+            eprintln!("{diagnostic}");
+        }
+        eprintln!("{}", summary(&report));
+    }
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn summary(report: &nightshift_plan::CheckReport) -> String {
+    let checked = plural(report.files.len(), "file");
+    match report.diagnostics.len() {
+        0 => format!("{checked} checked, no problems"),
+        n => format!(
+            "{} in {}; {checked} checked",
+            plural(n, "error"),
+            plural(report.files_with_errors(), "file")
+        ),
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}

@@ -1,0 +1,122 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Patch, backup and maintenance orchestrator for Linux fleets.
+///
+/// Playbooks say what to do, schedules and windows say when, the inventory
+/// says to whom. Every run is recorded in the catalog under the data
+/// directory, next to the deduplicated backup store.
+#[derive(Debug, Parser)]
+#[command(
+    name = "nightshift",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Config file [default: ./nightshift.toml when present, else built-in defaults]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the catalog and the backup store live
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "NIGHTSHIFT_DATA_DIR",
+        default_value = ".nightshift"
+    )]
+    pub data_dir: PathBuf,
+    /// More log output (-v info, -vv debug, -vvv trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output (-q errors only, -qq nothing)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate playbooks, schedules, inventory and config; exit 1 on any error
+    Check(CheckArgs),
+    /// Show when schedules fire next, and in which window [not yet available]
+    Schedule(Pending),
+    /// Roll a playbook out over its hosts, batch by batch [not yet available]
+    Run(Pending),
+    /// Run an ad-hoc command on hosts [not yet available]
+    Exec(Pending),
+    /// List inventory hosts; trust their SSH host keys [not yet available]
+    Hosts(Pending),
+    /// Back up paths or a command's output into the store [not yet available]
+    Backup(Pending),
+    /// List snapshots [not yet available]
+    Snapshots(Pending),
+    /// List files in a snapshot [not yet available]
+    Ls(Pending),
+    /// Find every version of matching files across snapshots [not yet available]
+    Find(Pending),
+    /// Compare two snapshots [not yet available]
+    Diff(Pending),
+    /// Restore files from a snapshot to this or another host, and verify them [not yet available]
+    Restore(Pending),
+    /// Remove snapshots according to a retention policy [not yet available]
+    Forget(Pending),
+    /// Maintain the backup store: init, check, prune, unlock [not yet available]
+    Store(Pending),
+    /// Runs recorded in the catalog [not yet available]
+    Runs(Pending),
+    /// Ask the running daemon to start a run now [not yet available]
+    Trigger(Pending),
+    /// Run schedules, only ever inside their maintenance windows [not yet available]
+    Daemon(Pending),
+    /// Compliance reports: patched, backed up, restore-tested [not yet available]
+    Report(Pending),
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Check(_) => "check",
+            Self::Schedule(_) => "schedule",
+            Self::Run(_) => "run",
+            Self::Exec(_) => "exec",
+            Self::Hosts(_) => "hosts",
+            Self::Backup(_) => "backup",
+            Self::Snapshots(_) => "snapshots",
+            Self::Ls(_) => "ls",
+            Self::Find(_) => "find",
+            Self::Diff(_) => "diff",
+            Self::Restore(_) => "restore",
+            Self::Forget(_) => "forget",
+            Self::Store(_) => "store",
+            Self::Runs(_) => "runs",
+            Self::Trigger(_) => "trigger",
+            Self::Daemon(_) => "daemon",
+            Self::Report(_) => "report",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Files or directories to check [default: the playbooks and schedules the config names]
+    pub paths: Vec<PathBuf>,
+    /// Print diagnostics as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of a subcommand that has not landed yet.
+#[derive(Debug, Args)]
+pub struct Pending {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<String>,
+}

@@ -1,0 +1,63 @@
+//! The `nightshift` command: parses the command line, sets up logging, and
+//! hands each subcommand to the crate that does the work. Rendering (text,
+//! JSON, progress) lives here; nothing below this crate prints.
+
+mod check;
+mod cli;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose, cli.global.quiet);
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = settings::Settings::resolve(&cli.global)?;
+    tracing::debug!(config = ?settings.config_file, data_dir = %settings.data_dir.display(), "settings");
+    match cli.command {
+        Command::Check(args) => check::run(&settings, &args),
+        other => Ok(not_yet_available(&other)),
+    }
+}
+
+/// Subcommands whose issue has not landed say so plainly and fail, so no
+/// script mistakes them for work done.
+fn not_yet_available(command: &Command) -> ExitCode {
+    eprintln!(
+        "nightshift {} is not yet available in this build; `nightshift check` validates playbooks and schedules today",
+        command.name()
+    );
+    ExitCode::from(2)
+}
+
+fn init_tracing(verbose: u8, quiet: u8) {
+    use tracing_subscriber::EnvFilter;
+    let level = match i16::from(verbose) - i16::from(quiet) {
+        ..=-2 => "off",
+        -1 => "error",
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter =
+        EnvFilter::try_from_env("NIGHTSHIFT_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

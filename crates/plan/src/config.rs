@@ -1,0 +1,86 @@
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{Diagnostic, PlanError, Source};
+
+/// The file `nightshift` reads when `--config` is not given and it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "nightshift.toml";
+
+/// `nightshift.toml`: where the rest of the plan lives. Relative paths are
+/// taken from the directory holding the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The inventory file; without one, the only host is `localhost`.
+    #[serde(default)]
+    pub inventory: Option<PathBuf>,
+    #[serde(default = "default_playbooks")]
+    pub playbooks: PathBuf,
+    #[serde(default = "default_schedules")]
+    pub schedules: PathBuf,
+}
+
+fn default_playbooks() -> PathBuf {
+    PathBuf::from("playbooks")
+}
+
+fn default_schedules() -> PathBuf {
+    PathBuf::from("schedules")
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            inventory: None,
+            playbooks: default_playbooks(),
+            schedules: default_schedules(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a config file, resolving its paths against the file's directory.
+    pub fn load(path: &Path) -> Result<Self, PlanError> {
+        let source = Source::read(path)?;
+        let config: Self = source.parse().map_err(PlanError::Invalid)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Ok(config.resolved(base))
+    }
+
+    /// Parses config text; errors carry the given path.
+    pub fn parse(source: &Source) -> Result<Self, Box<Diagnostic>> {
+        source.parse()
+    }
+
+    fn resolved(self, base: &Path) -> Self {
+        Self {
+            inventory: self.inventory.map(|p| base.join(p)),
+            playbooks: base.join(self.playbooks),
+            schedules: base.join(self.schedules),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_when_empty() {
+        let config = Config::parse(&Source::new("n.toml", "")).expect("empty config is valid");
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_names_place_and_suggestion() {
+        let source = Source::new("n.toml", "playbooks = \"p\"\ninventroy = \"i.toml\"\n");
+        let diagnostic = Config::parse(&source).expect_err("unknown key");
+        assert_eq!((diagnostic.line, diagnostic.column), (2, 1));
+        assert_eq!(diagnostic.message, "unknown key `inventroy`");
+        assert_eq!(
+            diagnostic.help.as_deref(),
+            Some("did you mean `inventory`?")
+        );
+    }
+}

@@ -1,0 +1,212 @@
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// A file's text kept with its path, so every problem can be shown in place.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl Source {
+    pub fn new(path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            text: text.into(),
+        }
+    }
+
+    pub fn read(path: &Path) -> Result<Self, crate::PlanError> {
+        let text = std::fs::read_to_string(path).map_err(|source| crate::PlanError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Self::new(path, text))
+    }
+
+    /// One-based line and column (in characters) of a byte offset.
+    pub fn locate(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = self.text[line_start..offset].chars().count() + 1;
+        (line, column)
+    }
+
+    fn line_text(&self, line: usize) -> &str {
+        self.text.lines().nth(line - 1).unwrap_or("")
+    }
+
+    /// Parses TOML into `T`, turning a syntax or shape error into a
+    /// diagnostic at the offending key or value.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, Box<Diagnostic>> {
+        toml::from_str(&self.text).map_err(|err| Box::new(self.diagnose_toml(&err)))
+    }
+
+    fn diagnose_toml(&self, err: &toml::de::Error) -> Diagnostic {
+        let message = err.message().trim_end().to_string();
+        let span = err.span().unwrap_or(0..0);
+        match unknown_field(&message) {
+            Some((field, expected)) => {
+                let help = match suggest(&field, &expected) {
+                    Some(best) => format!("did you mean `{best}`?"),
+                    None => format!("expected one of {}", expected.join(", ")),
+                };
+                self.error(span, format!("unknown key `{field}`"))
+                    .with_help(help)
+            }
+            None => self.error(span, message),
+        }
+    }
+
+    /// An error at a byte span of this file.
+    pub fn error(&self, span: Range<usize>, message: impl Into<String>) -> Diagnostic {
+        let (line, column) = self.locate(span.start);
+        let snippet = self.line_text(line);
+        let snippet = if looks_secret(snippet) {
+            None
+        } else {
+            Some(snippet.to_string())
+        };
+        let width = self.text[span.clone()]
+            .lines()
+            .next()
+            .map_or(1, |s| s.chars().count().max(1));
+        Diagnostic {
+            file: self.path.clone(),
+            line,
+            column,
+            width,
+            message: message.into(),
+            help: None,
+            snippet,
+        }
+    }
+}
+
+/// One problem found in a file, with its place and, where possible, a way out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    /// How many characters the underline covers.
+    pub width: usize,
+    pub message: String,
+    pub help: Option<String>,
+    /// The offending source line; `None` when it holds a secret.
+    pub snippet: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    /// rustc's layout: the message, the place, the line and an underline.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "error: {}", self.message)?;
+        writeln!(
+            f,
+            "  --> {}:{}:{}",
+            self.file.display(),
+            self.line,
+            self.column
+        )?;
+        let gutter = self.line.to_string().len();
+        let pad = " ".repeat(gutter);
+        match &self.snippet {
+            Some(snippet) => {
+                writeln!(f, "{pad} |")?;
+                writeln!(f, "{} | {snippet}", self.line)?;
+                let indent = " ".repeat(self.column.saturating_sub(1));
+                let marks = "^".repeat(self.width);
+                match &self.help {
+                    Some(help) => writeln!(f, "{pad} | {indent}{marks} {help}"),
+                    None => writeln!(f, "{pad} | {indent}{marks}"),
+                }
+            }
+            None => {
+                writeln!(f, "{pad} | (line not shown: it holds a secret)")?;
+                match &self.help {
+                    Some(help) => writeln!(f, "{pad} = help: {help}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// Pulls the field and the accepted names out of serde's
+/// "unknown field `x`, expected one of `a`, `b`" message.
+fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let expected = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    Some((field.to_string(), expected))
+}
+
+fn suggest(field: &str, expected: &[String]) -> Option<String> {
+    expected
+        .iter()
+        .map(|name| (strsim::jaro_winkler(field, name), name))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, name)| name.clone())
+}
+
+/// Keys whose values must never be echoed back.
+fn looks_secret(line: &str) -> bool {
+    let key = line.split('=').next().unwrap_or("").to_ascii_lowercase();
+    [
+        "password",
+        "passphrase",
+        "token",
+        "secret",
+        "private_key",
+        "api_key",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
+        || line.contains("PRIVATE KEY")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locates_lines_and_columns() {
+        let source = Source::new("a.toml", "a = 1\nbb = 2\n");
+        assert_eq!(source.locate(0), (1, 1));
+        assert_eq!(source.locate(6), (2, 1));
+        assert_eq!(source.locate(9), (2, 4));
+    }
+
+    #[test]
+    fn never_echoes_a_secret_line() {
+        let source = Source::new("a.toml", "password = \"hunter2\"\n");
+        let diagnostic = source.error(0..8, "bad");
+        assert_eq!(diagnostic.snippet, None);
+        assert!(!diagnostic.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn suggests_the_nearest_key() {
+        let expected = vec!["serial".to_string(), "steps".to_string()];
+        assert_eq!(suggest("serail", &expected).as_deref(), Some("serial"));
+        assert_eq!(suggest("zzz", &expected), None);
+    }
+}

@@ -1,0 +1,41 @@
+//! Real machines for tests, never mocks.
+//!
+//! Tier 2 of the test suite talks to OpenSSH's own `sshd`, started here on a
+//! free 127.0.0.x port with throw-away keys ([`Sshd`]). Tier 3 runs against
+//! the Docker fleet built by the scripts under `tests/fleet/` ([`Fleet`]):
+//! Debian hosts with their own addresses, a local apt repository of fixture
+//! packages, and ways to stop, pause, cut off, reboot or fill the disk of one
+//! of them. This crate only drives those parts; it tests nothing itself.
+
+mod fleet;
+mod sshd;
+
+pub use fleet::{Fleet, FleetError, FleetHost, Manifest};
+pub use sshd::{Sshd, SshdError};
+
+use std::path::PathBuf;
+use std::process::Output;
+
+/// The repository's root, for finding `tests/fleet/`.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Whether this run is CI, where every tier is required.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// stdout of a finished command, lossily decoded, for assertions.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}

@@ -1,0 +1,53 @@
+//! Tier 2: OpenSSH's sshd on loopback, started and stopped by the testbed.
+
+use nightshift_testbed::{Sshd, stdout};
+
+#[test]
+fn a_command_runs_through_a_real_sshd() {
+    let sshd = Sshd::start().expect("sshd starts");
+    let output = sshd.ssh("echo hello from $(id -un)").expect("ssh runs");
+    assert!(
+        output.status.success(),
+        "ssh failed; sshd log:\n{}",
+        sshd.log()
+    );
+    assert_eq!(stdout(&output), format!("hello from {}\n", sshd.user()));
+}
+
+#[test]
+fn several_servers_run_at_once_on_distinct_addresses() {
+    let servers: Vec<Sshd> = (0..3)
+        .map(|_| Sshd::start().expect("sshd starts"))
+        .collect();
+    let mut addrs: Vec<_> = servers.iter().map(Sshd::addr).collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 3);
+    for sshd in &servers {
+        let output = sshd.ssh("exit 7").expect("ssh runs");
+        assert_eq!(output.status.code(), Some(7), "sshd log:\n{}", sshd.log());
+    }
+}
+
+#[test]
+fn a_server_that_is_not_known_is_refused() {
+    let sshd = Sshd::start().expect("sshd starts");
+    std::fs::write(sshd.known_hosts(), "").expect("empty known_hosts");
+    let output = sshd.ssh("true").expect("ssh runs");
+    assert_eq!(output.status.code(), Some(255));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("Host key verification failed"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_server_stops_when_dropped() {
+    let sshd = Sshd::start().expect("sshd starts");
+    let addr = sshd.addr();
+    drop(sshd);
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)).is_err()
+    );
+}
