@@ -6,7 +6,7 @@ set -euo pipefail
 FLEET_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 FLEET_CACHE="${NIGHTSHIFT_FLEET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nightshift/fleet}"
 FLEET_SUITE="bookworm"
-FLEET_IMAGE_PREFIX="nightshift-fleet"
+FLEET_IMAGE_PREFIX="${NIGHTSHIFT_FLEET_IMAGE_PREFIX:-nightshift-fleet}"
 FLEET_LABEL="io.nightshift.fleet"
 
 say() { printf 'fleet: %s\n' "$*" >&2; }

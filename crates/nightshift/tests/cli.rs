@@ -16,7 +16,10 @@ fn help_lists_every_subcommand() {
 fn version_names_the_release() {
     let output = nightshift(&["--version"]);
     assert!(output.status.success());
-    assert_eq!(stdout(&output), format!("nightshift {}\n", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        stdout(&output),
+        format!("nightshift {}\n", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -29,7 +32,10 @@ fn shipped_playbooks_and_schedules_pass_check() {
         + std::fs::read_dir(common::repo_root().join("schedules"))
             .expect("schedules/")
             .count();
-    assert_eq!(stderr(&output), format!("{files} files checked, no problems\n"));
+    assert_eq!(
+        stderr(&output),
+        format!("{files} files checked, no problems\n")
+    );
 }
 
 #[test]
