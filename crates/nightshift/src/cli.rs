@@ -32,6 +32,7 @@ pub struct Global {
         global = true,
         value_name = "DIR",
         env = "NIGHTSHIFT_DATA_DIR",
+        hide_env_values = true,
         default_value = ".nightshift"
     )]
     pub data_dir: PathBuf,

@@ -127,15 +127,15 @@ fn a_disconnected_or_paused_host_is_unreachable_until_restored() {
 #[test]
 #[ignore = "fleet tier: run through tests/run"]
 fn a_full_disk_refuses_writes() {
+    const WRITE: &str = "sudo sh -c 'head -c 4096 /dev/zero > /srv/more'";
     let fleet = Fleet::up("disk", 1).expect("private fleet");
     fleet.fill_disk("host1", "/srv").expect("fill");
-    let output = fleet
-        .ssh("host1", "sudo sh -c 'echo data > /srv/more'", CONNECT)
-        .expect("ssh runs");
+    let output = fleet.ssh("host1", WRITE, CONNECT).expect("ssh runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("No space left on device"));
+    assert!(stderr.contains("No space left on device"), "{stderr}");
     fleet.free_disk("host1", "/srv").expect("free");
-    ssh_ok(&fleet, "host1", "sudo sh -c 'echo data > /srv/more'");
+    ssh_ok(&fleet, "host1", WRITE);
 }
 
 #[test]
