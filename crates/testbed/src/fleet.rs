@@ -113,31 +113,16 @@ impl Fleet {
         connect_timeout: Duration,
     ) -> Result<Output, FleetError> {
         let host = self.host(host)?;
-        Command::new("ssh")
-            .args([
-                "-F",
-                "/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=yes",
-            ])
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                self.manifest.known_hosts.display()
-            ))
+        let manifest = &self.manifest;
+        let destination = format!("{}@{}", manifest.user, host.address);
+        crate::openssh(&manifest.known_hosts, &manifest.identity, host.port)
             .arg("-o")
             .arg(format!(
                 "ConnectTimeout={}",
                 connect_timeout.as_secs().max(1)
             ))
-            .arg("-i")
-            .arg(&self.manifest.identity)
-            .args(["-p", &host.port.to_string()])
-            .arg(format!("{}@{}", self.manifest.user, host.address))
+            .arg(destination)
             .arg(command)
-            .stdin(Stdio::null())
             .output()
             .map_err(|source| FleetError::Spawn {
                 script: "ssh".into(),

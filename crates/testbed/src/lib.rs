@@ -13,8 +13,8 @@ mod sshd;
 pub use fleet::{Fleet, FleetError, FleetHost, Manifest};
 pub use sshd::{Sshd, SshdError};
 
-use std::path::PathBuf;
-use std::process::Output;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 /// The repository's root, for finding `tests/fleet/`.
 pub fn repo_root() -> PathBuf {
@@ -29,6 +29,29 @@ pub fn in_ci() -> bool {
 /// stdout of a finished command, lossily decoded, for assertions.
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// OpenSSH's own client with strict host-key checking, no user config and no
+/// prompts: the reference nightshift is compared with. Options may follow;
+/// then the destination and the command.
+fn openssh(known_hosts: &Path, identity: &Path, port: u16) -> Command {
+    let mut command = Command::new("ssh");
+    command
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .arg("-i")
+        .arg(identity)
+        .args(["-p", &port.to_string()])
+        .stdin(std::process::Stdio::null());
+    command
 }
 
 fn describe(output: &Output) -> String {

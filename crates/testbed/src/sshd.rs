@@ -124,27 +124,13 @@ impl Sshd {
     /// Runs a command through this server with OpenSSH's own client and
     /// strict host-key checking, as a reference to compare nightshift with.
     pub fn ssh(&self, command: &str) -> Result<Output, SshdError> {
-        Ok(Command::new("ssh")
-            .args([
-                "-F",
-                "/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=yes",
-            ])
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                self.known_hosts().display()
-            ))
-            .arg("-i")
-            .arg(self.client_key())
-            .args(["-p", &self.addr.port().to_string()])
-            .arg(format!("{}@{}", self.user, self.addr.ip()))
-            .arg(command)
-            .stdin(Stdio::null())
-            .output()?)
+        let destination = format!("{}@{}", self.user, self.addr.ip());
+        Ok(
+            crate::openssh(&self.known_hosts(), &self.client_key(), self.addr.port())
+                .arg(destination)
+                .arg(command)
+                .output()?,
+        )
     }
 
     /// The server's log so far, for failure messages.

@@ -8,6 +8,18 @@ use nightshift_testbed::{Fleet, stdout};
 
 const CONNECT: Duration = Duration::from_secs(3);
 
+/// ssh gives up within its connect timeout (plus slack), with status 255.
+fn assert_unreachable(fleet: &Fleet, host: &str) {
+    let started = Instant::now();
+    let output = fleet.ssh(host, "true", CONNECT).expect("ssh runs");
+    let elapsed = started.elapsed();
+    assert_eq!(output.status.code(), Some(255), "{host} still answers");
+    assert!(
+        elapsed < CONNECT + Duration::from_secs(5),
+        "took {elapsed:?}"
+    );
+}
+
 fn ssh_ok(fleet: &Fleet, host: &str, command: &str) -> String {
     let output = fleet.ssh(host, command, CONNECT).expect("ssh runs");
     assert!(
@@ -83,14 +95,7 @@ fn a_stopped_host_fails_to_connect_within_the_timeout_and_comes_back() {
     let fleet = Fleet::up("stop", 1).expect("private fleet");
     ssh_ok(&fleet, "host1", "true");
     fleet.stop("host1").expect("stop");
-    let started = Instant::now();
-    let output = fleet.ssh("host1", "true", CONNECT).expect("ssh runs");
-    assert_eq!(output.status.code(), Some(255));
-    assert!(
-        started.elapsed() < CONNECT + Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert_unreachable(&fleet, "host1");
     fleet.start("host1").expect("start");
     ssh_ok(&fleet, "host1", "true");
 }
@@ -100,26 +105,12 @@ fn a_stopped_host_fails_to_connect_within_the_timeout_and_comes_back() {
 fn a_disconnected_or_paused_host_is_unreachable_until_restored() {
     let fleet = Fleet::up("cut", 1).expect("private fleet");
     fleet.disconnect("host1").expect("disconnect");
-    assert_eq!(
-        fleet
-            .ssh("host1", "true", CONNECT)
-            .expect("ssh")
-            .status
-            .code(),
-        Some(255)
-    );
+    assert_unreachable(&fleet, "host1");
     fleet.reconnect("host1").expect("reconnect");
     assert_eq!(ssh_ok(&fleet, "host1", "hostname"), "host1\n");
 
     fleet.pause("host1").expect("pause");
-    assert_eq!(
-        fleet
-            .ssh("host1", "true", CONNECT)
-            .expect("ssh")
-            .status
-            .code(),
-        Some(255)
-    );
+    assert_unreachable(&fleet, "host1");
     fleet.unpause("host1").expect("unpause");
     ssh_ok(&fleet, "host1", "true");
 }
