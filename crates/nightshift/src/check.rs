@@ -7,7 +7,11 @@ use crate::settings::Settings;
 
 /// `nightshift check`: every problem in one pass, then a one-line verdict.
 pub fn run(settings: &Settings, args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let report = check_paths(&args.paths, &settings.config)?;
+    let report = check_paths(
+        &args.paths,
+        settings.config_file.as_deref(),
+        &settings.config,
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -48,8 +48,9 @@ pub struct Global {
 pub enum Command {
     /// Validate playbooks, schedules, inventory and config; exit 1 on any error
     Check(CheckArgs),
-    /// Show when schedules fire next, and in which window [not yet available]
-    Schedule(Pending),
+    /// Show when schedules fire next, and in which window
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Roll a playbook out over its hosts, batch by batch [not yet available]
     Run(Pending),
     /// Run an ad-hoc command on hosts [not yet available]
@@ -111,6 +112,25 @@ pub struct CheckArgs {
     /// Files or directories to check [default: the playbooks and schedules the config names]
     pub paths: Vec<PathBuf>,
     /// Print diagnostics as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// List upcoming runs: cron fire times that fall inside their window
+    Next(NextArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NextArgs {
+    /// How many runs to list
+    #[arg(long, short = 'n', default_value_t = 10)]
+    pub count: usize,
+    /// Start from this time instead of now (2026-11-20T03:00 local, or RFC 3339)
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// Print the runs as JSON
     #[arg(long)]
     pub json: bool,
 }

@@ -4,6 +4,7 @@
 
 mod check;
 mod cli;
+mod schedule;
 mod settings;
 
 use std::process::ExitCode;
@@ -29,6 +30,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     tracing::debug!(config = ?settings.config_file, data_dir = %settings.data_dir.display(), "settings");
     match cli.command {
         Command::Check(args) => check::run(&settings, &args),
+        Command::Schedule(cli::ScheduleCommand::Next(args)) => schedule::next(&settings, &args),
         other => Ok(not_yet_available(&other)),
     }
 }

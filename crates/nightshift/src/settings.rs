@@ -39,6 +39,26 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// The plan the config names, refusing to go on while it has problems.
+    pub fn load_plan(&self) -> anyhow::Result<nightshift_plan::Plan> {
+        let (plan, mut report) =
+            nightshift_plan::load(self.config_file.as_deref(), &self.config, &[])?;
+        if report.is_clean() {
+            report.diagnostics = nightshift_plan::validate(&plan);
+        }
+        for diagnostic in &report.diagnostics {
+            eprintln!("{diagnostic}");
+        }
+        anyhow::ensure!(
+            report.is_clean(),
+            "the plan has {} problem(s); fix them first (`nightshift check` lists them)",
+            report.diagnostics.len()
+        );
+        Ok(plan)
+    }
+}
+
 fn load(path: &Path) -> anyhow::Result<Config> {
     match Config::load(path) {
         Ok(config) => Ok(config),

@@ -22,19 +22,91 @@ fn version_names_the_release() {
     );
 }
 
-#[test]
-fn shipped_playbooks_and_schedules_pass_check() {
-    let output = nightshift(&["check"]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let files = std::fs::read_dir(common::repo_root().join("playbooks"))
-        .expect("playbooks/")
+const EXAMPLE_CONFIG: &str = "deploy/nightshift.example.toml";
+
+fn toml_files_in(dir: &str) -> usize {
+    std::fs::read_dir(common::repo_root().join(dir))
+        .expect("directory")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "toml"))
+        })
         .count()
-        + std::fs::read_dir(common::repo_root().join("schedules"))
-            .expect("schedules/")
-            .count();
+}
+
+#[test]
+fn shipped_playbooks_schedules_and_inventory_pass_check() {
+    let output = nightshift(&["--config", EXAMPLE_CONFIG, "check"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    // The config and the example inventory are checked too.
+    let files = toml_files_in("playbooks") + toml_files_in("schedules") + 2;
     assert_eq!(
         stderr(&output),
         format!("{files} files checked, no problems\n")
+    );
+}
+
+/// `nightshift schedule next` on the shipped examples from a fixed time;
+/// asserts success and returns standard output.
+fn schedule_next(from: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "--config",
+        EXAMPLE_CONFIG,
+        "schedule",
+        "next",
+        "--from",
+        from,
+    ];
+    args.extend(extra);
+    let output = nightshift(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output)
+}
+
+#[test]
+fn schedule_next_lists_runs_inside_their_windows() {
+    insta::assert_snapshot!(schedule_next("2026-12-10T00:00:00Z", &["-n", "6"]));
+}
+
+#[test]
+fn schedule_next_json_has_local_and_utc_times() {
+    let output = schedule_next("2026-12-11T12:00:00Z", &["-n", "1", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&output).expect("JSON");
+    let run = &doc["runs"][0];
+    // Patch Tuesday 2026-12-08 + 4 days, 02:00 in Berlin.
+    assert_eq!(run["playbook"], "web-patch");
+    assert_eq!(run["window"], "patch-weekend");
+    assert_eq!(run["local"], "2026-12-12T02:00:00+01:00");
+    assert_eq!(run["utc"], "2026-12-12T01:00:00Z");
+}
+
+#[test]
+fn schedule_next_says_plainly_when_a_schedule_never_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("playbooks")).expect("mkdir");
+    std::fs::create_dir_all(root.join("schedules")).expect("mkdir");
+    std::fs::write(
+        root.join("playbooks/p.toml"),
+        "name = \"p\"\ntargets = [\"localhost\"]\n[[steps]]\nname = \"s\"\ncommand = \"true\"\n",
+    )
+    .expect("write");
+    std::fs::write(
+        root.join("schedules/s.toml"),
+        "[[schedule]]\nplaybook = \"p\"\ncron = \"0 12 * * *\"\ntimezone = \"UTC\"\nwindow = \"night\"\n\
+         [windows.night]\nstart = \"01:00\"\nend = \"05:00\"\n",
+    )
+    .expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nightshift"))
+        .args(["check"])
+        .current_dir(root)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("`0 12 * * *` never fires inside window `night`"),
+        "{}",
+        stderr(&output)
     );
 }
 

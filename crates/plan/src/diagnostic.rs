@@ -158,7 +158,7 @@ fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
     Some((field.to_string(), expected))
 }
 
-fn suggest(field: &str, expected: &[String]) -> Option<String> {
+pub(crate) fn suggest(field: &str, expected: &[String]) -> Option<String> {
     expected
         .iter()
         .map(|name| (strsim::jaro_winkler(field, name), name))

@@ -11,9 +11,8 @@ impl FromStr for Duration {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let parsed = humantime::parse_duration(text.trim()).map_err(|err| {
-            format!("bad duration `{text}`: {err}; write it like `45m`, `1h30m` or `10s`")
-        })?;
+        let parsed = humantime::parse_duration(text.trim())
+            .map_err(|_| format!("bad duration `{text}`; write it like `45m`, `1h30m` or `10s`"))?;
         if parsed.is_zero() {
             return Err(format!(
                 "duration `{text}` is zero; give a positive time such as `30s`"

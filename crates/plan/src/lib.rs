@@ -7,18 +7,28 @@
 //! check` can validate a whole tree before anything touches a host.
 
 mod config;
+pub mod cron;
 mod diagnostic;
 mod duration;
+pub mod inventory;
+pub mod next;
 mod playbook;
 mod schedule;
 mod tree;
+mod validate;
+pub mod window;
+
+pub use validate::validate;
 
 pub use config::{Config, DEFAULT_CONFIG_FILE};
 pub use diagnostic::{Diagnostic, Source};
 pub use duration::Duration;
-pub use playbook::{Playbook, Serial, Step, Threshold};
-pub use schedule::{Schedule, ScheduleFile, Window};
-pub use tree::{CheckReport, FileKind, check_paths};
+pub use playbook::{
+    Backup, Condition, Outcome, Playbook, Reboot, RebootWhen, Serial, Step, Stream, Threshold,
+    Update, Verify,
+};
+pub use schedule::{Freeze, Schedule, ScheduleFile, Window};
+pub use tree::{CheckReport, CheckedFile, FileKind, Loaded, Plan, check_paths, load};
 
 /// Why a plan could not be read at all (as opposed to read and found wrong,
 /// which is a [`Diagnostic`]).

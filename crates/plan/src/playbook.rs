@@ -1,19 +1,20 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
+use toml::Spanned;
 
 use crate::Duration;
 
 /// A maintenance playbook: which hosts, how many at a time, and the ordered
 /// steps to run on each.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Playbook {
-    pub name: String,
+    pub name: Spanned<String>,
     #[serde(default)]
     pub description: Option<String>,
-    /// Host names, `group:NAME`, globs, and exclusions such as `!db3`.
-    pub targets: Vec<String>,
+    /// Host names, `group:NAME`, globs, `all`, and exclusions such as `!db3`.
+    pub targets: Vec<Spanned<String>>,
     #[serde(default)]
     pub serial: Option<Serial>,
     #[serde(default)]
@@ -21,6 +22,7 @@ pub struct Playbook {
     /// Per-host time limit for the whole playbook.
     #[serde(default)]
     pub timeout: Option<Duration>,
+    /// Run commands through sudo.
     #[serde(default, rename = "become")]
     pub become_root: bool,
     #[serde(default)]
@@ -28,33 +30,164 @@ pub struct Playbook {
     pub steps: Vec<Step>,
 }
 
-/// One step; exactly one of the action tables is set.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// One step; exactly one of the action keys is set.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
-    pub name: String,
+    pub name: Spanned<String>,
     #[serde(default)]
     pub timeout: Option<Duration>,
     #[serde(default)]
     pub retries: u32,
+    /// Pause between attempts.
+    #[serde(default)]
+    pub delay: Option<Duration>,
     #[serde(default)]
     pub continue_on_error: bool,
+    /// A condition on earlier outcomes; see [`Condition`].
     #[serde(default)]
-    pub when: Option<String>,
+    pub when: Option<Spanned<String>>,
+    /// A shell command; fails on a non-zero exit.
     #[serde(default)]
-    pub command: Option<toml::Value>,
+    pub command: Option<String>,
     #[serde(default)]
-    pub update: Option<toml::Value>,
+    pub update: Option<Update>,
     #[serde(default)]
-    pub backup: Option<toml::Value>,
+    pub backup: Option<Backup>,
     #[serde(default)]
-    pub verify: Option<toml::Value>,
+    pub verify: Option<Verify>,
     #[serde(default)]
-    pub reboot: Option<toml::Value>,
+    pub reboot: Option<Reboot>,
+}
+
+/// Package updates through the host's package manager.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Update {
+    /// Only updates from the distribution's security archive.
+    #[serde(default)]
+    pub security_only: bool,
+    /// Package name patterns never upgraded.
+    #[serde(default)]
+    pub hold: Vec<String>,
+    /// When not empty, only these package name patterns are upgraded.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Package name patterns never upgraded, like `hold`, without holding
+    /// them in the package manager.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+/// Files and command output pulled into the store.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backup {
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Named command-output streams, such as a database dump.
+    #[serde(default)]
+    pub streams: Vec<Stream>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stream {
+    pub name: String,
+    pub command: String,
+}
+
+/// A check that the host is healthy, or that its backups are sound.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verify {
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub expect_exit: i32,
+    /// A regular expression the command's output must match.
+    #[serde(default)]
+    pub expect_output: Option<Spanned<String>>,
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(default)]
+    pub delay: Option<Duration>,
+    /// Check this host's latest snapshot in the store.
+    #[serde(default)]
+    pub backup_check: bool,
+    /// Restore this host's latest snapshot to a scratch place and compare.
+    #[serde(default)]
+    pub restore_test: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reboot {
+    pub when: RebootWhen,
+    /// How long to wait for the host to come back.
+    #[serde(default)]
+    pub wait: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RebootWhen {
+    Always,
+    /// Only when the host says a reboot is required.
+    Required,
+}
+
+/// What a step's `when` can ask of earlier steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub negated: bool,
+    pub outcome: Outcome,
+    /// A named earlier step, or any earlier step.
+    pub step: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Changed,
+    Failed,
+    Ok,
+    RebootRequired,
+}
+
+impl Condition {
+    pub const HELP: &'static str = "write `changed`, `failed`, `reboot_required`, or `changed:STEP`, `failed:STEP`, `ok:STEP`, optionally after `not `";
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (negated, rest) = match text.strip_prefix("not ") {
+            Some(rest) => (true, rest.trim()),
+            None => (false, text),
+        };
+        let (word, step) = match rest.split_once(':') {
+            Some((word, step)) => (word, Some(step.trim().to_string())),
+            None => (rest, None),
+        };
+        let outcome = match (word, &step) {
+            ("changed", _) => Outcome::Changed,
+            ("failed", _) => Outcome::Failed,
+            ("ok", Some(_)) => Outcome::Ok,
+            ("reboot_required", None) => Outcome::RebootRequired,
+            _ => return Err(format!("`{text}` is not a condition; {}", Self::HELP)),
+        };
+        Ok(Self {
+            negated,
+            outcome,
+            step,
+        })
+    }
 }
 
 impl Step {
-    /// The names of the action tables this step sets.
+    /// The names of the action keys this step sets.
     pub fn actions(&self) -> Vec<&'static str> {
         [
             ("command", self.command.is_some()),
@@ -69,7 +202,7 @@ impl Step {
     }
 }
 
-/// How many hosts, or what share of them, a rollout batch holds.
+/// How many hosts, or what share of them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Threshold {
     Count(usize),
@@ -89,21 +222,19 @@ impl Threshold {
 
 impl<'de> Deserialize<'de> for Threshold {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Count(i64),
-            Text(String),
-        }
         use serde::de::Error;
-        match Raw::deserialize(deserializer)? {
-            Raw::Count(n) if n >= 0 => Ok(Self::Count(n as usize)),
-            Raw::Count(n) => Err(D::Error::custom(format!(
+        match toml::Value::deserialize(deserializer)? {
+            toml::Value::Integer(n) if n >= 0 => Ok(Self::Count(n as usize)),
+            toml::Value::Integer(n) => Err(D::Error::custom(format!(
                 "{n} is negative; give a host count or a percentage like \"10%\""
             ))),
-            Raw::Text(text) => parse_percent(&text)
+            toml::Value::String(text) => parse_percent(&text)
                 .map(Self::Percent)
                 .map_err(D::Error::custom),
+            other => Err(D::Error::custom(format!(
+                "expected a host count or a percentage like \"25%\", found {}",
+                other.type_str()
+            ))),
         }
     }
 }
@@ -125,19 +256,22 @@ pub struct Serial(pub Vec<Threshold>);
 
 impl<'de> Deserialize<'de> for Serial {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            One(Threshold),
-            Many(Vec<Threshold>),
-        }
-        match Raw::deserialize(deserializer)? {
-            Raw::One(t) => Ok(Self(vec![t])),
-            Raw::Many(list) if !list.is_empty() => Ok(Self(list)),
-            Raw::Many(_) => Err(serde::de::Error::custom(
-                "`serial` is an empty list; give at least one batch size",
-            )),
-        }
+        use serde::de::{Error, IntoDeserializer};
+        let value = toml::Value::deserialize(deserializer)?;
+        let items = match value {
+            toml::Value::Array(items) if items.is_empty() => {
+                return Err(D::Error::custom(
+                    "`serial` is an empty list; give at least one batch size",
+                ));
+            }
+            toml::Value::Array(items) => items,
+            one => vec![one],
+        };
+        items
+            .into_iter()
+            .map(|item| Threshold::deserialize(item.into_deserializer()).map_err(D::Error::custom))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
     }
 }
 
@@ -167,5 +301,23 @@ mod tests {
             ]))
         );
         assert_eq!(playbook.steps[0].actions(), vec!["command"]);
+    }
+
+    #[test]
+    fn conditions_read_like_sentences() {
+        assert_eq!(
+            Condition::parse("not changed:security updates"),
+            Ok(Condition {
+                negated: true,
+                outcome: Outcome::Changed,
+                step: Some("security updates".into())
+            })
+        );
+        assert_eq!(
+            Condition::parse("reboot_required").map(|c| c.outcome),
+            Ok(Outcome::RebootRequired)
+        );
+        assert!(Condition::parse("ok").is_err());
+        assert!(Condition::parse("rebooted").is_err());
     }
 }

@@ -2,28 +2,30 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::inventory::Inventory;
 use crate::{Config, Diagnostic, PlanError, Playbook, ScheduleFile, Source};
 
-/// What a file in the plan tree is, told by where it lives.
+/// What a file in the plan tree is, told by its name and where it lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FileKind {
     Config,
+    Inventory,
     Playbook,
     Schedule,
 }
 
 impl FileKind {
-    fn of(path: &Path) -> Self {
-        let in_dir = |name: &str| {
+    fn of(path: &Path, config: &Config) -> Self {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let in_dir = |dir: &str| {
             path.parent()
                 .and_then(Path::file_name)
-                .is_some_and(|dir| dir == name)
+                .is_some_and(|d| d == dir)
         };
-        if path
-            .file_name()
-            .is_some_and(|n| n == crate::DEFAULT_CONFIG_FILE)
-        {
+        if config.inventory.as_deref() == Some(path) || name.starts_with("inventory") {
+            Self::Inventory
+        } else if name == crate::DEFAULT_CONFIG_FILE || name.starts_with("nightshift.") {
             Self::Config
         } else if in_dir("schedules") {
             Self::Schedule
@@ -33,11 +35,50 @@ impl FileKind {
     }
 }
 
+/// A parsed file with its text, so later checks can point into it.
+#[derive(Debug, Clone)]
+pub struct Loaded<T> {
+    pub source: Source,
+    pub value: T,
+}
+
+/// Everything a sysadmin wrote, parsed: the input of validation, of
+/// `schedule next`, and later of the engine and the daemon.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub playbooks: Vec<Loaded<Playbook>>,
+    pub schedules: Vec<Loaded<ScheduleFile>>,
+    /// `None` means the embedded default: `localhost` alone.
+    pub inventory: Option<Loaded<Inventory>>,
+}
+
+impl Plan {
+    /// The inventory in force: the file's, or the embedded one.
+    pub fn inventory(&self) -> std::borrow::Cow<'_, Inventory> {
+        match &self.inventory {
+            Some(loaded) => std::borrow::Cow::Borrowed(&loaded.value),
+            None => std::borrow::Cow::Owned(Inventory::embedded()),
+        }
+    }
+
+    pub fn playbook(&self, name: &str) -> Option<&Loaded<Playbook>> {
+        self.playbooks
+            .iter()
+            .find(|p| p.value.name.get_ref() == name)
+    }
+}
+
 /// The outcome of checking a tree: every problem in one pass.
 #[derive(Debug, Default, Serialize)]
 pub struct CheckReport {
-    pub files: Vec<(PathBuf, FileKind)>,
+    pub files: Vec<CheckedFile>,
     pub diagnostics: Vec<Diagnostic>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckedFile {
+    pub path: PathBuf,
+    pub kind: FileKind,
 }
 
 impl CheckReport {
@@ -47,129 +88,138 @@ impl CheckReport {
 
     /// How many distinct files hold at least one problem.
     pub fn files_with_errors(&self) -> usize {
-        let mut files: Vec<_> = self.diagnostics.iter().map(|d| &d.file).collect();
-        files.dedup();
+        let files: std::collections::BTreeSet<_> =
+            self.diagnostics.iter().map(|d| &d.file).collect();
         files.len()
     }
 }
 
-/// Checks files and directories (every `*.toml` below them). With no paths,
-/// checks what the config points at.
-pub fn check_paths(paths: &[PathBuf], config: &Config) -> Result<CheckReport, PlanError> {
-    let roots = if paths.is_empty() {
-        vec![config.playbooks.clone(), config.schedules.clone()]
-    } else {
-        paths.to_vec()
-    };
+/// Loads the tree the config names plus any `extra` files or directories.
+/// Files that do not parse become diagnostics; the rest make up the plan.
+pub fn load(
+    config_file: Option<&Path>,
+    config: &Config,
+    extra: &[PathBuf],
+) -> Result<(Plan, CheckReport), PlanError> {
+    let mut roots: Vec<PathBuf> = config_file.map(Path::to_path_buf).into_iter().collect();
+    roots.extend([config.playbooks.clone(), config.schedules.clone()]);
+    roots.extend(config.inventory.clone());
+    roots.extend(extra.iter().cloned());
+    let mut plan = Plan::default();
     let mut report = CheckReport::default();
+    let mut seen = std::collections::BTreeSet::new();
     for path in toml_files(&roots)? {
-        let kind = FileKind::of(&path);
-        let source = Source::read(&path)?;
-        if let Err(diagnostic) = check_source(&source, kind) {
+        let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
+        if !seen.insert(canonical) {
+            continue;
+        }
+        let kind = FileKind::of(&path, config);
+        let source = match Source::read(&path) {
+            Ok(source) => source,
+            Err(PlanError::Read { path, source }) if config.inventory.as_ref() == Some(&path) => {
+                report
+                    .diagnostics
+                    .push(missing_inventory(config_file, &path, &source));
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
+        if let Err(diagnostic) = add(&mut plan, source, kind) {
             report.diagnostics.push(*diagnostic);
         }
-        report.files.push((path, kind));
+        report.files.push(CheckedFile { path, kind });
     }
-    Ok(report)
+    Ok((plan, report))
 }
 
-fn check_source(source: &Source, kind: FileKind) -> Result<(), Box<Diagnostic>> {
+fn missing_inventory(config_file: Option<&Path>, path: &Path, err: &std::io::Error) -> Diagnostic {
+    let message = format!("inventory {} cannot be read: {err}", path.display());
+    match config_file.and_then(|f| Source::read(f).ok()) {
+        Some(config) => {
+            let at = config.text.find("inventory").unwrap_or(0);
+            config
+                .error(at..at + "inventory".len(), message)
+                .with_help("create it, or remove `inventory` to manage only localhost")
+        }
+        None => Source::new(path, "").error(0..0, message),
+    }
+}
+
+fn add(plan: &mut Plan, source: Source, kind: FileKind) -> Result<(), Box<Diagnostic>> {
     match kind {
-        FileKind::Config => Config::parse(source).map(drop),
-        FileKind::Schedule => source.parse::<ScheduleFile>().map(drop),
-        FileKind::Playbook => check_playbook(source),
-    }
-}
-
-fn check_playbook(source: &Source) -> Result<(), Box<Diagnostic>> {
-    let playbook: Playbook = source.parse()?;
-    for step in &playbook.steps {
-        let actions = step.actions();
-        if actions.len() != 1 {
-            let at = source.text.find(&format!("\"{}\"", step.name)).unwrap_or(0);
-            let found = if actions.is_empty() {
-                "none".to_string()
-            } else {
-                actions.join(", ")
-            };
-            return Err(Box::new(
-                source
-                    .error(
-                        at..at + step.name.len() + 2,
-                        format!("step `{}` must have exactly one action", step.name),
-                    )
-                    .with_help(format!(
-                        "found {found}; choose one of command, update, backup, verify, reboot"
-                    )),
-            ));
+        FileKind::Config => Config::parse(&source).map(drop),
+        FileKind::Inventory => {
+            let value = source.parse()?;
+            plan.inventory = Some(Loaded { source, value });
+            Ok(())
+        }
+        FileKind::Schedule => {
+            let value = source.parse()?;
+            plan.schedules.push(Loaded { source, value });
+            Ok(())
+        }
+        FileKind::Playbook => {
+            let value = source.parse()?;
+            plan.playbooks.push(Loaded { source, value });
+            Ok(())
         }
     }
-    Ok(())
+}
+
+/// Checks files and directories (every `*.toml` below them) in the context
+/// of the tree the config names; with no paths, checks that whole tree.
+pub fn check_paths(
+    paths: &[PathBuf],
+    config_file: Option<&Path>,
+    config: &Config,
+) -> Result<CheckReport, PlanError> {
+    let (plan, mut report) = load(config_file, config, paths)?;
+    report.diagnostics.extend(crate::validate::validate(&plan));
+    if !paths.is_empty() {
+        let wanted: std::collections::BTreeSet<PathBuf> = toml_files(paths)?
+            .into_iter()
+            .map(|p| p.canonicalize().unwrap_or(p))
+            .collect();
+        let keep =
+            |p: &Path| wanted.contains(&p.canonicalize().unwrap_or_else(|_| p.to_path_buf()));
+        report.files.retain(|f| keep(&f.path));
+        report.diagnostics.retain(|d| keep(&d.file));
+    }
+    report
+        .diagnostics
+        .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    Ok(report)
 }
 
 fn toml_files(roots: &[PathBuf]) -> Result<Vec<PathBuf>, PlanError> {
     let mut files = Vec::new();
     for root in roots {
-        if root.is_dir() {
-            let entries = std::fs::read_dir(root).map_err(|source| PlanError::Read {
-                path: root.clone(),
-                source,
-            })?;
-            let mut found: Vec<PathBuf> =
-                entries.filter_map(Result::ok).map(|e| e.path()).collect();
-            found.sort();
-            files.extend(toml_files_in(found)?);
-        } else {
-            files.push(root.clone());
+        if !root.is_dir() {
+            if root.exists() || !is_default_dir(root) {
+                files.push(root.clone());
+            }
+            continue;
+        }
+        let entries = std::fs::read_dir(root).map_err(|source| PlanError::Read {
+            path: root.clone(),
+            source,
+        })?;
+        let mut found: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+        found.sort();
+        for path in found {
+            if path.is_dir() {
+                files.extend(toml_files(&[path])?);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                files.push(path);
+            }
         }
     }
     Ok(files)
 }
 
-fn toml_files_in(found: Vec<PathBuf>) -> Result<Vec<PathBuf>, PlanError> {
-    let mut files = Vec::new();
-    for path in found {
-        if path.is_dir() {
-            files.extend(toml_files(&[path])?);
-        } else if path.extension().is_some_and(|e| e == "toml") {
-            files.push(path);
-        }
-    }
-    Ok(files)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reports_every_broken_file_in_one_pass() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let playbooks = dir.path().join("playbooks");
-        let schedules = dir.path().join("schedules");
-        std::fs::create_dir_all(&playbooks).expect("mkdir");
-        std::fs::create_dir_all(&schedules).expect("mkdir");
-        std::fs::write(
-            playbooks.join("a.toml"),
-            "name = \"a\"\ntargets = []\nserail = 1\nsteps = []\n",
-        )
-        .expect("write");
-        std::fs::write(
-            playbooks.join("b.toml"),
-            "name = \"b\"\ntargets = []\nsteps = []\n",
-        )
-        .expect("write");
-        std::fs::write(schedules.join("s.toml"), "[[schedule]]\nplaybook = 3\n").expect("write");
-        let config = Config {
-            playbooks,
-            schedules,
-            inventory: None,
-        };
-        let report = check_paths(&[], &config).expect("readable");
-        assert_eq!(report.files.len(), 3);
-        assert_eq!(report.diagnostics.len(), 2);
-        assert_eq!(report.diagnostics[0].message, "unknown key `serail`");
-        assert_eq!(report.diagnostics[0].line, 3);
-        assert_eq!(report.files_with_errors(), 2);
-    }
+/// A missing `playbooks/` or `schedules/` directory is an empty plan, not an
+/// error: a fresh machine has neither.
+fn is_default_dir(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n == "playbooks" || n == "schedules")
 }

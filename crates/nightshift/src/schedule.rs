@@ -1,0 +1,81 @@
+use std::process::ExitCode;
+
+use chrono::{DateTime, Local, NaiveDateTime, TimeZone, Utc};
+use comfy_table::{Table, presets};
+use nightshift_plan::next::{Stuck, Upcoming, upcoming};
+
+use crate::cli::NextArgs;
+use crate::settings::Settings;
+
+/// `nightshift schedule next`: the runs to expect, each inside its window.
+pub fn next(settings: &Settings, args: &NextArgs) -> anyhow::Result<ExitCode> {
+    let from = match &args.from {
+        Some(text) => parse_time(text)?,
+        None => Utc::now(),
+    };
+    let plan = settings.load_plan()?;
+    let (runs, stuck) = upcoming(&plan, from, args.count);
+    if args.json {
+        let doc = serde_json::json!({ "from": from, "runs": runs, "never_run": stuck });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print!("{}", render(&runs, &stuck));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render(runs: &[Upcoming], stuck: &[Stuck]) -> String {
+    let mut out = String::new();
+    if runs.is_empty() {
+        out.push_str("no scheduled runs ahead\n");
+    } else {
+        let mut table = Table::new();
+        table.load_preset(presets::NOTHING);
+        table.set_header(["LOCAL TIME", "UTC", "PLAYBOOK", "WINDOW"]);
+        for run in runs {
+            table.add_row([
+                run.local.format("%a %Y-%m-%d %H:%M %Z").to_string(),
+                run.utc.format("%Y-%m-%d %H:%M").to_string(),
+                run.playbook.clone(),
+                format!(
+                    "{} (closes {})",
+                    run.window,
+                    run.window_closes.format("%H:%M")
+                ),
+            ]);
+        }
+        out.push_str(&table.trim_fmt());
+        out.push('\n');
+    }
+    for s in stuck {
+        out.push_str(&format!(
+            "never runs: {} (`{}` in window {}): {}\n",
+            s.playbook, s.cron, s.window, s.reason
+        ));
+    }
+    out
+}
+
+/// RFC 3339, or `YYYY-MM-DD HH:MM` (also with `T`) in the local time zone.
+fn parse_time(text: &str) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let naive = ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "`{text}` is not a time; write 2026-11-20T03:00 (local time) or 2026-11-20T03:00:00+01:00"
+            )
+        })?;
+    Local
+        .from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "`{text}` does not exist in the local time zone (a daylight-saving gap)"
+            )
+        })
+}

@@ -1,0 +1,154 @@
+//! When schedules fire next: cron fire times that fall inside their window.
+
+use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+
+use crate::cron::Cron;
+use crate::tree::Plan;
+use crate::validate;
+use crate::window::{HORIZON_DAYS, WindowRule};
+
+/// The first `count` fire times of `cron` in `tz`, strictly after `from`,
+/// that fall while the window is open. Fire times outside the window are not
+/// runs, so they are skipped a whole closed stretch at a time.
+pub fn fires_in(
+    cron: &Cron,
+    tz: Tz,
+    rule: &WindowRule,
+    from: DateTime<Utc>,
+    count: usize,
+) -> Vec<DateTime<Tz>> {
+    let horizon = from + Duration::days(HORIZON_DAYS);
+    let mut after = from.with_timezone(&tz);
+    let mut fires = Vec::new();
+    while fires.len() < count && after < horizon {
+        let Some(opening) = rule.next_opening(&after) else {
+            break;
+        };
+        let search_from = if opening.open > after {
+            (opening.open - Duration::seconds(1)).with_timezone(&tz)
+        } else {
+            after
+        };
+        match cron.next_after(&search_from) {
+            Some(fire) if fire < opening.close => {
+                fires.push(fire);
+                after = fire;
+            }
+            _ => after = opening.close.with_timezone(&tz),
+        }
+    }
+    fires
+}
+
+/// One upcoming run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Upcoming {
+    pub playbook: String,
+    pub cron: String,
+    pub window: String,
+    pub timezone: String,
+    /// Local time in the schedule's time zone, RFC 3339.
+    pub local: DateTime<Tz>,
+    pub utc: DateTime<Utc>,
+    /// When the window closes on this run.
+    pub window_closes: DateTime<Tz>,
+}
+
+/// A schedule that cannot run, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stuck {
+    pub playbook: String,
+    pub cron: String,
+    pub window: String,
+    pub reason: String,
+}
+
+/// The next `count` runs across every enabled schedule, soonest first, and
+/// the schedules that will never run.
+pub fn upcoming(plan: &Plan, from: DateTime<Utc>, count: usize) -> (Vec<Upcoming>, Vec<Stuck>) {
+    let mut ignored = Vec::new();
+    let windows = validate::windows(plan, &mut ignored);
+    let mut runs = Vec::new();
+    let mut stuck = Vec::new();
+    for file in &plan.schedules {
+        for s in file.value.schedule.iter().filter(|s| s.enabled) {
+            let stuck_because = |reason: String| Stuck {
+                playbook: s.playbook.get_ref().clone(),
+                cron: s.cron.get_ref().clone(),
+                window: s.window.get_ref().clone(),
+                reason,
+            };
+            let cron = validate::parse_cron(&file.source, &s.cron);
+            let tz = validate::time_zone(&file.source, &s.timezone);
+            let (Ok(cron), Ok(tz)) = (cron, tz) else {
+                stuck.push(stuck_because("invalid; run `nightshift check`".into()));
+                continue;
+            };
+            let Some(rule) = windows
+                .get(s.window.get_ref())
+                .and_then(|w| w.rule(tz).ok())
+            else {
+                stuck.push(stuck_because(
+                    "its window is missing or invalid; run `nightshift check`".into(),
+                ));
+                continue;
+            };
+            let fires = fires_in(&cron, tz, &rule, from, count);
+            if fires.is_empty() {
+                stuck.push(stuck_because(format!("the cron expression never fires while the window is open (within {HORIZON_DAYS} days)")));
+            }
+            for fire in fires {
+                let Some(opening) = rule.next_opening(&fire) else {
+                    continue;
+                };
+                runs.push(Upcoming {
+                    playbook: s.playbook.get_ref().clone(),
+                    cron: s.cron.get_ref().clone(),
+                    window: s.window.get_ref().clone(),
+                    timezone: tz.name().to_string(),
+                    utc: fire.with_timezone(&Utc),
+                    local: fire,
+                    window_closes: opening.close,
+                });
+            }
+        }
+    }
+    runs.sort_by(|a, b| (a.utc, &a.playbook).cmp(&(b.utc, &b.playbook)));
+    runs.truncate(count);
+    (runs, stuck)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use chrono_tz::Europe::Berlin;
+
+    use super::*;
+    use crate::window::time_of_day;
+
+    #[test]
+    fn only_fires_inside_the_window_count() {
+        let cron: Cron = "0 * * * *".parse().expect("cron");
+        let rule = WindowRule {
+            days: vec![chrono::Weekday::Sat],
+            monthly: None,
+            start: time_of_day("01:00").expect("t"),
+            end: time_of_day("03:00").expect("t"),
+            timezone: Berlin,
+            blackout: vec![],
+            freeze: vec![],
+        };
+        let from = Utc
+            .with_ymd_and_hms(2026, 11, 23, 0, 0, 0)
+            .single()
+            .expect("t");
+        let fires = fires_in(&cron, Berlin, &rule, from, 3);
+        let hours: Vec<String> = fires
+            .iter()
+            .map(|f| f.format("%a %H:%M").to_string())
+            .collect();
+        assert_eq!(hours, ["Sat 01:00", "Sat 02:00", "Sat 01:00"]);
+    }
+}
