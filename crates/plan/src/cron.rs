@@ -190,7 +190,7 @@ impl Cron {
 fn first_instant_after_gap<Tz: TimeZone>(tz: &Tz, skipped: NaiveDateTime) -> Option<DateTime<Tz>> {
     let mut probe = skipped;
     for _ in 0..(24 * 60) {
-        probe += Duration::minutes(1);
+        probe = probe.checked_add_signed(Duration::minutes(1))?;
         let probe_minute = probe.with_second(0)?;
         if let Some(t) = tz.from_local_datetime(&probe_minute).earliest() {
             return Some(t);

@@ -27,9 +27,18 @@ impl Source {
         Ok(Self::new(path, text))
     }
 
+    /// The largest char boundary at or below `offset`, within the text.
+    fn boundary(&self, offset: usize) -> usize {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        offset
+    }
+
     /// One-based line and column (in characters) of a byte offset.
     pub fn locate(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
+        let offset = self.boundary(offset);
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -65,12 +74,18 @@ impl Source {
 
     /// An error at a byte span of this file.
     pub fn error(&self, span: Range<usize>, message: impl Into<String>) -> Diagnostic {
+        let start = self.boundary(span.start);
+        let span = start..self.boundary(span.end).max(start);
         let (line, column) = self.locate(span.start);
-        let snippet = self.line_text(line);
-        let snippet = if looks_secret(snippet) {
+        let text = self.line_text(line);
+        let mut message = message.into();
+        let snippet = if looks_secret(text) {
+            for value in secret_values(text) {
+                message = message.replace(value, "***");
+            }
             None
         } else {
-            Some(snippet.to_string())
+            Some(text.to_string())
         };
         let width = self.text[span.clone()]
             .lines()
@@ -81,7 +96,7 @@ impl Source {
             line,
             column,
             width,
-            message: message.into(),
+            message,
             help: None,
             snippet,
         }
@@ -167,20 +182,47 @@ pub(crate) fn suggest(field: &str, expected: &[String]) -> Option<String> {
         .map(|(_, name)| name.clone())
 }
 
-/// Keys whose values must never be echoed back.
+const SECRET_WORDS: [&str; 7] = [
+    "password",
+    "passphrase",
+    "token",
+    "secret",
+    "private_key",
+    "api_key",
+    "credential",
+];
+
+/// Whether a line assigns a key that looks secret, anywhere on it (inline
+/// tables included), or holds key material.
 fn looks_secret(line: &str) -> bool {
-    let key = line.split('=').next().unwrap_or("").to_ascii_lowercase();
-    [
-        "password",
-        "passphrase",
-        "token",
-        "secret",
-        "private_key",
-        "api_key",
-    ]
-    .iter()
-    .any(|word| key.contains(word))
+    let lower = line.to_ascii_lowercase();
+    let keys = lower.split('=').rev().skip(1).map(|before| {
+        before
+            .trim_end()
+            .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '"'))
+            .next()
+            .unwrap_or("")
+            .to_string()
+    });
+    keys.into_iter()
+        .any(|key| SECRET_WORDS.iter().any(|w| key.contains(w)))
         || line.contains("PRIVATE KEY")
+}
+
+/// The values a secret line assigns, so they can be blanked out of messages.
+fn secret_values(line: &str) -> Vec<&str> {
+    line.split('=')
+        .skip(1)
+        .map(|value| value.trim().trim_start_matches(['"', '\'']))
+        .map(|value| {
+            value
+                .split(['"', '\'', ',', '}'])
+                .next()
+                .unwrap_or("")
+                .trim()
+        })
+        .filter(|value| value.len() >= 3)
+        .collect()
 }
 
 #[cfg(test)]
@@ -193,6 +235,15 @@ mod tests {
         assert_eq!(source.locate(0), (1, 1));
         assert_eq!(source.locate(6), (2, 1));
         assert_eq!(source.locate(9), (2, 4));
+    }
+
+    #[test]
+    fn never_echoes_a_secret_in_an_inline_table_or_a_message() {
+        let source = Source::new("a.toml", "vars = { db_password = \"hunter2\" }\n");
+        let diagnostic = source.error(0..4, "invalid value \"hunter2\"");
+        assert_eq!(diagnostic.snippet, None);
+        assert!(!diagnostic.to_string().contains("hunter2"), "{diagnostic}");
+        assert!(!looks_secret("name = \"token ring\""));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The inventory: which hosts exist, how to reach them, and how they group.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -113,31 +113,6 @@ impl Inventory {
         }
     }
 
-    /// Every host in a group: its members, the hosts that name it, and the
-    /// hosts of its child groups, however deep (cycles are cut).
-    pub fn group_hosts(&self, group: &str) -> BTreeSet<&str> {
-        let mut seen = BTreeSet::new();
-        let mut hosts = BTreeSet::new();
-        let mut todo = vec![group];
-        while let Some(name) = todo.pop() {
-            if !seen.insert(name) {
-                continue;
-            }
-            if let Some(g) = self.groups.get(name) {
-                hosts.extend(g.members.iter().map(|m| m.get_ref().as_str()));
-                todo.extend(g.children.iter().map(|c| c.get_ref().as_str()));
-            }
-        }
-        hosts.extend(
-            self.hosts
-                .iter()
-                .filter(|(_, h)| h.groups.iter().any(|g| seen.contains(g.get_ref().as_str())))
-                .map(|(name, _)| name.as_str()),
-        );
-        hosts.retain(|h| self.hosts.contains_key(*h));
-        hosts
-    }
-
     /// Every group name known, whether declared or only named by a host.
     pub fn group_names(&self) -> BTreeSet<&str> {
         let mut names: BTreeSet<&str> = self.groups.keys().map(String::as_str).collect();
@@ -149,19 +124,54 @@ impl Inventory {
         names
     }
 
+    /// An index for resolving many targets against this inventory.
+    pub fn targets(&self) -> Targets<'_> {
+        let mut direct: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (name, host) in &self.hosts {
+            for group in &host.groups {
+                direct.entry(group.get_ref()).or_default().push(name);
+            }
+        }
+        for (name, group) in &self.groups {
+            let members = group.members.iter().map(|m| m.get_ref().as_str());
+            direct
+                .entry(name)
+                .or_default()
+                .extend(members.filter(|m| self.hosts.contains_key(*m)));
+        }
+        Targets {
+            inventory: self,
+            direct,
+        }
+    }
+
+    /// Resolves playbook targets; see [`Targets::resolve`].
+    pub fn resolve<'a>(&'a self, targets: &[&str]) -> BTreeSet<&'a str> {
+        self.targets().resolve(targets)
+    }
+}
+
+/// Target resolution over an inventory, with each group's direct hosts
+/// indexed once, so that thousands of hosts and hundreds of playbooks
+/// resolve in milliseconds.
+#[derive(Debug)]
+pub struct Targets<'a> {
+    inventory: &'a Inventory,
+    /// Hosts that name a group, and the group's declared members.
+    direct: HashMap<&'a str, Vec<&'a str>>,
+}
+
+impl<'a> Targets<'a> {
     /// Resolves playbook targets: host names, `group:NAME`, globs (`web*`),
     /// `all`, and exclusions (`!db3`, `!group:NAME`). Exclusions win; a list
     /// of exclusions alone starts from every host.
-    pub fn resolve<'a>(&'a self, targets: &[&str]) -> BTreeSet<&'a str> {
+    pub fn resolve(&self, targets: &[&str]) -> BTreeSet<&'a str> {
         let (exclude, include): (Vec<&str>, Vec<&str>) =
             targets.iter().partition(|t| t.starts_with('!'));
         let mut hosts = if include.is_empty() {
-            self.hosts.keys().map(String::as_str).collect()
+            self.all()
         } else {
-            include
-                .iter()
-                .flat_map(|t| self.matching(t))
-                .collect::<BTreeSet<_>>()
+            include.iter().flat_map(|t| self.matching(t)).collect()
         };
         for t in exclude {
             for h in self.matching(&t[1..]) {
@@ -171,28 +181,62 @@ impl Inventory {
         hosts
     }
 
+    fn all(&self) -> BTreeSet<&'a str> {
+        self.inventory.hosts.keys().map(String::as_str).collect()
+    }
+
     /// The hosts one target pattern (without `!`) names.
-    pub fn matching<'a>(&'a self, target: &str) -> BTreeSet<&'a str> {
+    pub fn matching(&self, target: &str) -> BTreeSet<&'a str> {
         if let Some(group) = target.strip_prefix("group:") {
             return self.group_hosts(group);
         }
         if target == "all" {
-            return self.hosts.keys().map(String::as_str).collect();
+            return self.all();
         }
         match glob::Pattern::new(target) {
-            Ok(pattern) if target.contains(['*', '?', '[']) => self
-                .hosts
-                .keys()
-                .filter(|h| pattern.matches(h))
-                .map(String::as_str)
-                .collect(),
+            Ok(pattern) if target.contains(['*', '?', '[']) => self.glob(target, &pattern),
             _ => self
+                .inventory
                 .hosts
                 .get_key_value(target)
                 .map(|(k, _)| k.as_str())
                 .into_iter()
                 .collect(),
         }
+    }
+
+    /// Hosts matching a glob, scanning only the names that share its
+    /// literal prefix (hosts are kept sorted by name).
+    fn glob(&self, target: &str, pattern: &glob::Pattern) -> BTreeSet<&'a str> {
+        let prefix = &target[..target.find(['*', '?', '[']).unwrap_or(target.len())];
+        self.inventory
+            .hosts
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .map(|(name, _)| name.as_str())
+            .take_while(|name| name.starts_with(prefix))
+            .filter(|name| pattern.matches(name))
+            .collect()
+    }
+
+    /// Every host in a group: its members, the hosts that name it, and the
+    /// hosts of its child groups, however deep (cycles are cut).
+    pub fn group_hosts(&self, group: &str) -> BTreeSet<&'a str> {
+        let mut seen = BTreeSet::new();
+        let mut hosts = BTreeSet::new();
+        let mut todo = vec![group];
+        while let Some(name) = todo.pop() {
+            if !seen.insert(name) {
+                continue;
+            }
+            hosts.extend(self.direct.get(name).into_iter().flatten().copied());
+            if let Some(g) = self.inventory.groups.get(name) {
+                todo.extend(g.children.iter().map(|c| c.get_ref().as_str()));
+            }
+        }
+        hosts
     }
 }
 
@@ -243,6 +287,12 @@ mod tests {
             "[hosts.a]\ngroups = [\"x\"]\n[groups.x]\nchildren = [\"y\"]\n[groups.y]\nchildren = [\"x\"]\n",
         )
         .expect("inventory");
-        assert_eq!(inv.group_hosts("y").into_iter().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(
+            inv.targets()
+                .group_hosts("y")
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
     }
 }

@@ -19,7 +19,9 @@ pub fn fires_in(
     from: DateTime<Utc>,
     count: usize,
 ) -> Vec<DateTime<Tz>> {
-    let horizon = from + Duration::days(HORIZON_DAYS);
+    let horizon = from
+        .checked_add_signed(Duration::days(HORIZON_DAYS))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let mut after = from.with_timezone(&tz);
     let mut fires = Vec::new();
     while fires.len() < count && after < horizon {

@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 use toml::Spanned;
 
 use crate::cron::Cron;
-use crate::inventory::Inventory;
+use crate::inventory::{Inventory, Targets};
 use crate::playbook::{Condition, Playbook, Step};
 use crate::schedule::{Schedule, Window};
 use crate::tree::{Loaded, Plan};
@@ -20,9 +20,10 @@ use crate::{Diagnostic, Source};
 pub fn validate(plan: &Plan) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let inventory = plan.inventory();
+    let targets = inventory.targets();
     let windows = windows(plan, &mut out);
     for playbook in &plan.playbooks {
-        check_playbook(playbook, &inventory, &mut out);
+        check_playbook(playbook, &inventory, &targets, &mut out);
     }
     duplicate_playbooks(plan, &mut out);
     for file in &plan.schedules {
@@ -183,7 +184,12 @@ pub fn time_zone(source: &Source, tz: &Spanned<String>) -> Result<Tz, Box<Diagno
     })
 }
 
-fn check_playbook(loaded: &Loaded<Playbook>, inventory: &Inventory, out: &mut Vec<Diagnostic>) {
+fn check_playbook(
+    loaded: &Loaded<Playbook>,
+    inventory: &Inventory,
+    targets: &Targets<'_>,
+    out: &mut Vec<Diagnostic>,
+) {
     let (source, playbook) = (&loaded.source, &loaded.value);
     if playbook.targets.is_empty() {
         out.push(
@@ -197,7 +203,7 @@ fn check_playbook(loaded: &Loaded<Playbook>, inventory: &Inventory, out: &mut Ve
     }
     for target in &playbook.targets {
         let pattern = target.get_ref().trim_start_matches('!');
-        if inventory.matching(pattern).is_empty() {
+        if targets.matching(pattern).is_empty() {
             out.push(unmatched_target(source, target, inventory));
         }
     }

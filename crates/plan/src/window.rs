@@ -93,7 +93,7 @@ impl WindowRule {
 /// occurrence.
 fn local(tz: &Tz, at: chrono::NaiveDateTime) -> Option<DateTime<Tz>> {
     (0..=180).find_map(|m| {
-        tz.from_local_datetime(&(at + Duration::minutes(m)))
+        tz.from_local_datetime(&at.checked_add_signed(Duration::minutes(m))?)
             .earliest()
     })
 }
@@ -121,7 +121,7 @@ impl MonthRule {
             let back = (7 + last.weekday().num_days_from_monday()
                 - self.weekday.num_days_from_monday())
                 % 7;
-            last - Duration::days(back.into())
+            last.checked_sub_signed(Duration::days(back.into()))?
         } else {
             NaiveDate::from_weekday_of_month_opt(year, month, self.weekday, self.nth)?
         };
