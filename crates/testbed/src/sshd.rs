@@ -133,6 +133,15 @@ impl Sshd {
         )
     }
 
+    /// Kills the server and every session it serves, as a crash or an
+    /// OOM kill would: connections drop mid-command.
+    pub fn kill_all(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("pkill").args(["-KILL", "-P", &pid]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The server's log so far, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()

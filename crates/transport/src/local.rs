@@ -1,60 +1,179 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::Command;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::{ExitStatus, Output, TransportError};
+use crate::command::sudo_wants_password;
+use crate::output::Lines;
+use crate::{Captured, Command, ExitStatus, Output, Stream, TransportError};
 
-/// Runs commands on the controller itself, through `/bin/sh -c`, exactly as
-/// sshd would run them on a remote host.
+/// Runs commands on the controller itself through `/bin/sh -c`, as sshd
+/// would on a remote host, in a process group of their own so a timeout
+/// stops the whole tree.
 #[derive(Debug, Clone, Default)]
 pub struct Local;
 
 impl Local {
     pub const HOST: &'static str = "localhost";
 
-    /// Runs `command` to completion, or kills it after `limit`.
-    pub async fn exec(&self, command: &str, limit: Duration) -> Result<Output, TransportError> {
-        let child = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(command)
+    pub async fn exec(
+        &self,
+        command: &Command,
+        on_line: &mut (dyn FnMut(Stream, &str) + Send),
+    ) -> Result<Output, TransportError> {
+        let mut child = self.spawn(command)?;
+        let pid = child.id();
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(self.spawn_error(command, "no pipes to the child"));
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let readers = tokio::spawn(read_both(stdout, stderr, tx));
+        let mut captured = (Captured::default(), Captured::default());
+        let work = async {
+            while let Some((stream, line)) = rx.recv().await {
+                let target = if stream == Stream::Stdout {
+                    &mut captured.0
+                } else {
+                    &mut captured.1
+                };
+                target.push(line.as_bytes());
+                target.push(b"\n");
+                on_line(stream, &line);
+            }
+            child.wait().await
+        };
+        let waited = match command.timeout {
+            Some(limit) => tokio::time::timeout(limit, work).await.ok(),
+            None => Some(work.await),
+        };
+        let Some(waited) = waited else {
+            stop_group(pid, command.become_root).await;
+            readers.abort();
+            return Err(TransportError::Timeout {
+                host: Self::HOST.into(),
+                command: command.shown(),
+                limit: command.timeout.unwrap_or(Duration::ZERO),
+            });
+        };
+        let status = waited.map_err(|err| self.spawn_error(command, &err.to_string()))?;
+        let status = exit_status(status);
+        if command.become_root
+            && status == ExitStatus::Code(1)
+            && sudo_wants_password(&captured.1.text())
+        {
+            return Err(TransportError::SudoNeedsPassword {
+                host: Self::HOST.into(),
+            });
+        }
+        Ok(Output {
+            status,
+            stdout: captured.0,
+            stderr: captured.1,
+        })
+    }
+
+    fn spawn(&self, command: &Command) -> Result<tokio::process::Child, TransportError> {
+        let mut process = if command.become_root {
+            let mut p = tokio::process::Command::new("sudo");
+            p.args(["-n", "--", "/bin/sh", "-c"]);
+            p
+        } else {
+            let mut p = tokio::process::Command::new("/bin/sh");
+            p.arg("-c");
+            p
+        };
+        process
+            .arg(command.inner())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
-            .map_err(|source| TransportError::Spawn {
-                host: Self::HOST.into(),
-                command: command.into(),
-                source,
-            })?;
-        let output = tokio::time::timeout(limit, child.wait_with_output())
-            .await
-            .map_err(|_| TransportError::Timeout {
-                host: Self::HOST.into(),
-                command: command.into(),
-                limit,
-            })?
-            .map_err(|source| TransportError::Spawn {
-                host: Self::HOST.into(),
-                command: command.into(),
-                source,
-            })?;
-        Ok(Output {
-            status: exit_status(output.status),
-            stdout: output.stdout,
-            stderr: output.stderr,
-        })
+            .map_err(|err| self.spawn_error(command, &err.to_string()))
     }
+
+    fn spawn_error(&self, command: &Command, reason: &str) -> TransportError {
+        TransportError::Spawn {
+            host: Self::HOST.into(),
+            command: command.shown(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Reads stdout and stderr to the end, sending whole lines as they come.
+async fn read_both(
+    stdout: impl AsyncRead + Unpin,
+    stderr: impl AsyncRead + Unpin,
+    tx: tokio::sync::mpsc::UnboundedSender<(Stream, String)>,
+) {
+    let out = read_lines(stdout, Stream::Stdout, tx.clone());
+    let err = read_lines(stderr, Stream::Stderr, tx);
+    tokio::join!(out, err);
+}
+
+async fn read_lines(
+    mut reader: impl AsyncRead + Unpin,
+    stream: Stream,
+    tx: tokio::sync::mpsc::UnboundedSender<(Stream, String)>,
+) {
+    let mut lines = Lines::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    while let Ok(n) = reader.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        lines.feed(&buf[..n], |l| {
+            let _ = tx.send((stream, l.to_string()));
+        });
+    }
+    lines.finish(|l| {
+        let _ = tx.send((stream, l.to_string()));
+    });
+}
+
+/// Stops a process group: TERM, a second's grace, then KILL.
+async fn stop_group(pid: Option<u32>, become_root: bool) {
+    let Some(pid) = pid else { return };
+    let sudo = if become_root { "sudo -n " } else { "" };
+    let script = format!(
+        "{sudo}kill -s TERM -- -{pid} 2>/dev/null; sleep 1; {sudo}kill -s KILL -- -{pid} 2>/dev/null; true"
+    );
+    let _ = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .status()
+        .await;
 }
 
 fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => ExitStatus::Code(code),
-        (None, Some(signal)) => ExitStatus::Signal(signal),
+        (None, Some(signal)) => ExitStatus::Signal(signal_name(signal)),
         (None, None) => ExitStatus::Code(-1),
     }
+}
+
+fn signal_name(number: i32) -> String {
+    let names = [
+        (1, "HUP"),
+        (2, "INT"),
+        (3, "QUIT"),
+        (4, "ILL"),
+        (6, "ABRT"),
+        (8, "FPE"),
+        (9, "KILL"),
+        (11, "SEGV"),
+        (13, "PIPE"),
+        (14, "ALRM"),
+        (15, "TERM"),
+    ];
+    names
+        .iter()
+        .find(|(n, _)| *n == number)
+        .map_or_else(|| number.to_string(), |(_, name)| (*name).to_string())
 }
 
 #[cfg(test)]
@@ -63,31 +182,56 @@ mod tests {
 
     const LIMIT: Duration = Duration::from_secs(10);
 
+    async fn run(command: Command) -> (Result<Output, TransportError>, Vec<(Stream, String)>) {
+        let mut lines = Vec::new();
+        let result = Local
+            .exec(&command, &mut |s, l| lines.push((s, l.to_string())))
+            .await;
+        (result, lines)
+    }
+
     #[tokio::test]
-    async fn captures_output_and_exit_code() {
-        let out = Local
-            .exec("echo out; echo err >&2; exit 3", LIMIT)
-            .await
-            .expect("runs");
+    async fn streams_lines_and_captures_output_and_exit_code() {
+        let (out, lines) = run(Command::new("echo out; echo err >&2; exit 3").timeout(LIMIT)).await;
+        let out = out.expect("runs");
         assert_eq!(out.status, ExitStatus::Code(3));
-        assert_eq!(out.stdout, b"out\n");
-        assert_eq!(out.stderr, b"err\n");
+        assert_eq!(out.stdout.text(), "out\n");
+        assert_eq!(out.stderr.text(), "err\n");
+        assert!(lines.contains(&(Stream::Stdout, "out".into())));
+        assert!(lines.contains(&(Stream::Stderr, "err".into())));
     }
 
     #[tokio::test]
-    async fn reports_a_signal() {
-        let out = Local.exec("kill -TERM $$", LIMIT).await.expect("runs");
-        assert_eq!(out.status, ExitStatus::Signal(15));
+    async fn passes_the_environment() {
+        let (out, _) =
+            run(Command::new("echo \"$GREETING\"").env("GREETING", "it's me", false)).await;
+        assert_eq!(out.expect("runs").stdout.text(), "it's me\n");
     }
 
     #[tokio::test]
-    async fn kills_a_command_past_its_limit() {
+    async fn reports_a_signal_by_name() {
+        let (out, _) = run(Command::new("kill -TERM $$").timeout(LIMIT)).await;
+        assert_eq!(out.expect("runs").status, ExitStatus::Signal("TERM".into()));
+    }
+
+    #[tokio::test]
+    async fn a_timeout_stops_the_whole_process_tree() {
+        // A unique duration names the grandchild, so pgrep finds only ours.
+        let marker = format!("sleep 59.{}", std::process::id());
         let started = std::time::Instant::now();
-        let err = Local
-            .exec("sleep 30", Duration::from_millis(200))
-            .await
-            .expect_err("must time out");
-        assert_eq!(err.kind(), "timeout");
+        let command = Command::new(format!("sh -c '{marker}; true' & wait"))
+            .timeout(Duration::from_millis(300));
+        let (out, _) = run(command).await;
+        assert_eq!(out.expect_err("must time out").kind(), "timeout");
         assert!(started.elapsed() < Duration::from_secs(5));
+        let left = std::process::Command::new("pgrep")
+            .args(["-f", &marker])
+            .output()
+            .expect("pgrep");
+        assert!(
+            left.stdout.is_empty(),
+            "left behind: {}",
+            String::from_utf8_lossy(&left.stdout)
+        );
     }
 }

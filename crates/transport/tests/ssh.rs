@@ -1,0 +1,332 @@
+//! Tier 2: the SSH transport against OpenSSH's own sshd on loopback. Every
+//! error kind is provoked for real.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nightshift_testbed::Sshd;
+use nightshift_transport::{
+    Command, Endpoint, ExitStatus, KnownHosts, Session, SshConfig, Stream, TransportError,
+    Unreachable,
+};
+
+fn endpoint(sshd: &Sshd) -> Endpoint {
+    Endpoint {
+        name: "loop".into(),
+        address: sshd.addr().ip().to_string(),
+        port: sshd.addr().port(),
+        user: sshd.user().into(),
+        identity: Some(sshd.client_key()),
+        jump: None,
+    }
+}
+
+fn config(known_hosts: &std::path::Path) -> SshConfig {
+    let mut config = SshConfig::new(KnownHosts::load(known_hosts, &[]).expect("known_hosts"));
+    config.use_agent = false;
+    config.connect_timeout = Duration::from_secs(5);
+    config
+}
+
+async fn connect(sshd: &Sshd) -> Session {
+    Session::connect(&endpoint(sshd), &config(&sshd.known_hosts()))
+        .await
+        .unwrap_or_else(|err| panic!("connect: {err}\nsshd log:\n{}", sshd.log()))
+}
+
+async fn run(
+    session: &Session,
+    command: Command,
+) -> (
+    Result<nightshift_transport::Output, TransportError>,
+    Vec<(Stream, String)>,
+) {
+    let mut lines = Vec::new();
+    let result = session
+        .exec(&command, &mut |s, l| lines.push((s, l.to_string())))
+        .await;
+    (result, lines)
+}
+
+#[tokio::test]
+async fn runs_commands_with_streams_status_and_environment() {
+    let sshd = Sshd::start().expect("sshd");
+    let session = connect(&sshd).await;
+    let command = Command::new("echo \"out $GREETING\"; echo err >&2; exit 4")
+        .env("GREETING", "it's me", false);
+    let (out, lines) = run(&session, command).await;
+    let out = out.expect("runs");
+    assert_eq!(out.status, ExitStatus::Code(4));
+    assert_eq!(out.stdout.text(), "out it's me\n");
+    assert_eq!(
+        out.stderr.text(),
+        "err\n",
+        "the process-group marker is not output"
+    );
+    assert_eq!(
+        lines,
+        [
+            (Stream::Stdout, "out it's me".into()),
+            (Stream::Stderr, "err".into())
+        ]
+    );
+
+    let (out, _) = run(&session, Command::new("kill -s KILL $$")).await;
+    assert_eq!(out.expect("runs").status, ExitStatus::Signal("KILL".into()));
+    session.close().await;
+}
+
+#[tokio::test]
+async fn two_hundred_commands_share_one_connection() {
+    let sshd = Sshd::start().expect("sshd");
+    let session = connect(&sshd).await;
+    for i in 0..200 {
+        let (out, _) = run(&session, Command::new(format!("echo {i}"))).await;
+        assert_eq!(
+            out.unwrap_or_else(|e| panic!("command {i}: {e}"))
+                .stdout
+                .text(),
+            format!("{i}\n")
+        );
+    }
+    // And 40 at once, more than sshd's MaxSessions of 10.
+    let session = std::sync::Arc::new(session);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let session = session.clone();
+        set.spawn(async move {
+            let out = session
+                .exec(
+                    &Command::new(format!("sleep 0.1; echo {i}")),
+                    &mut |_, _| {},
+                )
+                .await;
+            (i, out)
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        let (i, out) = joined.expect("task");
+        assert_eq!(
+            out.expect("concurrent command").stdout.text(),
+            format!("{i}\n")
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_host_is_refused_with_its_fingerprint() {
+    let sshd = Sshd::start().expect("sshd");
+    let empty = tempfile::NamedTempFile::new().expect("temp");
+    let err = Session::connect(&endpoint(&sshd), &config(empty.path()))
+        .await
+        .expect_err("unknown host");
+    let TransportError::HostKeyUnknown {
+        fingerprint,
+        key_type,
+        ..
+    } = &err
+    else {
+        panic!("wrong error: {err}");
+    };
+    assert_eq!(key_type, "ED25519");
+    assert_eq!(fingerprint, &openssh_fingerprint(&sshd));
+    assert!(
+        err.to_string().contains("nightshift hosts trust loop"),
+        "{err}"
+    );
+    assert_eq!(err.kind(), "host_key_unknown");
+}
+
+#[tokio::test]
+async fn a_changed_host_key_names_the_file_and_line() {
+    let sshd = Sshd::start().expect("sshd");
+    let other = Sshd::start().expect("second sshd");
+    let known = tempfile::NamedTempFile::new().expect("temp");
+    // Line 2 claims this server's address with the other server's key.
+    let other_key = other.host_public_key().expect("key");
+    let text = format!(
+        "# fleet\n[{}]:{} {other_key}\n",
+        sshd.addr().ip(),
+        sshd.addr().port()
+    );
+    std::fs::write(known.path(), text).expect("write");
+    let err = Session::connect(&endpoint(&sshd), &config(known.path()))
+        .await
+        .expect_err("changed key");
+    let TransportError::HostKeyChanged { file, line, .. } = &err else {
+        panic!("wrong error: {err}");
+    };
+    assert_eq!((file, *line), (&known.path().to_path_buf(), 2));
+    assert_eq!(err.kind(), "host_key_changed");
+}
+
+#[tokio::test]
+async fn a_revoked_host_key_is_refused() {
+    let sshd = Sshd::start().expect("sshd");
+    let known = tempfile::NamedTempFile::new().expect("temp");
+    let key = sshd.host_public_key().expect("key");
+    std::fs::write(
+        known.path(),
+        format!(
+            "@revoked * {key}\n[{}]:{} {key}\n",
+            sshd.addr().ip(),
+            sshd.addr().port()
+        ),
+    )
+    .expect("write");
+    let err = Session::connect(&endpoint(&sshd), &config(known.path()))
+        .await
+        .expect_err("revoked");
+    assert!(
+        matches!(err, TransportError::HostKeyRevoked { line: 1, .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_key_fails_authentication() {
+    let sshd = Sshd::start().expect("sshd");
+    let stranger = Sshd::start().expect("another sshd, for its client key");
+    let mut endpoint = endpoint(&sshd);
+    endpoint.identity = Some(stranger.client_key());
+    let err = Session::connect(&endpoint, &config(&sshd.known_hosts()))
+        .await
+        .expect_err("wrong key");
+    assert!(matches!(err, TransportError::AuthFailed { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&stranger.client_key().display().to_string()),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_closed_port_is_refused_and_a_silent_one_times_out() {
+    let sshd = Sshd::start().expect("sshd");
+    let mut closed = endpoint(&sshd);
+    let listener = std::net::TcpListener::bind((sshd.addr().ip(), 0)).expect("bind");
+    closed.port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    let err = Session::connect(&closed, &config(&sshd.known_hosts()))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            TransportError::Unreachable {
+                reason: Unreachable::Refused,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // A listener that never speaks SSH: the connect timeout must end it.
+    let silent = std::net::TcpListener::bind((sshd.addr().ip(), 0)).expect("bind");
+    let mut endpoint = endpoint(&sshd);
+    endpoint.port = silent.local_addr().expect("addr").port();
+    let mut config = config(&sshd.known_hosts());
+    config.connect_timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let err = Session::connect(&endpoint, &config)
+        .await
+        .expect_err("timeout");
+    assert!(
+        matches!(
+            err,
+            TransportError::Unreachable {
+                reason: Unreachable::TimedOut(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn a_timeout_stops_the_remote_process_tree() {
+    let sshd = Sshd::start().expect("sshd");
+    let session = connect(&sshd).await;
+    let marker = format!("sleep 58.{}", std::process::id());
+    let command =
+        Command::new(format!("sh -c '{marker}; true' & wait")).timeout(Duration::from_millis(500));
+    let started = Instant::now();
+    let (out, _) = run(&session, command).await;
+    assert_eq!(out.expect_err("must time out").kind(), "timeout");
+    assert!(started.elapsed() < Duration::from_secs(6));
+    // sshd runs on this machine, so its processes are visible here.
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .expect("pgrep");
+    assert!(
+        left.stdout.is_empty(),
+        "left behind: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    // The connection is still good for the next command.
+    assert!(
+        run(&session, Command::new("true"))
+            .await
+            .0
+            .expect("runs")
+            .status
+            .success()
+    );
+}
+
+#[tokio::test]
+async fn sshd_killed_mid_command_is_a_lost_connection() {
+    let mut sshd = Sshd::start().expect("sshd");
+    let session = connect(&sshd).await;
+    let command = Command::new("echo started; sleep 30");
+    let mut ignore = |_: Stream, _: &str| {};
+    let running = session.exec(&command, &mut ignore);
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        sshd.kill_all();
+    };
+    let (out, ()) = tokio::join!(running, killer);
+    let err = out.expect_err("connection lost");
+    assert_eq!(err.kind(), "connection_lost", "{err}");
+}
+
+#[tokio::test]
+async fn a_jump_host_tunnels_to_the_target() {
+    let bastion = Sshd::start().expect("bastion");
+    let target = Sshd::start().expect("target");
+    let known = tempfile::NamedTempFile::new().expect("temp");
+    let both = format!(
+        "{}{}",
+        std::fs::read_to_string(bastion.known_hosts()).expect("read"),
+        std::fs::read_to_string(target.known_hosts()).expect("read")
+    );
+    std::fs::write(known.path(), both).expect("write");
+    let mut via = endpoint(&target);
+    via.jump = Some(Box::new(Endpoint {
+        name: "bastion".into(),
+        ..endpoint(&bastion)
+    }));
+    // Both servers accept only their own client key; the target's key must
+    // be offered to the target through the tunnel.
+    let session = Session::connect(&via, &config(known.path()))
+        .await
+        .unwrap_or_else(|err| panic!("{err}\nbastion log:\n{}", bastion.log()));
+    let (out, _) = run(&session, Command::new("echo through")).await;
+    assert_eq!(out.expect("runs").stdout.text(), "through\n");
+}
+
+fn openssh_fingerprint(sshd: &Sshd) -> String {
+    let pubkey: PathBuf = sshd.client_key().with_file_name("host_ed25519.pub");
+    let out = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(pubkey)
+        .output()
+        .expect("ssh-keygen");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("")
+        .to_string()
+}
