@@ -6,6 +6,8 @@
 //! catalog records and the CLI renders. It parses no command lines and draws
 //! nothing on a terminal.
 
+pub mod adhoc;
 mod batch;
+pub mod reach;
 
 pub use batch::batches;

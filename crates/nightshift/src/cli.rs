@@ -53,10 +53,11 @@ pub enum Command {
     Schedule(ScheduleCommand),
     /// Roll a playbook out over its hosts, batch by batch [not yet available]
     Run(Pending),
-    /// Run an ad-hoc command on hosts [not yet available]
-    Exec(Pending),
-    /// List inventory hosts; trust their SSH host keys [not yet available]
-    Hosts(Pending),
+    /// Run an ad-hoc command on hosts: nightshift exec 'group:web,!web3' -- uptime
+    Exec(ExecArgs),
+    /// List inventory hosts; trust their SSH host keys
+    #[command(subcommand)]
+    Hosts(HostsCommand),
     /// Back up paths or a command's output into the store [not yet available]
     Backup(Pending),
     /// List snapshots [not yet available]
@@ -114,6 +115,52 @@ pub struct CheckArgs {
     /// Print diagnostics as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Hosts: names, group:NAME, globs, all, and exclusions like !db3, comma-separated
+    pub targets: String,
+    /// The command to run, after `--`
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+    /// Hosts worked on at once [default: the config's ssh.forks, 50]
+    #[arg(long)]
+    pub forks: Option<usize>,
+    /// Stop the command on a host after this long (45s, 10m)
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Run through `sudo -n`
+    #[arg(long = "become", short = 'b')]
+    pub become_root: bool,
+    /// Set an environment variable for the command
+    #[arg(long = "env", short = 'e', value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Pass this variable from nightshift's own environment, as a secret never shown
+    #[arg(long = "secret-env", value_name = "NAME")]
+    pub secret_env: Vec<String>,
+    /// One JSON object per host instead of live output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostsCommand {
+    /// List the inventory's hosts and how each is reached
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch hosts' SSH keys, show their fingerprints, and record them after confirmation
+    Trust {
+        /// Inventory host names
+        #[arg(required = true)]
+        hosts: Vec<String>,
+        /// Record without asking (for scripts)
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,8 @@
 
 mod check;
 mod cli;
+mod exec;
+mod hosts;
 mod schedule;
 mod settings;
 
@@ -31,6 +33,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(args) => check::run(&settings, &args),
         Command::Schedule(cli::ScheduleCommand::Next(args)) => schedule::next(&settings, &args),
+        Command::Exec(args) => exec::run(&settings, &args),
+        Command::Hosts(cli::HostsCommand::List { json }) => hosts::list(&settings, json),
+        Command::Hosts(cli::HostsCommand::Trust { hosts, yes }) => {
+            hosts::trust(&settings, &hosts, yes)
+        }
         other => Ok(not_yet_available(&other)),
     }
 }

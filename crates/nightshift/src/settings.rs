@@ -40,6 +40,33 @@ impl Settings {
 }
 
 impl Settings {
+    /// The inventory the config names, or the embedded one (localhost).
+    pub fn load_inventory(&self) -> anyhow::Result<nightshift_plan::inventory::Inventory> {
+        let Some(path) = &self.config.inventory else {
+            return Ok(nightshift_plan::inventory::Inventory::embedded());
+        };
+        let source = nightshift_plan::Source::read(path)?;
+        source.parse().map_err(|diagnostic| {
+            eprint!("{diagnostic}");
+            anyhow::anyhow!("the inventory {} is invalid", path.display())
+        })
+    }
+
+    /// SSH settings for this run: known_hosts under the data dir, timeouts
+    /// and limits from the config, a passphrase from the environment.
+    pub fn ssh_config(&self) -> anyhow::Result<nightshift_transport::SshConfig> {
+        let ssh = &self.config.ssh;
+        let (own, others) =
+            nightshift_engine::reach::known_hosts_files(&self.data_dir, ssh.user_known_hosts);
+        let known = nightshift_transport::KnownHosts::load(&own, &others)
+            .with_context(|| format!("cannot read {}", own.display()))?;
+        let mut config = nightshift_transport::SshConfig::new(known);
+        config.connect_timeout = ssh.connect_timeout.0;
+        config.channels_per_host = ssh.channels_per_host;
+        config.passphrase = std::env::var("NIGHTSHIFT_SSH_PASSPHRASE").ok();
+        Ok(config)
+    }
+
     /// The plan the config names, refusing to go on while it has problems.
     pub fn load_plan(&self) -> anyhow::Result<nightshift_plan::Plan> {
         let (plan, mut report) =

@@ -142,3 +142,161 @@ fn subcommands_not_yet_built_fail_plainly() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("nightshift run is not yet available"));
 }
+
+mod ssh {
+    //! `exec` and `hosts trust` against OpenSSH's sshd on loopback.
+
+    use super::common::{Tree, stderr, stdout};
+    use nightshift_testbed::Sshd;
+
+    fn inventory(servers: &[(&str, &Sshd)]) -> String {
+        servers
+            .iter()
+            .map(|(name, s)| {
+                format!(
+                    "[hosts.{name}]\naddress = \"{}\"\nport = {}\nuser = \"{}\"\nidentity = \"{}\"\ngroups = [\"loop\"]\n",
+                    s.addr().ip(),
+                    s.addr().port(),
+                    s.user(),
+                    s.client_key().display()
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exec_prefixes_lines_and_fails_when_a_host_fails() {
+        let (a, b) = (Sshd::start().expect("sshd"), Sshd::start().expect("sshd"));
+        let known = format!(
+            "{}{}",
+            std::fs::read_to_string(a.known_hosts()).expect("a"),
+            std::fs::read_to_string(b.known_hosts()).expect("b")
+        );
+        let tree = Tree::new(&inventory(&[("alpha", &a), ("beta", &b)]), &known);
+        let ok = tree.run(&["exec", "group:loop", "--", "echo", "hello"]);
+        assert!(ok.status.success(), "{}", stderr(&ok));
+        let mut lines: Vec<String> = stdout(&ok).lines().map(String::from).collect();
+        lines.sort();
+        assert_eq!(lines, ["alpha  hello", "beta   hello"]);
+        assert!(
+            stderr(&ok).starts_with("2 hosts: 2 ok in "),
+            "{}",
+            stderr(&ok)
+        );
+
+        let failing = tree.run(&[
+            "exec",
+            "alpha,beta",
+            "--",
+            "test",
+            "$(hostname)",
+            "=",
+            "never",
+        ]);
+        assert_eq!(failing.status.code(), Some(1));
+        assert!(
+            stderr(&failing).contains("2 hosts: 0 ok, 2 failed (exit non-zero 2)"),
+            "{}",
+            stderr(&failing)
+        );
+
+        let json = tree.run(&["exec", "alpha", "--json", "--", "exit", "3"]);
+        let doc: serde_json::Value = serde_json::from_str(stdout(&json).trim()).expect("JSON line");
+        assert_eq!(
+            (
+                doc["host"].as_str(),
+                doc["exit_code"].as_i64(),
+                doc["ok"].as_bool()
+            ),
+            (Some("alpha"), Some(3), Some(false))
+        );
+    }
+
+    #[test]
+    fn an_unknown_host_is_refused_until_trusted() {
+        let sshd = Sshd::start().expect("sshd");
+        let tree = Tree::new(&inventory(&[("gamma", &sshd)]), "");
+        let refused = tree.run(&["exec", "gamma", "--", "true"]);
+        assert_eq!(refused.status.code(), Some(1));
+        assert!(
+            stderr(&refused).contains("nightshift hosts trust gamma"),
+            "{}",
+            stderr(&refused)
+        );
+
+        // Without a terminal and without --yes, nothing is recorded.
+        let unconfirmed = tree.run(&["hosts", "trust", "gamma"]);
+        assert_eq!(unconfirmed.status.code(), Some(1));
+        assert!(tree.known_hosts().is_empty());
+
+        let trusted = tree.run(&["hosts", "trust", "--yes", "gamma"]);
+        assert!(trusted.status.success(), "{}", stderr(&trusted));
+        let key = sshd.host_public_key().expect("key");
+        let blob = key.split_whitespace().nth(1).expect("blob");
+        assert!(tree.known_hosts().contains(blob), "{}", tree.known_hosts());
+        assert!(
+            stdout(&trusted).contains("ED25519 SHA256:"),
+            "{}",
+            stdout(&trusted)
+        );
+        assert!(tree.run(&["exec", "gamma", "--", "true"]).status.success());
+    }
+}
+
+mod fleet {
+    //! Tier 3: `nightshift exec` on the Docker fleet.
+
+    use super::common::{Tree, stderr, stdout};
+    use nightshift_testbed::Fleet;
+
+    #[test]
+    #[ignore = "fleet tier: run through tests/run"]
+    fn exec_across_five_hosts_with_one_stopped() {
+        let fleet = Fleet::up("exec", 5).expect("private fleet");
+        let m = fleet.manifest();
+        let inventory: String = fleet
+            .hosts()
+            .iter()
+            .map(|h| {
+                format!(
+                    "[hosts.{}]\naddress = \"{}\"\nuser = \"{}\"\nidentity = \"{}\"\ngroups = [\"fleet\"]\n",
+                    h.name,
+                    h.address,
+                    m.user,
+                    m.identity.display()
+                )
+            })
+            .collect();
+        let tree = Tree::new(
+            &inventory,
+            &std::fs::read_to_string(&m.known_hosts).expect("known_hosts"),
+        );
+        fleet.stop("host3").expect("stop host3");
+        let out = tree.run(&[
+            "exec",
+            "group:fleet",
+            "--become",
+            "--",
+            "cat",
+            "/opt/fleet-data/own/identity.txt",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let mut lines: Vec<String> = stdout(&out).lines().map(String::from).collect();
+        lines.sort();
+        let expected: Vec<String> = [1, 2, 4, 5]
+            .iter()
+            .map(|i| format!("host{i}  host{i} of fleet {}", m.name))
+            .collect();
+        assert_eq!(lines, expected);
+        assert!(
+            stderr(&out).contains("host3  ✗ host3 is unreachable"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("5 hosts: 4 ok, 1 failed (unreachable 1)"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}

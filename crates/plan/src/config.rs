@@ -19,6 +19,51 @@ pub struct Config {
     pub playbooks: PathBuf,
     #[serde(default = "default_schedules")]
     pub schedules: PathBuf,
+    #[serde(default)]
+    pub ssh: SshSettings,
+}
+
+/// `[ssh]`: how nightshift connects to hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSettings {
+    /// Give up on a host that has not completed the SSH handshake by then.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: crate::Duration,
+    /// Also trust keys in the user's `~/.ssh/known_hosts` (nightshift's own
+    /// file under the data dir is always read).
+    #[serde(default)]
+    pub user_known_hosts: bool,
+    /// Hosts worked on at once.
+    #[serde(default = "default_forks")]
+    pub forks: usize,
+    /// Commands running at once on one connection; keep it below sshd's
+    /// `MaxSessions` (10 by default).
+    #[serde(default = "default_channels")]
+    pub channels_per_host: usize,
+}
+
+fn default_connect_timeout() -> crate::Duration {
+    crate::Duration(std::time::Duration::from_secs(10))
+}
+
+fn default_forks() -> usize {
+    50
+}
+
+fn default_channels() -> usize {
+    8
+}
+
+impl Default for SshSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: default_connect_timeout(),
+            user_known_hosts: false,
+            forks: default_forks(),
+            channels_per_host: default_channels(),
+        }
+    }
 }
 
 fn default_playbooks() -> PathBuf {
@@ -35,6 +80,7 @@ impl Default for Config {
             inventory: None,
             playbooks: default_playbooks(),
             schedules: default_schedules(),
+            ssh: SshSettings::default(),
         }
     }
 }
@@ -58,6 +104,7 @@ impl Config {
             inventory: self.inventory.map(|p| base.join(p)),
             playbooks: base.join(self.playbooks),
             schedules: base.join(self.schedules),
+            ssh: self.ssh,
         }
     }
 }

@@ -64,6 +64,10 @@ pub struct Host {
 pub struct Group {
     #[serde(default)]
     pub members: Vec<Spanned<String>>,
+    /// A bastion for every host of the group, as `[user@]host[:port]` or an
+    /// inventory host name.
+    #[serde(default)]
+    pub jump: Option<String>,
     #[serde(default)]
     pub children: Vec<Spanned<String>>,
     #[serde(default)]

@@ -57,6 +57,7 @@ fn check_mangled(original: &Path, text: &str) {
         inventory: None,
         playbooks: dir.path().join("playbooks"),
         schedules: dir.path().join("schedules"),
+        ssh: Default::default(),
     };
     // Errors are expected; a panic is the failure.
     let _ = check_paths(&[target], None, &config);

@@ -330,3 +330,31 @@ fn openssh_fingerprint(sshd: &Sshd) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+#[tokio::test]
+#[ignore = "fleet tier: run through tests/run"]
+async fn sudo_that_wants_a_password_is_reported_as_such() {
+    let fleet = nightshift_testbed::Fleet::shared().expect("shared fleet");
+    let m = fleet.manifest();
+    let host = &fleet.hosts()[0];
+    let endpoint = |user: &str| Endpoint {
+        name: host.name.clone(),
+        address: host.address.to_string(),
+        port: host.port,
+        user: user.into(),
+        identity: Some(m.identity.clone()),
+        jump: None,
+    };
+    let config = config(&m.known_hosts);
+    let clerk = Session::connect(&endpoint("clerk"), &config)
+        .await
+        .expect("clerk connects");
+    let (out, _) = run(&clerk, Command::new("id -u").become_root(true)).await;
+    let err = out.expect_err("sudo wants a password");
+    assert_eq!(err.kind(), "sudo_password", "{err}");
+    let admin = Session::connect(&endpoint(&m.user), &config)
+        .await
+        .expect("admin connects");
+    let (out, _) = run(&admin, Command::new("id -u").become_root(true)).await;
+    assert_eq!(out.expect("passwordless sudo").stdout.text(), "0\n");
+}

@@ -27,3 +27,43 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// A plan tree in a temporary directory: a config, an inventory and a data
+/// dir, for running `nightshift` against real hosts.
+pub struct Tree {
+    pub dir: tempfile::TempDir,
+}
+
+impl Tree {
+    /// `inventory` is the inventory's TOML; `known_hosts` becomes the data
+    /// dir's known_hosts (empty for none).
+    pub fn new(inventory: &str, known_hosts: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("nightshift.toml"),
+            "inventory = \"inventory.toml\"\n",
+        )
+        .expect("config");
+        std::fs::write(dir.path().join("inventory.toml"), inventory).expect("inventory");
+        std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
+        std::fs::write(dir.path().join("data/known_hosts"), known_hosts).expect("known_hosts");
+        Self { dir }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_nightshift"))
+            .arg("--config")
+            .arg(self.dir.path().join("nightshift.toml"))
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args(args)
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("nightshift runs")
+    }
+
+    pub fn known_hosts(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("data/known_hosts")).unwrap_or_default()
+    }
+}
