@@ -133,6 +133,17 @@ impl Sshd {
         )
     }
 
+    /// Also accepts the client key whose public half is at `public_key`.
+    pub fn authorize(&self, public_key: &Path) -> Result<(), SshdError> {
+        use std::io::Write;
+        let key = std::fs::read_to_string(public_key)?;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("authorized_keys"))?;
+        file.write_all(key.as_bytes())?;
+        Ok(())
+    }
+
     /// Kills the server and every session it serves, as a crash or an
     /// OOM kill would: connections drop mid-command.
     pub fn kill_all(&mut self) {

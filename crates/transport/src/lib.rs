@@ -12,6 +12,7 @@ mod known_hosts;
 mod local;
 mod output;
 mod ssh;
+mod stream;
 
 pub use command::{Command, EnvVar};
 pub use known_hosts::{KnownHosts, Verdict, fingerprint, host_key_name, key_type};
@@ -19,6 +20,7 @@ pub use local::Local;
 pub use output::{Captured, ExitStatus, Output, Stream, shell_quote};
 pub use russh::keys::PublicKey;
 pub use ssh::{Endpoint, Session, SshConfig, scan_host_keys};
+pub use stream::{Reading, Writing};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -159,6 +161,24 @@ impl Host {
         match self {
             Self::Local(local) => local.exec(command, on_line).await,
             Self::Ssh(session) => session.exec(command, on_line).await,
+        }
+    }
+
+    /// Starts `command` and hands back its stdout as a reader (a remote
+    /// `tar -c` or `cat` for backups).
+    pub async fn read_stream(&self, command: &Command) -> Result<Reading, TransportError> {
+        match self {
+            Self::Local(local) => local.read_stream(command).await,
+            Self::Ssh(session) => session.read_stream(command).await,
+        }
+    }
+
+    /// Starts `command` and hands back a writer into its stdin (a remote
+    /// `tar -x` for restores).
+    pub async fn write_stream(&self, command: &Command) -> Result<Writing, TransportError> {
+        match self {
+            Self::Local(local) => local.write_stream(command).await,
+            Self::Ssh(session) => session.write_stream(command).await,
         }
     }
 

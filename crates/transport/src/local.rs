@@ -5,7 +5,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::command::sudo_wants_password;
 use crate::output::Lines;
-use crate::{Captured, Command, ExitStatus, Output, Stream, TransportError};
+use crate::{Captured, Command, ExitStatus, Output, Reading, Stream, TransportError, Writing};
 
 /// Runs commands on the controller itself through `/bin/sh -c`, as sshd
 /// would on a remote host, in a process group of their own so a timeout
@@ -72,7 +72,41 @@ impl Local {
         })
     }
 
+    /// Starts `command` and hands back its stdout as a reader.
+    pub async fn read_stream(&self, command: &Command) -> Result<Reading, TransportError> {
+        let mut child = self.spawn_with(command, Stdio::null())?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| self.spawn_error(command, "no stdout pipe"))?;
+        Ok(Reading {
+            reader: Some(Box::pin(stdout)),
+            finish: Box::pin(finish(child, command.become_root)),
+        })
+    }
+
+    /// Starts `command` and hands back a writer into its stdin.
+    pub async fn write_stream(&self, command: &Command) -> Result<Writing, TransportError> {
+        let mut child = self.spawn_with(command, Stdio::piped())?;
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| self.spawn_error(command, "no stdin pipe"))?;
+        Ok(Writing {
+            writer: Some(Box::pin(stdin)),
+            finish: Box::pin(finish(child, command.become_root)),
+        })
+    }
+
     fn spawn(&self, command: &Command) -> Result<tokio::process::Child, TransportError> {
+        self.spawn_with(command, Stdio::null())
+    }
+
+    fn spawn_with(
+        &self,
+        command: &Command,
+        stdin: Stdio,
+    ) -> Result<tokio::process::Child, TransportError> {
         let mut process = if command.become_root {
             let mut p = tokio::process::Command::new("sudo");
             p.args(["-n", "--", "/bin/sh", "-c"]);
@@ -84,7 +118,7 @@ impl Local {
         };
         process
             .arg(command.inner())
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -100,6 +134,39 @@ impl Local {
             reason: reason.to_string(),
         }
     }
+}
+
+/// Waits for a streaming child: its stderr, its stdout if nobody read it,
+/// and its exit status.
+async fn finish(
+    mut child: tokio::process::Child,
+    become_root: bool,
+) -> Result<Output, TransportError> {
+    let mut stderr = Captured::default();
+    if let Some(mut pipe) = child.stderr.take() {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes).await;
+        stderr.push(&bytes);
+    }
+    if let Some(mut pipe) = child.stdout.take() {
+        let _ = tokio::io::copy(&mut pipe, &mut tokio::io::sink()).await;
+    }
+    let status = child.wait().await.map_err(|err| TransportError::Spawn {
+        host: Local::HOST.into(),
+        command: "stream".into(),
+        reason: err.to_string(),
+    })?;
+    let status = exit_status(status);
+    if become_root && status == ExitStatus::Code(1) && sudo_wants_password(&stderr.text()) {
+        return Err(TransportError::SudoNeedsPassword {
+            host: Local::HOST.into(),
+        });
+    }
+    Ok(Output {
+        status,
+        stdout: Captured::default(),
+        stderr,
+    })
 }
 
 /// Reads stdout and stderr to the end, sending whole lines as they come.

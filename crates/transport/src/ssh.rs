@@ -5,11 +5,12 @@ use std::time::Duration;
 use russh::client::{self, AuthResult, Handle};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, Preferred};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 use crate::command::{PGID_MARKER, sudo_wants_password};
 use crate::output::Lines;
+use crate::stream::{Reading, Writing};
 use crate::{
     Captured, Command, ExitStatus, KnownHosts, Output, Stream, TransportError, Unreachable,
     Verdict, fingerprint, key_type,
@@ -42,8 +43,8 @@ pub struct SshConfig {
     pub channels_per_host: usize,
     /// Passphrase for encrypted identity files. Never logged.
     pub passphrase: Option<String>,
-    /// Try keys held by ssh-agent (`SSH_AUTH_SOCK`).
-    pub use_agent: bool,
+    /// The ssh-agent socket to try keys from; `SSH_AUTH_SOCK` by default.
+    pub agent: Option<PathBuf>,
 }
 
 impl SshConfig {
@@ -55,7 +56,7 @@ impl SshConfig {
             keepalive_max: 10,
             channels_per_host: 8,
             passphrase: None,
-            use_agent: true,
+            agent: std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
         }
     }
 }
@@ -216,6 +217,117 @@ impl Session {
         })
     }
 
+    /// Starts `command` and hands back its stdout as a reader.
+    pub async fn read_stream(&self, command: &Command) -> Result<Reading, TransportError> {
+        let (mut channel, permit) = self.start(command).await?;
+        let (mut sink, source) = tokio::io::duplex(256 * 1024);
+        let host = self.name.clone();
+        let shown = command.shown();
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            let mut stderr = Captured::default();
+            let mut status = None;
+            let mut bytes = 0u64;
+            let mut reading = true;
+            while let Some(msg) = channel.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => {
+                        bytes += data.len() as u64;
+                        // A reader that went away only means the rest is discarded.
+                        reading = reading && sink.write_all(&data).await.is_ok();
+                    }
+                    ChannelMsg::ExtendedData { data, ext: 1 } => stderr.push(&data),
+                    ChannelMsg::ExitStatus { exit_status } => {
+                        status = Some(ExitStatus::Code(exit_status as i32))
+                    }
+                    ChannelMsg::ExitSignal { signal_name, .. } => {
+                        status = Some(ExitStatus::Signal(signal(&signal_name)))
+                    }
+                    ChannelMsg::Close => break,
+                    _ => {}
+                }
+            }
+            drop(sink);
+            finished(&host, &shown, status, stderr, bytes)
+        });
+        Ok(Reading {
+            reader: Some(Box::pin(source)),
+            finish: Box::pin(joined(task, self.name.clone())),
+        })
+    }
+
+    /// Starts `command` and hands back a writer into its stdin.
+    pub async fn write_stream(&self, command: &Command) -> Result<Writing, TransportError> {
+        let (mut channel, permit) = self.start(command).await?;
+        let writer = channel.make_writer();
+        let host = self.name.clone();
+        let shown = command.shown();
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            let mut stderr = Captured::default();
+            let mut stdout_bytes = 0u64;
+            let mut status = None;
+            while let Some(msg) = channel.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => stdout_bytes += data.len() as u64,
+                    ChannelMsg::ExtendedData { data, ext: 1 } => stderr.push(&data),
+                    ChannelMsg::ExitStatus { exit_status } => {
+                        status = Some(ExitStatus::Code(exit_status as i32))
+                    }
+                    ChannelMsg::ExitSignal { signal_name, .. } => {
+                        status = Some(ExitStatus::Signal(signal(&signal_name)))
+                    }
+                    ChannelMsg::Close => break,
+                    _ => {}
+                }
+            }
+            finished(&host, &shown, status, stderr, stdout_bytes)
+        });
+        Ok(Writing {
+            writer: Some(Box::pin(writer)),
+            finish: Box::pin(joined(task, self.name.clone())),
+        })
+    }
+
+    /// Opens a channel for a stream and starts the command on it, without
+    /// the process-group wrapper (a stream has no timeout of its own).
+    async fn start(
+        &self,
+        command: &Command,
+    ) -> Result<
+        (
+            russh::Channel<client::Msg>,
+            tokio::sync::OwnedSemaphorePermit,
+        ),
+        TransportError,
+    > {
+        let permit = self
+            .channels
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| self.lost("waiting for a channel"))?;
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|err| self.channel_error(err, "opening a channel"))?;
+        let sudo = if command.become_root {
+            "sudo -n -- "
+        } else {
+            ""
+        };
+        let line = format!(
+            "exec {sudo}/bin/sh -c {}",
+            crate::shell_quote(&command.inner())
+        );
+        channel
+            .exec(true, line)
+            .await
+            .map_err(|err| self.channel_error(err, "starting a command"))?;
+        Ok((channel, permit))
+    }
+
     /// Stops a timed-out command's whole process group, first asking, then
     /// insisting.
     async fn stop_group(&self, pgid: Option<u32>, become_root: bool) {
@@ -258,6 +370,44 @@ impl Session {
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
     }
+}
+
+/// The outcome of a stream's command once its channel has closed.
+fn finished(
+    host: &str,
+    shown: &str,
+    status: Option<ExitStatus>,
+    stderr: Captured,
+    stdout_bytes: u64,
+) -> Result<Output, TransportError> {
+    let status = status.ok_or_else(|| TransportError::ConnectionLost {
+        host: host.to_string(),
+        during: format!("streaming `{shown}`"),
+    })?;
+    if status == ExitStatus::Code(1) && sudo_wants_password(&stderr.text()) {
+        return Err(TransportError::SudoNeedsPassword {
+            host: host.to_string(),
+        });
+    }
+    let mut stdout = Captured::default();
+    stdout.push(format!("{stdout_bytes} bytes streamed\n").as_bytes());
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+async fn joined(
+    task: tokio::task::JoinHandle<Result<Output, TransportError>>,
+    host: String,
+) -> Result<Output, TransportError> {
+    task.await.unwrap_or_else(|_| {
+        Err(TransportError::ConnectionLost {
+            host,
+            during: "streaming".into(),
+        })
+    })
 }
 
 /// The state of one running command.
@@ -469,7 +619,9 @@ async fn authenticate(
             break;
         }
     }
-    if config.use_agent && try_agent(handle, endpoint, rsa_hash, &mut tried).await? {
+    if let Some(socket) = &config.agent
+        && try_agent(handle, endpoint, socket, rsa_hash, &mut tried).await?
+    {
         return Ok(());
     }
     Err(TransportError::AuthFailed {
@@ -523,13 +675,12 @@ fn load_key(
 async fn try_agent(
     handle: &mut Handle<Client>,
     endpoint: &Endpoint,
+    socket: &Path,
     rsa_hash: Option<HashAlg>,
     tried: &mut Vec<String>,
 ) -> Result<bool, TransportError> {
-    if std::env::var_os("SSH_AUTH_SOCK").is_none() {
-        return Ok(false);
-    }
-    let Ok(mut agent) = russh::keys::agent::client::AgentClient::connect_env().await else {
+    let Ok(mut agent) = russh::keys::agent::client::AgentClient::connect_uds(socket).await else {
+        tracing::debug!(socket = %socket.display(), "ssh-agent not reachable");
         return Ok(false);
     };
     let identities = agent.request_identities().await.unwrap_or_default();

@@ -23,7 +23,7 @@ fn endpoint(sshd: &Sshd) -> Endpoint {
 
 fn config(known_hosts: &std::path::Path) -> SshConfig {
     let mut config = SshConfig::new(KnownHosts::load(known_hosts, &[]).expect("known_hosts"));
-    config.use_agent = false;
+    config.agent = None;
     config.connect_timeout = Duration::from_secs(5);
     config
 }
@@ -357,4 +357,210 @@ async fn sudo_that_wants_a_password_is_reported_as_such() {
         .expect("admin connects");
     let (out, _) = run(&admin, Command::new("id -u").become_root(true)).await;
     assert_eq!(out.expect("passwordless sudo").stdout.text(), "0\n");
+}
+
+/// A throw-away key of another type, authorised on `sshd`.
+fn extra_key(sshd: &Sshd, dir: &std::path::Path, kind: &str, passphrase: &str) -> PathBuf {
+    let path = dir.join(format!("id_{kind}"));
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", kind, "-N", passphrase, "-f"])
+        .arg(&path)
+        .status()
+        .expect("ssh-keygen");
+    assert!(status.success());
+    sshd.authorize(&path.with_extension("pub"))
+        .expect("authorize");
+    path
+}
+
+#[tokio::test]
+async fn rsa_and_ecdsa_keys_and_encrypted_ones_authenticate() {
+    let sshd = Sshd::start().expect("sshd");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for kind in ["rsa", "ecdsa"] {
+        let mut endpoint = endpoint(&sshd);
+        endpoint.identity = Some(extra_key(&sshd, dir.path(), kind, ""));
+        let session = Session::connect(&endpoint, &config(&sshd.known_hosts()))
+            .await
+            .unwrap_or_else(|err| panic!("{kind}: {err}"));
+        assert!(
+            run(&session, Command::new("true"))
+                .await
+                .0
+                .expect("runs")
+                .status
+                .success()
+        );
+    }
+    let mut endpoint = endpoint(&sshd);
+    endpoint.identity = Some(extra_key(&sshd, dir.path(), "ed25519", "correct horse"));
+    let mut config = config(&sshd.known_hosts());
+    let err = Session::connect(&endpoint, &config)
+        .await
+        .expect_err("no passphrase");
+    assert!(
+        err.to_string().contains("NIGHTSHIFT_SSH_PASSPHRASE"),
+        "{err}"
+    );
+    config.passphrase = Some("wrong".into());
+    let err = Session::connect(&endpoint, &config)
+        .await
+        .expect_err("wrong passphrase");
+    assert!(
+        !err.to_string().contains("wrong"),
+        "the passphrase never shows: {err}"
+    );
+    config.passphrase = Some("correct horse".into());
+    Session::connect(&endpoint, &config)
+        .await
+        .expect("right passphrase");
+}
+
+#[tokio::test]
+async fn keys_in_ssh_agent_authenticate() {
+    let sshd = Sshd::start().expect("sshd");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = extra_key(&sshd, dir.path(), "ed25519", "");
+    let socket = dir.path().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent");
+    for _ in 0..50 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let added = std::process::Command::new("ssh-add")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &socket)
+        .output()
+        .expect("ssh-add");
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let mut endpoint = endpoint(&sshd);
+    endpoint.identity = None;
+    let mut config = config(&sshd.known_hosts());
+    config.agent = Some(socket);
+    let result = Session::connect(&endpoint, &config).await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let session = result.expect("agent key accepted");
+    assert!(
+        run(&session, Command::new("true"))
+            .await
+            .0
+            .expect("runs")
+            .status
+            .success()
+    );
+}
+
+/// Writes 8 MiB into a remote `cat >`, reads it back with `cat`, then copies
+/// a tree from `tar -c` on `host` into `tar -x` on `target`, as a restore to
+/// another host does; sshd shares this machine's files, so the results are
+/// checked here.
+async fn stream_round_trips(
+    host: &nightshift_transport::Host,
+    target: &nightshift_transport::Host,
+    dir: &std::path::Path,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let data: Vec<u8> = (0..8 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let file = dir.join("blob");
+    let quoted = nightshift_transport::shell_quote(&file.display().to_string());
+    let mut writing = host
+        .write_stream(&Command::new(format!("cat > {quoted}")))
+        .await
+        .expect("write stream");
+    writing.write_all(&data).await.expect("write");
+    assert!(writing.finish().await.expect("finish").status.success());
+    assert_eq!(std::fs::read(&file).expect("written"), data);
+
+    let mut reading = host
+        .read_stream(&Command::new(format!("cat {quoted}")))
+        .await
+        .expect("read stream");
+    let mut back = Vec::new();
+    reading.read_to_end(&mut back).await.expect("read");
+    assert!(reading.finish().await.expect("finish").status.success());
+    assert_eq!(back, data);
+
+    let (src, dst) = (dir.join("src"), dir.join("dst"));
+    std::fs::create_dir_all(src.join("etc/nginx")).expect("mkdir");
+    std::fs::create_dir_all(&dst).expect("mkdir");
+    std::fs::write(src.join("etc/nginx/site.conf"), "listen 80;\n").expect("write");
+    std::fs::copy(&file, src.join("blob")).expect("copy");
+    let q = |p: &std::path::Path| nightshift_transport::shell_quote(&p.display().to_string());
+    let mut tar_out = host
+        .read_stream(&Command::new(format!("tar -C {} -cf - .", q(&src))))
+        .await
+        .expect("tar -c");
+    let mut tar_in = target
+        .write_stream(&Command::new(format!("tar -C {} -xf -", q(&dst))))
+        .await
+        .expect("tar -x");
+    tokio::io::copy(&mut tar_out, &mut tar_in)
+        .await
+        .expect("copy");
+    assert!(
+        tar_out
+            .finish()
+            .await
+            .expect("tar -c finish")
+            .status
+            .success()
+    );
+    assert!(
+        tar_in
+            .finish()
+            .await
+            .expect("tar -x finish")
+            .status
+            .success()
+    );
+    let diff = std::process::Command::new("diff")
+        .arg("-r")
+        .arg(&src)
+        .arg(&dst)
+        .output()
+        .expect("diff");
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+
+    let missing = host
+        .read_stream(&Command::new("cat /nonexistent/nightshift"))
+        .await
+        .expect("starts");
+    let out = missing.finish().await.expect("finishes");
+    assert_eq!(out.status, ExitStatus::Code(1));
+    assert!(
+        out.stderr.text().contains("No such file"),
+        "{}",
+        out.stderr.text()
+    );
+}
+
+#[tokio::test]
+async fn streams_round_trip_over_ssh_and_locally() {
+    let sshd = Sshd::start().expect("sshd");
+    let ssh = nightshift_transport::Host::Ssh(connect(&sshd).await);
+    let other = nightshift_transport::Host::Ssh(connect(&sshd).await);
+    let dir = tempfile::tempdir().expect("tempdir");
+    stream_round_trips(&ssh, &other, dir.path()).await;
+    let local = nightshift_transport::Host::Local(nightshift_transport::Local);
+    let dir = tempfile::tempdir().expect("tempdir");
+    stream_round_trips(&local, &local, dir.path()).await;
 }
