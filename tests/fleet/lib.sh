@@ -20,7 +20,15 @@ fleet_mirror() {
         return
     fi
     local uri
-    local sources=(/etc/apt/sources.list.d/*.sources) lists=(/etc/apt/sources.list /etc/apt/sources.list.d/*.list)
+    local sources lists
+    sources=(/etc/apt/sources.list.d/*.sources) lists=(/etc/apt/sources.list /etc/apt/sources.list.d/*.list)
+    # Only files that exist: mawk gives up on the first missing one.
+    local f existing=()
+    for f in "${sources[@]}"; do [[ -f "$f" ]] && existing+=("$f"); done
+    sources=("${existing[@]}")
+    existing=()
+    for f in "${lists[@]}"; do [[ -f "$f" ]] && existing+=("$f"); done
+    lists=("${existing[@]}")
     # deb822 stanzas whose Suites list the plain suite name, then one-line
     # "deb [options] URI SUITE COMPONENTS" entries.
     uri="$(awk -v suite="$FLEET_SUITE" '
@@ -33,7 +41,13 @@ fleet_mirror() {
             $1 == "deb" { i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
                           if ($(i + 1) == suite) { print $i; exit } }' "${lists[@]}" /dev/null 2>/dev/null || true)"
     fi
-    [[ -n "$uri" ]] || die "no apt source for '$FLEET_SUITE' found in /etc/apt; set NIGHTSHIFT_FLEET_MIRROR"
+    if [[ -z "$uri" ]]; then
+        # A machine on another release: any Debian archive URI serves bookworm too.
+        uri="$(awk '/^URIs:/ && $2 ~ /\/debian\/?$/ { print $2; exit }
+                    $1 == "deb" && $0 ~ /\/debian\/? / { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' \
+               "${sources[@]}" "${lists[@]}" /dev/null 2>/dev/null || true)"
+    fi
+    [[ -n "$uri" ]] || die "no Debian apt source found in /etc/apt; set NIGHTSHIFT_FLEET_MIRROR"
     printf '%s\n' "$uri"
 }
 

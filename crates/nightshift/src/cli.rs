@@ -172,8 +172,8 @@ pub enum ScheduleCommand {
 #[derive(Debug, Args)]
 pub struct NextArgs {
     /// How many runs to list
-    #[arg(long, short = 'n', default_value_t = 10)]
-    pub count: usize,
+    #[arg(long, short = 'n', default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub count: u16,
     /// Start from this time instead of now (2026-11-20T03:00 local, or RFC 3339)
     #[arg(long, value_name = "TIME")]
     pub from: Option<String>,

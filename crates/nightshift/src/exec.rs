@@ -22,10 +22,19 @@ pub fn run(settings: &Settings, args: &ExecArgs) -> anyhow::Result<ExitCode> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .collect();
-    let names = inventory.resolve(&patterns);
+    let targets = inventory.targets();
+    if let Some(stray) = patterns
+        .iter()
+        .find(|p| targets.matching(p.trim_start_matches('!')).is_empty())
+    {
+        anyhow::bail!(
+            "`{stray}` matches no host in the inventory; `nightshift hosts list` shows them"
+        );
+    }
+    let names = targets.resolve(&patterns);
     anyhow::ensure!(
         !names.is_empty(),
-        "`{}` matches no host in the inventory",
+        "`{}` leaves no host to run on",
         args.targets
     );
     let hosts = names

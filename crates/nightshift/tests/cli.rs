@@ -97,11 +97,21 @@ fn schedule_next_says_plainly_when_a_schedule_never_runs() {
          [windows.night]\nstart = \"01:00\"\nend = \"05:00\"\n",
     )
     .expect("write");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nightshift"))
-        .args(["check"])
-        .current_dir(root)
-        .output()
-        .expect("runs");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nightshift"))
+            .args(args)
+            .current_dir(root)
+            .output()
+            .expect("runs")
+    };
+    let next = run(&["schedule", "next"]);
+    assert!(next.status.success(), "{}", stderr(&next));
+    assert_eq!(
+        stdout(&next),
+        "no scheduled runs ahead\nnever runs: p (`0 12 * * *` in window night): \
+         the cron expression never fires while the window is open (within 800 days)\n"
+    );
+    let output = run(&["check"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(
         stderr(&output).contains("`0 12 * * *` never fires inside window `night`"),

@@ -210,12 +210,21 @@ pub enum Threshold {
 }
 
 impl Threshold {
-    /// The threshold applied to `total` hosts; a percentage rounds down but
-    /// never below one host.
+    /// A batch size for `total` hosts: a percentage rounds down but never
+    /// below one host, so a rollout always moves.
     pub fn of(self, total: usize) -> usize {
         match self {
-            Self::Count(n) => n,
+            Self::Count(n) => n.max(1),
             Self::Percent(p) => (((total as f64) * p / 100.0).floor() as usize).max(1),
+        }
+    }
+
+    /// A failure limit for `total` hosts: a percentage rounds down, and
+    /// `0` or `"0%"` tolerates no failure at all.
+    pub fn limit(self, total: usize) -> usize {
+        match self {
+            Self::Count(n) => n,
+            Self::Percent(p) => ((total as f64) * p / 100.0).floor() as usize,
         }
     }
 }
@@ -284,6 +293,8 @@ mod tests {
         assert_eq!(Threshold::Percent(25.0).of(12), 3);
         assert_eq!(Threshold::Percent(10.0).of(5), 1);
         assert_eq!(Threshold::Count(2).of(100), 2);
+        assert_eq!(Threshold::Percent(0.0).limit(50), 0);
+        assert_eq!(Threshold::Percent(10.0).limit(25), 2);
     }
 
     #[test]

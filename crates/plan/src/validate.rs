@@ -139,7 +139,8 @@ fn build_window(
             .with_help("a month rule already names the day; remove `days`"),
         );
     }
-    if w.start.get_ref() == w.end.get_ref() {
+    let start = window::time_of_day(w.start.get_ref()).ok();
+    if start.is_some() && start == window::time_of_day(w.end.get_ref()).ok() {
         problems.push(
             error(
                 source,

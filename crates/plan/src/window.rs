@@ -128,12 +128,18 @@ impl MonthRule {
         base.checked_add_signed(Duration::days(self.offset_days))
     }
 
-    /// Whether `date` is this rule's day in its own month or, through a
-    /// positive offset, in the month before.
+    /// Whether `date` is this rule's day in its own month or, through an
+    /// offset, in the month before or after.
     pub fn matches(&self, date: NaiveDate) -> bool {
-        let prev = date.checked_sub_months(chrono::Months::new(1));
-        self.day_in(date.year(), date.month()) == Some(date)
-            || prev.is_some_and(|p| self.day_in(p.year(), p.month()) == Some(date))
+        let month = chrono::Months::new(1);
+        [
+            date.checked_sub_months(month),
+            Some(date),
+            date.checked_add_months(month),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|m| self.day_in(m.year(), m.month()) == Some(date))
     }
 }
 
@@ -168,14 +174,19 @@ impl FromStr for MonthRule {
             }
             [ordinal, day, sign @ ("+" | "-"), n, "day" | "days"] => {
                 let (nth, weekday) = nth_weekday(ordinal, day)?;
-                let n: i64 = n
-                    .parse()
-                    .map_err(|_| format!("`{n}` is not a number of days; {example}"))?;
-                if n > 27 {
-                    return Err(format!(
-                        "an offset of {n} days is more than a month; {example}"
-                    ));
-                }
+                let n: i64 = match n.parse::<u8>() {
+                    Ok(days) if days <= 27 => days.into(),
+                    Ok(_) => {
+                        return Err(format!(
+                            "an offset of {n} days is more than a month; {example}"
+                        ));
+                    }
+                    Err(_) => {
+                        return Err(format!(
+                            "`{n}` is not a number of days from 0 to 27; {example}"
+                        ));
+                    }
+                };
                 Ok(Self {
                     nth,
                     weekday,
@@ -328,6 +339,26 @@ mod tests {
                 .single()
                 .expect("t")
         );
+    }
+
+    #[test]
+    fn a_negative_offset_reaches_into_the_month_before() {
+        let rule: MonthRule = "first Monday - 3 days".parse().expect("rule");
+        // The first Monday of February 2026 is the 2nd; three days before is
+        // Friday 30 January.
+        assert!(rule.matches(date("2026-01-30").expect("d")));
+        assert!(!rule.matches(date("2026-02-02").expect("d")));
+    }
+
+    #[test]
+    fn huge_offsets_are_refused_not_panicked_on() {
+        for text in [
+            "second Tuesday + -999999999999999 days",
+            "second Tuesday - -9223372036854775808 days",
+            "last Friday + 28 days",
+        ] {
+            assert!(text.parse::<MonthRule>().is_err(), "{text}");
+        }
     }
 
     #[test]

@@ -76,13 +76,21 @@ impl Fleet {
     /// its machines. `name` must be unique among running fleets.
     pub fn up(name: &str, hosts: usize) -> Result<Self, FleetError> {
         let name = format!("{name}-{}", std::process::id());
-        let output = script("up", &[&name, &hosts.to_string()])?;
-        let path = crate::stdout(&output).trim().to_string();
-        let fleet = Self {
-            manifest: read_manifest(Path::new(&path))?,
-            owned: true,
-        };
-        Ok(fleet)
+        let started = script("up", &[&name, &hosts.to_string()]).and_then(|output| {
+            let path = crate::stdout(&output).trim().to_string();
+            read_manifest(Path::new(&path))
+        });
+        match started {
+            Ok(manifest) => Ok(Self {
+                manifest,
+                owned: true,
+            }),
+            Err(err) => {
+                // Whatever `up` created before failing goes too.
+                let _ = script("down", &[&name]);
+                Err(err)
+            }
+        }
     }
 
     pub fn manifest(&self) -> &Manifest {

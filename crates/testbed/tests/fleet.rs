@@ -149,7 +149,22 @@ fn a_kernel_update_asks_for_a_reboot_and_a_reboot_restarts_the_host() {
     ssh_ok(&fleet, "host1", "test -f /run/reboot-required");
     let boot_before = ssh_ok(&fleet, "host1", "cut -d' ' -f22 /proc/1/stat");
 
-    fleet.reboot("host1").expect("reboot");
+    // Reboot the way an operator (and nightshift) does: `sudo reboot` over SSH.
+    let _ = fleet.ssh("host1", "sudo reboot", CONNECT);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let now = fleet
+            .ssh("host1", "cut -d' ' -f22 /proc/1/stat", CONNECT)
+            .expect("ssh runs");
+        if now.status.success() && stdout(&now) != boot_before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "host1 did not come back from `sudo reboot`"
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
     assert_ne!(
         ssh_ok(&fleet, "host1", "cut -d' ' -f22 /proc/1/stat"),
         boot_before,
