@@ -53,8 +53,13 @@ impl Settings {
     }
 
     /// SSH settings for this run: known_hosts under the data dir, timeouts
-    /// and limits from the config, a passphrase from the environment.
-    pub fn ssh_config(&self) -> anyhow::Result<nightshift_transport::SshConfig> {
+    /// and limits from the config, and the passphrase of an encrypted
+    /// identity file from `NIGHTSHIFT_SSH_PASSPHRASE` or, on a terminal, a
+    /// prompt.
+    pub fn ssh_config(
+        &self,
+        inventory: &nightshift_plan::inventory::Inventory,
+    ) -> anyhow::Result<nightshift_transport::SshConfig> {
         let ssh = &self.config.ssh;
         let (own, others) =
             nightshift_engine::reach::known_hosts_files(&self.data_dir, ssh.user_known_hosts);
@@ -63,7 +68,10 @@ impl Settings {
         let mut config = nightshift_transport::SshConfig::new(known);
         config.connect_timeout = ssh.connect_timeout.0;
         config.channels_per_host = ssh.channels_per_host;
-        config.passphrase = std::env::var("NIGHTSHIFT_SSH_PASSPHRASE").ok();
+        config.passphrase = match std::env::var("NIGHTSHIFT_SSH_PASSPHRASE") {
+            Ok(passphrase) => Some(passphrase),
+            Err(_) => prompt_passphrase(inventory)?,
+        };
         Ok(config)
     }
 
@@ -81,6 +89,30 @@ impl Settings {
         );
         Ok(plan)
     }
+}
+
+/// Asks for the passphrase of the first encrypted identity file the
+/// inventory names, when there is a terminal to ask on.
+fn prompt_passphrase(
+    inventory: &nightshift_plan::inventory::Inventory,
+) -> anyhow::Result<Option<String>> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let identities = inventory
+        .hosts
+        .values()
+        .filter_map(|h| h.identity.as_ref())
+        .chain(inventory.defaults.identity.as_ref());
+    let mut seen = std::collections::BTreeSet::new();
+    for path in identities.filter(|p| seen.insert(p.to_path_buf())) {
+        if nightshift_transport::key_is_encrypted(path) {
+            let prompt = format!("Passphrase for {}: ", path.display());
+            return Ok(Some(rpassword::prompt_password(prompt)?));
+        }
+    }
+    Ok(None)
 }
 
 fn load(path: &Path) -> anyhow::Result<Config> {

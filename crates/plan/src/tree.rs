@@ -16,23 +16,46 @@ pub enum FileKind {
 }
 
 impl FileKind {
-    fn of(path: &Path, config: &Config) -> Self {
+    /// Files under the config's `playbooks` and `schedules` directories are
+    /// what those directories say, and the config's `inventory` is the
+    /// inventory, whatever their names. Files named on the command line
+    /// outside them are told by name: `nightshift*.toml` is a config,
+    /// `inventory*.toml` an inventory, anything in a directory called
+    /// `schedules` a schedules file, the rest playbooks.
+    fn of(path: &Path, config: &Config, config_file: Option<&Path>) -> Self {
+        let here = canonical(path);
+        let under = |dir: &Path| here.starts_with(canonical(dir));
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let in_dir = |dir: &str| {
-            path.parent()
-                .and_then(Path::file_name)
-                .is_some_and(|d| d == dir)
-        };
-        if config.inventory.as_deref() == Some(path) || name.starts_with("inventory") {
+        if config
+            .inventory
+            .as_deref()
+            .is_some_and(|inv| here == canonical(inv))
+        {
             Self::Inventory
+        } else if config_file.is_some_and(|c| here == canonical(c)) {
+            Self::Config
+        } else if under(&config.schedules) {
+            Self::Schedule
+        } else if under(&config.playbooks) {
+            Self::Playbook
         } else if name == crate::DEFAULT_CONFIG_FILE || name.starts_with("nightshift.") {
             Self::Config
-        } else if in_dir("schedules") {
+        } else if name.starts_with("inventory") {
+            Self::Inventory
+        } else if path
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|d| d == "schedules")
+        {
             Self::Schedule
         } else {
             Self::Playbook
         }
     }
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// A parsed file with its text, so later checks can point into it.
@@ -113,7 +136,7 @@ pub fn load(
         if !seen.insert(canonical) {
             continue;
         }
-        let kind = FileKind::of(&path, config);
+        let kind = FileKind::of(&path, config, config_file);
         let source = match Source::read(&path) {
             Ok(source) => source,
             Err(PlanError::Read { path, source }) if config.inventory.as_ref() == Some(&path) => {
@@ -149,6 +172,16 @@ fn add(plan: &mut Plan, source: Source, kind: FileKind) -> Result<(), Box<Diagno
     match kind {
         FileKind::Config => Config::parse(&source).map(drop),
         FileKind::Inventory => {
+            if let Some(first) = &plan.inventory {
+                return Err(Box::new(
+                    source
+                        .error(0..0, "a second inventory file")
+                        .with_help(format!(
+                            "{} is already the inventory; name one in the config's `inventory`",
+                            first.source.path.display()
+                        )),
+                ));
+            }
             let value = source.parse()?;
             plan.inventory = Some(Loaded { source, value });
             Ok(())

@@ -91,3 +91,39 @@ proptest! {
         check_mangled(Path::new("deploy/inventory.toml"), &text);
     }
 }
+
+#[test]
+fn files_are_what_their_directory_says_whatever_their_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("plays")).expect("mkdir");
+    std::fs::create_dir_all(root.join("cron.d/team")).expect("mkdir");
+    std::fs::write(
+        root.join("plays/inventory-audit.toml"),
+        "name = \"inventory-audit\"\ntargets = [\"localhost\"]\n[[steps]]\nname = \"s\"\ncommand = \"true\"\n",
+    )
+    .expect("write");
+    std::fs::write(
+        root.join("cron.d/team/nightly.toml"),
+        "[[schedule]]\nplaybook = \"inventory-audit\"\ncron = \"0 2 * * *\"\ntimezone = \"UTC\"\nwindow = \"night\"\n\
+         [windows.night]\nstart = \"01:00\"\nend = \"05:00\"\n",
+    )
+    .expect("write");
+    let config = Config {
+        inventory: None,
+        playbooks: root.join("plays"),
+        schedules: root.join("cron.d"),
+        ssh: Default::default(),
+    };
+    let report = check_paths(&[], None, &config).expect("readable");
+    let problems: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let kinds: Vec<_> = report.files.iter().map(|f| f.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            nightshift_plan::FileKind::Playbook,
+            nightshift_plan::FileKind::Schedule
+        ]
+    );
+}

@@ -19,7 +19,7 @@ pub use known_hosts::{KnownHosts, Verdict, fingerprint, host_key_name, key_type}
 pub use local::Local;
 pub use output::{Captured, ExitStatus, Output, Stream, shell_quote};
 pub use russh::keys::PublicKey;
-pub use ssh::{Endpoint, Session, SshConfig, scan_host_keys};
+pub use ssh::{Endpoint, Session, SshConfig, key_is_encrypted, scan_host_keys};
 pub use stream::{Reading, Writing};
 
 use std::path::PathBuf;

@@ -656,6 +656,14 @@ fn expand_home(path: &Path) -> PathBuf {
     }
 }
 
+/// Whether the identity file at `path` needs a passphrase.
+pub fn key_is_encrypted(path: &Path) -> bool {
+    matches!(
+        russh::keys::load_secret_key(expand_home(path), None),
+        Err(russh::keys::Error::KeyIsEncrypted)
+    )
+}
+
 fn load_key(
     path: &Path,
     passphrase: Option<&str>,
