@@ -225,30 +225,9 @@ impl Session {
         let shown = command.shown();
         let task = tokio::spawn(async move {
             let _permit = permit;
-            let mut stderr = Captured::default();
-            let mut status = None;
-            let mut bytes = 0u64;
-            let mut reading = true;
-            while let Some(msg) = channel.wait().await {
-                match msg {
-                    ChannelMsg::Data { data } => {
-                        bytes += data.len() as u64;
-                        // A reader that went away only means the rest is discarded.
-                        reading = reading && sink.write_all(&data).await.is_ok();
-                    }
-                    ChannelMsg::ExtendedData { data, ext: 1 } => stderr.push(&data),
-                    ChannelMsg::ExitStatus { exit_status } => {
-                        status = Some(ExitStatus::Code(exit_status as i32))
-                    }
-                    ChannelMsg::ExitSignal { signal_name, .. } => {
-                        status = Some(ExitStatus::Signal(signal(&signal_name)))
-                    }
-                    ChannelMsg::Close => break,
-                    _ => {}
-                }
-            }
+            let drained = drain(&mut channel, Some(&mut sink)).await;
             drop(sink);
-            finished(&host, &shown, status, stderr, bytes)
+            finished(&host, &shown, drained)
         });
         Ok(Reading {
             reader: Some(Box::pin(source)),
@@ -264,24 +243,8 @@ impl Session {
         let shown = command.shown();
         let task = tokio::spawn(async move {
             let _permit = permit;
-            let mut stderr = Captured::default();
-            let mut stdout_bytes = 0u64;
-            let mut status = None;
-            while let Some(msg) = channel.wait().await {
-                match msg {
-                    ChannelMsg::Data { data } => stdout_bytes += data.len() as u64,
-                    ChannelMsg::ExtendedData { data, ext: 1 } => stderr.push(&data),
-                    ChannelMsg::ExitStatus { exit_status } => {
-                        status = Some(ExitStatus::Code(exit_status as i32))
-                    }
-                    ChannelMsg::ExitSignal { signal_name, .. } => {
-                        status = Some(ExitStatus::Signal(signal(&signal_name)))
-                    }
-                    ChannelMsg::Close => break,
-                    _ => {}
-                }
-            }
-            finished(&host, &shown, status, stderr, stdout_bytes)
+            let drained = drain(&mut channel, None).await;
+            finished(&host, &shown, drained)
         });
         Ok(Writing {
             writer: Some(Box::pin(writer)),
@@ -372,14 +335,56 @@ impl Session {
     }
 }
 
-/// The outcome of a stream's command once its channel has closed.
-fn finished(
-    host: &str,
-    shown: &str,
+/// What a stream's channel left once it closed.
+struct Drained {
     status: Option<ExitStatus>,
     stderr: Captured,
     stdout_bytes: u64,
-) -> Result<Output, TransportError> {
+}
+
+/// Reads a stream's channel until it closes, passing stdout to `sink` (if
+/// any; a sink that went away only means the rest is discarded) and
+/// keeping stderr and the exit status.
+async fn drain(
+    channel: &mut russh::Channel<client::Msg>,
+    mut sink: Option<&mut tokio::io::DuplexStream>,
+) -> Drained {
+    let mut drained = Drained {
+        status: None,
+        stderr: Captured::default(),
+        stdout_bytes: 0,
+    };
+    while let Some(msg) = channel.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => {
+                drained.stdout_bytes += data.len() as u64;
+                if let Some(out) = sink.as_deref_mut()
+                    && out.write_all(&data).await.is_err()
+                {
+                    sink = None;
+                }
+            }
+            ChannelMsg::ExtendedData { data, ext: 1 } => drained.stderr.push(&data),
+            ChannelMsg::ExitStatus { exit_status } => {
+                drained.status = Some(ExitStatus::Code(exit_status as i32))
+            }
+            ChannelMsg::ExitSignal { signal_name, .. } => {
+                drained.status = Some(ExitStatus::Signal(signal(&signal_name)))
+            }
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    drained
+}
+
+/// The outcome of a stream's command once its channel has closed.
+fn finished(host: &str, shown: &str, drained: Drained) -> Result<Output, TransportError> {
+    let Drained {
+        status,
+        stderr,
+        stdout_bytes,
+    } = drained;
     let status = status.ok_or_else(|| TransportError::ConnectionLost {
         host: host.to_string(),
         during: format!("streaming `{shown}`"),
