@@ -147,6 +147,31 @@ fn a_missing_config_file_is_an_error_that_says_what_to_do() {
 }
 
 #[test]
+fn a_missing_inventory_names_the_config_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("nightshift.toml"),
+        "# fleet\ninventory = \"hosts.toml\"\n",
+    )
+    .expect("config");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nightshift"))
+        .arg("check")
+        .current_dir(dir.path())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output),
+        "error: inventory hosts.toml cannot be read: No such file or directory (os error 2)\n\
+         \x20 --> nightshift.toml:2:1\n\
+         \x20 |\n\
+         2 | inventory = \"hosts.toml\"\n\
+         \x20 | ^^^^^^^^^ create it, or remove `inventory` to manage only localhost\n\n\
+         1 error in 1 file; 1 file checked\n"
+    );
+}
+
+#[test]
 fn subcommands_not_yet_built_fail_plainly() {
     let output = nightshift(&["run", "playbooks/quickstart.toml"]);
     assert_eq!(output.status.code(), Some(2));

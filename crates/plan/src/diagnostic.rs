@@ -173,13 +173,21 @@ fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
     Some((field.to_string(), expected))
 }
 
+/// The closest name, if close enough to be a typo: one edit (a swap counts
+/// as one) for short names, two for longer ones, or a strong Jaro-Winkler
+/// likeness, which catches prefixes such as `serail`/`serial`.
 pub(crate) fn suggest(field: &str, expected: &[String]) -> Option<String> {
+    let allowed = if field.chars().count() > 6 { 2 } else { 1 };
     expected
         .iter()
-        .map(|name| (strsim::jaro_winkler(field, name), name))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, name)| name.clone())
+        .map(|name| {
+            let edits = strsim::damerau_levenshtein(field, name);
+            let likeness = strsim::jaro_winkler(field, name);
+            (edits, likeness, name)
+        })
+        .filter(|(edits, likeness, _)| *edits <= allowed || *likeness > 0.8)
+        .min_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)))
+        .map(|(_, _, name)| name.clone())
 }
 
 const SECRET_WORDS: [&str; 7] = [
@@ -259,5 +267,7 @@ mod tests {
         let expected = vec!["serial".to_string(), "steps".to_string()];
         assert_eq!(suggest("serail", &expected).as_deref(), Some("serial"));
         assert_eq!(suggest("zzz", &expected), None);
+        let groups = vec!["web".to_string(), "db".to_string()];
+        assert_eq!(suggest("wbe", &groups).as_deref(), Some("web"));
     }
 }

@@ -159,7 +159,7 @@ pub enum Outcome {
 }
 
 impl Condition {
-    pub const HELP: &'static str = "write `changed`, `failed`, `reboot_required`, or `changed:STEP`, `failed:STEP`, `ok:STEP`, optionally after `not `";
+    pub const HELP: &'static str = "write `changed`, `failed`, `reboot_required`, or `changed:STEP`, `failed:STEP`, `ok:STEP`, `reboot_required:STEP`, optionally after `not `";
 
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
@@ -175,7 +175,7 @@ impl Condition {
             ("changed", _) => Outcome::Changed,
             ("failed", _) => Outcome::Failed,
             ("ok", Some(_)) => Outcome::Ok,
-            ("reboot_required", None) => Outcome::RebootRequired,
+            ("reboot_required", _) => Outcome::RebootRequired,
             _ => return Err(format!("`{text}` is not a condition; {}", Self::HELP)),
         };
         Ok(Self {

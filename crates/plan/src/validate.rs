@@ -462,6 +462,7 @@ fn check_inventory(
     let (source, inventory) = (&loaded.source, &loaded.value);
     let window_names = || windows.keys().map(String::as_str);
     let groups = inventory.group_names();
+    stray_groups(source, inventory, out);
     for host in inventory.hosts.values() {
         if let Some(w) = host
             .window
@@ -497,6 +498,41 @@ fn check_inventory(
             .filter(|w| !windows.contains_key(w.get_ref()))
         {
             out.push(missing(source, w, "window", window_names()));
+        }
+    }
+}
+
+/// A group that no `[groups]` table declares and only one host names, while
+/// a group of a very similar name exists, is almost surely a typo that would
+/// quietly drop the host out of its group.
+fn stray_groups(source: &Source, inventory: &Inventory, out: &mut Vec<Diagnostic>) {
+    let mut named: BTreeMap<&str, Vec<&Spanned<String>>> = BTreeMap::new();
+    for host in inventory.hosts.values() {
+        for group in &host.groups {
+            named.entry(group.get_ref()).or_default().push(group);
+        }
+    }
+    for (name, uses) in &named {
+        let [only] = uses.as_slice() else { continue };
+        if inventory.groups.contains_key(*name) {
+            continue;
+        }
+        let others = named
+            .keys()
+            .copied()
+            .filter(|g| g != name && named[g].len() > 1);
+        let others = others.chain(inventory.groups.keys().map(String::as_str));
+        if let Some(best) = nearest(name, others) {
+            out.push(
+                error(
+                    source,
+                    only,
+                    format!("group `{name}` is named by this host alone"),
+                )
+                .with_help(format!(
+                    "did you mean `{best}`? (declare `[groups.{name}]` if it is meant)"
+                )),
+            );
         }
     }
 }
