@@ -56,6 +56,41 @@ impl Source {
         toml::from_str(&self.text).map_err(|err| Box::new(self.diagnose_toml(&err)))
     }
 
+    /// Like [`Source::parse`], but goes on after a shape error to find the
+    /// others in the same file: the `key = value` line holding an error is
+    /// blanked (byte offsets kept) and the text parsed again. Recovery stops
+    /// at anything it cannot take out cleanly (a syntax error, a value
+    /// spanning lines), and a "missing field" for a key it took out is not
+    /// reported, so every diagnostic is one the author would see anyway.
+    pub fn parse_all<T: serde::de::DeserializeOwned>(&self) -> Result<T, Vec<Diagnostic>> {
+        let mut err = match toml::from_str(&self.text) {
+            Ok(value) => return Ok(value),
+            Err(err) => err,
+        };
+        let mut found = vec![self.diagnose_toml(&err)];
+        let mut text = self.text.clone();
+        let mut taken_out = Vec::new();
+        for _ in 0..64 {
+            let Some(key) = blank_statement(&mut text, &err) else {
+                break;
+            };
+            taken_out.push(format!("missing field `{key}`"));
+            err = match toml::from_str::<T>(&text) {
+                Ok(_) => break,
+                Err(next) => next,
+            };
+            let diagnostic = self.diagnose_toml(&err);
+            if taken_out.iter().any(|m| err.message().contains(m.as_str()))
+                || found.contains(&diagnostic)
+            {
+                break;
+            }
+            found.push(diagnostic);
+        }
+        found.sort_by_key(|d| (d.line, d.column));
+        Err(found)
+    }
+
     fn diagnose_toml(&self, err: &toml::de::Error) -> Diagnostic {
         let message = err.message().trim_end().to_string();
         let span = err.span().unwrap_or(0..0);
@@ -159,6 +194,65 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// Replaces the one-line `key = value` statement holding `err` with spaces;
+/// the statement's key, or `None` when there is no such clean statement.
+fn blank_statement(text: &mut String, err: &toml::de::Error) -> Option<String> {
+    let span = err.span()?;
+    if span.start > text.len() || !text.is_char_boundary(span.start) {
+        return None;
+    }
+    let start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[span.start..]
+        .find('\n')
+        .map_or(text.len(), |i| span.start + i);
+    if span.end > end {
+        return None;
+    }
+    let (key, value) = text[start..end].split_once('=')?;
+    let key = key.trim().trim_matches('"').to_string();
+    let plain_key = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    if !plain_key || !balanced(value) {
+        return None;
+    }
+    text.replace_range(start..end, &" ".repeat(end - start));
+    Some(key)
+}
+
+/// Whether a one-line TOML value closes every string, array and table it
+/// opens.
+fn balanced(value: &str) -> bool {
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in value.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q == '"' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '[' | '{' => depth += 1,
+                ']' | '}' => depth -= 1,
+                '#' => break,
+                _ => {}
+            },
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    quote.is_none() && depth == 0
+}
+
 /// Pulls the field and the accepted names out of serde's
 /// "unknown field `x`, expected one of `a`, `b`" message.
 fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
@@ -252,6 +346,31 @@ mod tests {
         assert_eq!(diagnostic.snippet, None);
         assert!(!diagnostic.to_string().contains("hunter2"), "{diagnostic}");
         assert!(!looks_secret("name = \"token ring\""));
+    }
+
+    #[test]
+    fn finds_every_shape_error_in_one_file() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Play {
+            name: String,
+            retries: u32,
+            timeout: Option<String>,
+        }
+        let source = Source::new(
+            "p.toml",
+            "name = \"p\"\nserail = 1\nretries = \"many\"\ntimeout = 5\n",
+        );
+        let found = source.parse_all::<Play>().expect_err("three errors");
+        let lines: Vec<usize> = found.iter().map(|d| d.line).collect();
+        assert_eq!(lines, [2, 3, 4], "{found:?}");
+        // Taking out a required key reports no invented "missing field".
+        let source = Source::new("p.toml", "name = 5\nretries = 1\n");
+        assert_eq!(source.parse_all::<Play>().expect_err("one error").len(), 1);
+        // A syntax error stops recovery.
+        let source = Source::new("p.toml", "name = \"p\nretries = \"x\"\n");
+        assert_eq!(source.parse_all::<Play>().expect_err("syntax").len(), 1);
     }
 
     #[test]

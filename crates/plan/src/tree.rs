@@ -73,6 +73,9 @@ pub struct Plan {
     pub schedules: Vec<Loaded<ScheduleFile>>,
     /// `None` means the embedded default: `localhost` alone.
     pub inventory: Option<Loaded<Inventory>>,
+    /// Names of playbooks whose files have errors: they exist, so a
+    /// schedule naming one is not wrong too.
+    pub broken_playbooks: Vec<String>,
 }
 
 impl Plan {
@@ -147,8 +150,8 @@ pub fn load(
             }
             Err(err) => return Err(err),
         };
-        if let Err(diagnostic) = add(&mut plan, source, kind) {
-            report.diagnostics.push(*diagnostic);
+        if let Err(found) = add(&mut plan, source, kind) {
+            report.diagnostics.extend(found);
         }
         report.files.push(CheckedFile { path, kind });
     }
@@ -168,34 +171,46 @@ fn missing_inventory(config_file: Option<&Path>, path: &Path, err: &std::io::Err
     }
 }
 
-fn add(plan: &mut Plan, source: Source, kind: FileKind) -> Result<(), Box<Diagnostic>> {
+fn add(plan: &mut Plan, source: Source, kind: FileKind) -> Result<(), Vec<Diagnostic>> {
     match kind {
-        FileKind::Config => Config::parse(&source).map(drop),
+        FileKind::Config => source.parse_all::<Config>().map(drop),
         FileKind::Inventory => {
             if let Some(first) = &plan.inventory {
-                return Err(Box::new(
+                return Err(vec![
                     source
                         .error(0..0, "a second inventory file")
                         .with_help(format!(
                             "{} is already the inventory; name one in the config's `inventory`",
                             first.source.path.display()
                         )),
-                ));
+                ]);
             }
-            let value = source.parse()?;
+            let value = source.parse_all()?;
             plan.inventory = Some(Loaded { source, value });
             Ok(())
         }
         FileKind::Schedule => {
-            let value = source.parse()?;
+            let value = source.parse_all()?;
             plan.schedules.push(Loaded { source, value });
             Ok(())
         }
-        FileKind::Playbook => {
-            let value = source.parse()?;
-            plan.playbooks.push(Loaded { source, value });
-            Ok(())
-        }
+        FileKind::Playbook => match source.parse_all() {
+            Ok(value) => {
+                plan.playbooks.push(Loaded { source, value });
+                Ok(())
+            }
+            Err(found) => {
+                // Its name still counts, so schedules naming it are not
+                // told it does not exist.
+                if let Some(name) = toml::from_str::<toml::Table>(&source.text)
+                    .ok()
+                    .and_then(|t| t.get("name").and_then(|n| n.as_str().map(str::to_string)))
+                {
+                    plan.broken_playbooks.push(name);
+                }
+                Err(found)
+            }
+        },
     }
 }
 

@@ -381,7 +381,8 @@ fn check_schedule(
     windows: &BTreeMap<String, WindowDef<'_>>,
     out: &mut Vec<Diagnostic>,
 ) {
-    if plan.playbook(schedule.playbook.get_ref()).is_none() {
+    let name = schedule.playbook.get_ref();
+    if plan.playbook(name).is_none() && !plan.broken_playbooks.contains(name) {
         let names = plan
             .playbooks
             .iter()
