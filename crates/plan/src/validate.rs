@@ -429,8 +429,18 @@ fn check_schedule(
 /// A cron value parsed, with errors pointing inside the quoted string.
 pub fn parse_cron(source: &Source, cron: &Spanned<String>) -> Result<Cron, Box<Diagnostic>> {
     cron.get_ref().parse::<Cron>().map_err(|err| {
-        let start = cron.span().start + 1 + err.start;
-        Box::new(source.error(start..start + err.len, err.message))
+        let span = cron.span();
+        // Point inside the value only when its text is the expression
+        // verbatim between single-character quotes; otherwise at the value.
+        let raw = source.text.get(span.clone()).unwrap_or("");
+        let verbatim = raw.len() == cron.get_ref().len() + 2
+            && raw.get(1..raw.len() - 1) == Some(cron.get_ref());
+        let at = if verbatim {
+            span.start + 1 + err.start..span.start + 1 + err.start + err.len
+        } else {
+            span
+        };
+        Box::new(source.error(at, err.message))
     })
 }
 
