@@ -118,6 +118,7 @@ impl Source {
             for value in secret_values(text) {
                 message = message.replace(value, "***");
             }
+            message = blank_quoted(&message);
             None
         } else {
             Some(text.to_string())
@@ -284,14 +285,17 @@ pub(crate) fn suggest(field: &str, expected: &[String]) -> Option<String> {
         .map(|(_, _, name)| name.clone())
 }
 
-const SECRET_WORDS: [&str; 7] = [
-    "password",
-    "passphrase",
+const SECRET_WORDS: [&str; 10] = [
+    "pass",
+    "pwd",
     "token",
     "secret",
-    "private_key",
-    "api_key",
+    "private",
+    "key",
     "credential",
+    "auth",
+    "cookie",
+    "signature",
 ];
 
 /// Whether a line assigns a key that looks secret, anywhere on it (inline
@@ -309,6 +313,18 @@ fn looks_secret(line: &str) -> bool {
     keys.into_iter()
         .any(|key| SECRET_WORDS.iter().any(|w| key.contains(w)))
         || line.contains("PRIVATE KEY")
+}
+
+/// A message with every double-quoted part blanked: TOML's type errors quote
+/// the offending value, which on a secret line (or a multi-line string
+/// starting there) is the secret.
+fn blank_quoted(message: &str) -> String {
+    message
+        .split('"')
+        .enumerate()
+        .map(|(i, part)| if i % 2 == 1 { "***" } else { part })
+        .collect::<Vec<_>>()
+        .join("\"")
 }
 
 /// The values a secret line assigns, so they can be blanked out of messages.
@@ -346,6 +362,13 @@ mod tests {
         assert_eq!(diagnostic.snippet, None);
         assert!(!diagnostic.to_string().contains("hunter2"), "{diagnostic}");
         assert!(!looks_secret("name = \"token ring\""));
+        let source = Source::new("a.toml", "ssh_key = \"\"\"\n-----BEGIN\nabc\n\"\"\"\n");
+        let diagnostic = source.error(
+            10..30,
+            "invalid type: string \"-----BEGIN\\nabc\", expected u16",
+        );
+        assert!(!diagnostic.to_string().contains("abc"), "{diagnostic}");
+        assert!(looks_secret("db_passwd = 1") && looks_secret("apikey = 1"));
     }
 
     #[test]
