@@ -4,8 +4,34 @@
 //! hash of its plaintext, compressed with zstd and stored once however many
 //! hosts hold the same bytes. The store knows nothing of SSH or SQL: it is fed
 //! byte streams and file trees, so it can be tested and benchmarked on local
-//! data alone, and a lost catalog never loses a backup.
+//! data alone, and a lost catalog never loses a backup. The on-disk format is
+//! described in `FORMAT.md` next to this crate.
 
+mod backup;
+mod check;
 mod chunk;
+mod chunker;
+mod config;
+mod error;
+mod index;
+mod pack;
+mod repo;
+mod restore;
+mod snapshot;
+mod tree;
 
+pub use backup::{BackupOptions, BackupOutcome, Progress, Skipped};
+pub use check::{CheckOptions, CheckReport, Problem};
 pub use chunk::{ChunkId, ChunkIdError};
+pub use chunker::{Chunker, Chunks};
+pub use config::{
+    ChunkerAlgorithm, ChunkerConfig, CompressionConfig, DEFAULT_CHUNKER, DEFAULT_PACK_SIZE,
+    FORMAT_VERSION, PackConfig, StoreConfig,
+};
+pub use error::{Result, StoreError};
+pub use index::{Index, IndexFile, Location};
+pub use pack::{Blob, BlobKind, PackId};
+pub use repo::{PackFiles, Store};
+pub use restore::RestoreOutcome;
+pub use snapshot::{Snapshot, SnapshotEntry, Summary};
+pub use tree::{Node, NodeKind, Tree};

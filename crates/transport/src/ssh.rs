@@ -252,6 +252,24 @@ impl Session {
         })
     }
 
+    /// Opens a channel running an SSH subsystem (such as `sftp`) and hands
+    /// back its byte stream; the caller speaks the subsystem's protocol.
+    pub async fn subsystem(
+        &self,
+        name: &str,
+    ) -> Result<impl AsyncRead + AsyncWrite + Unpin + Send + use<>, TransportError> {
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|err| self.channel_error(err, "opening a channel"))?;
+        channel
+            .request_subsystem(true, name)
+            .await
+            .map_err(|err| self.channel_error(err, "starting a subsystem"))?;
+        Ok(channel.into_stream())
+    }
+
     /// Opens a channel for a stream and starts the command on it, without
     /// the process-group wrapper (a stream has no timeout of its own).
     async fn start(

@@ -1,0 +1,921 @@
+//! Backing up: a directory walk (or a tar or byte stream) feeds chunks to a
+//! pool of compressors, which feed one packer thread that writes packs.
+//!
+//! Memory stays bounded: the channels between the stages hold at most a few
+//! chunks per core, and a pack is written as soon as it reaches its size.
+//! Files are read by one reader per core; a large file still uses every core,
+//! as its chunks are compressed by the whole pool.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::Instant;
+
+use chrono::Utc;
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+
+use crate::ChunkId;
+use crate::chunker::Chunker;
+use crate::config::StoreConfig;
+use crate::error::{IoContext, Result, StoreError};
+use crate::index::{Index, IndexFile};
+use crate::pack::{self, BlobKind, PackBuilder};
+use crate::repo::{PackFiles, Store};
+use crate::snapshot::{Snapshot, SnapshotEntry, Summary};
+use crate::tree::{Node, NodeKind, Tree};
+
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// The host the data came from; `localhost` for local paths.
+    pub host: String,
+    pub tags: Vec<String>,
+    /// Parent snapshot id; by default the latest of the same host and paths.
+    pub parent: Option<String>,
+    /// Worker threads; 0 means one per core.
+    pub threads: usize,
+}
+
+/// Counters a progress display can poll while a backup runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub files_done: AtomicU64,
+    pub bytes_done: AtomicU64,
+    /// Known once the directory walk is over (0 until then).
+    pub files_total: AtomicU64,
+    pub bytes_total: AtomicU64,
+}
+
+/// A file the backup could not read; the snapshot leaves it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub path: String,
+    pub error: String,
+}
+
+#[derive(Debug)]
+pub struct BackupOutcome {
+    pub snapshot: SnapshotEntry,
+    pub skipped: Vec<Skipped>,
+}
+
+impl Store {
+    /// Backs up local paths. Files unchanged since the parent snapshot (same
+    /// size, mtime, ctime, inode and device) reuse its chunk lists unread.
+    pub fn backup_paths(
+        &mut self,
+        paths: &[PathBuf],
+        options: &BackupOptions,
+        progress: &Progress,
+    ) -> Result<BackupOutcome> {
+        let started = Instant::now();
+        let paths = absolute_paths(paths)?;
+        let labels: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let parent = self.parent_for(options, &labels)?;
+        let parent_tree = match &parent {
+            Some(entry) => Some(self.load_tree(entry.snapshot.tree, &mut PackFiles::default())?),
+            None => None,
+        };
+        let threads = thread_count(options.threads);
+        let (outcome, written) = self.with_writer(threads, |sink| {
+            let mut scan = Scan::new(self, parent_tree);
+            for path in &paths {
+                scan.add_path(path)?;
+            }
+            scan.read_files(sink, threads, progress);
+            let tree = scan.arena.write_tree(0, sink);
+            Ok((tree, scan.arena.summary(), scan.skipped))
+        })?;
+        let (tree, summary, skipped) = outcome;
+        self.finish(started, tree, summary, written, labels, parent, options, skipped)
+    }
+
+    /// Backs up a tar stream (what a remote host's `tar c` sends), recording
+    /// it under `paths`, the paths the tar was made of.
+    pub fn backup_tar(
+        &mut self,
+        reader: impl Read,
+        paths: &[String],
+        options: &BackupOptions,
+        progress: &Progress,
+    ) -> Result<BackupOutcome> {
+        let started = Instant::now();
+        let parent = self.parent_for(options, paths)?;
+        let threads = thread_count(options.threads);
+        let chunker = self.config().chunker;
+        let (outcome, written) = self.with_writer(threads, |sink| {
+            let mut arena = tar_arena(reader, chunker, sink, progress)?;
+            let tree = arena.write_tree(0, sink);
+            Ok((tree, arena.summary()))
+        })?;
+        let (tree, summary) = outcome;
+        self.finish(started, tree, summary, written, paths.to_vec(), parent, options, Vec::new())
+    }
+
+    /// Backs up one byte stream, such as a database dump, as a file named
+    /// `name`; the snapshot's path is `stream:NAME`.
+    pub fn backup_stream(
+        &mut self,
+        name: &str,
+        reader: impl Read,
+        options: &BackupOptions,
+        progress: &Progress,
+    ) -> Result<BackupOutcome> {
+        let started = Instant::now();
+        let labels = vec![format!("stream:{name}")];
+        let parent = self.parent_for(options, &labels)?;
+        let threads = thread_count(options.threads);
+        let chunker = self.config().chunker;
+        let (outcome, written) = self.with_writer(threads, |sink| {
+            let mut arena = Arena::root(synthetic_dir(Vec::new()));
+            let (content, size) = chunk_stream(reader, &mut Chunker::new(chunker), sink, progress)
+                .at("reading stream", name)?;
+            let mut node = synthetic_file(name.as_bytes().to_vec(), 0o600);
+            node.size = size;
+            node.content = content;
+            arena.add(0, node);
+            arena.bytes_read = size;
+            let tree = arena.write_tree(0, sink);
+            Ok((tree, arena.summary()))
+        })?;
+        let (tree, summary) = outcome;
+        self.finish(started, tree, summary, written, labels, parent, options, Vec::new())
+    }
+
+    fn parent_for(&self, options: &BackupOptions, paths: &[String]) -> Result<Option<SnapshotEntry>> {
+        if let Some(id) = &options.parent {
+            return self.find_snapshot(id).map(Some);
+        }
+        Ok(self
+            .snapshots()?
+            .into_iter()
+            .rfind(|e| e.snapshot.host == options.host && e.snapshot.paths == paths))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &mut self,
+        started: Instant,
+        tree: ChunkId,
+        mut summary: Summary,
+        written: Written,
+        paths: Vec<String>,
+        parent: Option<SnapshotEntry>,
+        options: &BackupOptions,
+        skipped: Vec<Skipped>,
+    ) -> Result<BackupOutcome> {
+        if !written.index.packs.is_empty() {
+            self.write_index(&written.index)?;
+            self.index_mut().merge(written.index);
+        }
+        summary.new_chunks = written.chunks;
+        summary.new_bytes_raw = written.raw;
+        summary.new_bytes_stored = written.stored;
+        summary.duration_secs = started.elapsed().as_secs_f64();
+        let snapshot = Snapshot {
+            time: Utc::now(),
+            host: options.host.clone(),
+            paths,
+            tags: options.tags.clone(),
+            parent: parent.map(|p| p.id),
+            tree,
+            summary,
+        };
+        let id = self.write_snapshot(&snapshot)?;
+        Ok(BackupOutcome {
+            snapshot: SnapshotEntry { id, snapshot },
+            skipped,
+        })
+    }
+
+    /// Runs `work` with a sink whose chunks are compressed by `threads`
+    /// workers and packed by one writer thread; returns what `work` returned
+    /// and what was written. Nothing is visible in the store's index until
+    /// the caller writes the index file.
+    fn with_writer<T>(
+        &self,
+        threads: usize,
+        work: impl FnOnce(&Sink<'_>) -> Result<T>,
+    ) -> Result<(T, Written)> {
+        let config = self.config().clone();
+        let (raw_tx, raw_rx) = bounded::<RawChunk>(2 * threads);
+        let (packed_tx, packed_rx) = bounded::<PackedChunk>(2 * threads);
+        let failed = AtomicBool::new(false);
+        thread::scope(|scope| {
+            for _ in 0..threads {
+                let (rx, tx) = (raw_rx.clone(), packed_tx.clone());
+                let level = config.compression.level;
+                scope.spawn(move || compress(rx, tx, level));
+            }
+            drop((raw_rx, packed_tx));
+            let packer = scope.spawn(|| self.pack(packed_rx, &config, &failed));
+            let sink = Sink {
+                known: self.index(),
+                claimed: Mutex::default(),
+                tx: raw_tx,
+                failed: &failed,
+            };
+            let outcome = work(&sink);
+            drop(sink);
+            let written = packer.join().expect("the packer thread does not panic")?;
+            Ok((outcome?, written))
+        })
+    }
+
+    /// The packer: appends compressed chunks to the open data or tree pack
+    /// and writes each pack once it is full.
+    fn pack(
+        &self,
+        rx: Receiver<PackedChunk>,
+        config: &StoreConfig,
+        failed: &AtomicBool,
+    ) -> Result<Written> {
+        let target = config.pack.target_size as usize;
+        let mut data = PackBuilder::default();
+        let mut trees = PackBuilder::default();
+        let mut written = Written::default();
+        let mut error = None;
+        for chunk in rx {
+            if error.is_some() {
+                continue;
+            }
+            written.chunks += 1;
+            written.raw += chunk.raw_len;
+            written.stored += chunk.stored.len() as u64;
+            let builder = match chunk.kind {
+                BlobKind::Data => &mut data,
+                BlobKind::Tree => &mut trees,
+            };
+            builder.push(chunk.id, chunk.kind, chunk.compressed, &chunk.stored);
+            if builder.len() >= target
+                && let Err(err) = self.flush(builder, &mut written.index)
+            {
+                failed.store(true, Ordering::Relaxed);
+                error = Some(err);
+            }
+        }
+        if let Some(err) = error {
+            return Err(err);
+        }
+        self.flush(&mut data, &mut written.index)?;
+        self.flush(&mut trees, &mut written.index)?;
+        Ok(written)
+    }
+
+    fn flush(&self, builder: &mut PackBuilder, index: &mut IndexFile) -> Result<()> {
+        if builder.is_empty() {
+            return Ok(());
+        }
+        let (bytes, blobs) = std::mem::take(builder).finish();
+        let id = self.write_pack(&bytes)?;
+        index.packs.push((id, blobs));
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Written {
+    index: IndexFile,
+    chunks: u64,
+    raw: u64,
+    stored: u64,
+}
+
+struct RawChunk {
+    id: ChunkId,
+    kind: BlobKind,
+    data: Vec<u8>,
+}
+
+struct PackedChunk {
+    id: ChunkId,
+    kind: BlobKind,
+    compressed: bool,
+    raw_len: u64,
+    stored: Vec<u8>,
+}
+
+fn compress(rx: Receiver<RawChunk>, tx: Sender<PackedChunk>, level: i32) {
+    let mut compressor = zstd::bulk::Compressor::new(level).expect("a valid zstd level");
+    for chunk in rx {
+        let (stored, compressed) = pack::encode(&chunk.data, &mut compressor);
+        let packed = PackedChunk {
+            id: chunk.id,
+            kind: chunk.kind,
+            compressed,
+            raw_len: chunk.data.len() as u64,
+            stored,
+        };
+        if tx.send(packed).is_err() {
+            return;
+        }
+    }
+}
+
+/// Where chunks go: known ones are only named, new ones are sent on to be
+/// compressed and packed, each once even when two files hold it.
+struct Sink<'a> {
+    known: &'a Index,
+    claimed: Mutex<HashSet<ChunkId>>,
+    tx: Sender<RawChunk>,
+    failed: &'a AtomicBool,
+}
+
+impl Sink<'_> {
+    fn put(&self, kind: BlobKind, data: Vec<u8>) -> ChunkId {
+        let id = ChunkId::of(&data);
+        if self.known.contains(&id) {
+            return id;
+        }
+        if self.claimed.lock().expect("not poisoned").insert(id) {
+            // A closed channel means the packer failed; its error is reported.
+            let _ = self.tx.send(RawChunk { id, kind, data });
+        }
+        id
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+fn chunk_stream(
+    reader: impl Read,
+    chunker: &mut Chunker,
+    sink: &Sink<'_>,
+    progress: &Progress,
+) -> io::Result<(Vec<ChunkId>, u64)> {
+    let mut ids = Vec::new();
+    let mut size = 0;
+    for chunk in chunker.chunks(reader) {
+        let chunk = chunk?;
+        size += chunk.len() as u64;
+        progress
+            .bytes_done
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        ids.push(sink.put(BlobKind::Data, chunk));
+        if sink.failed() {
+            break;
+        }
+    }
+    Ok((ids, size))
+}
+
+fn thread_count(requested: usize) -> usize {
+    if requested > 0 {
+        return requested;
+    }
+    thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for path in paths {
+        let absolute = std::path::absolute(path).at("resolving", path)?;
+        let clean: PathBuf = absolute
+            .components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .collect();
+        if clean.components().any(|c| c == Component::ParentDir) {
+            return Err(StoreError::Setting(format!(
+                "{}: give the path without `..`",
+                path.display()
+            )));
+        }
+        fs::symlink_metadata(&clean).at("reading", &clean)?;
+        out.push(clean);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// The nodes of a backup, as a tree of indices; directories are written
+/// bottom-up once every file's chunks are known.
+struct Arena {
+    nodes: Vec<Node>,
+    children: Vec<Vec<usize>>,
+    bytes_read: u64,
+    unchanged: u64,
+}
+
+impl Arena {
+    fn root(node: Node) -> Self {
+        Self {
+            nodes: vec![node],
+            children: vec![Vec::new()],
+            bytes_read: 0,
+            unchanged: 0,
+        }
+    }
+
+    fn add(&mut self, parent: usize, node: Node) -> usize {
+        self.nodes.push(node);
+        self.children.push(Vec::new());
+        let at = self.nodes.len() - 1;
+        self.children[parent].push(at);
+        at
+    }
+
+    fn child(&self, parent: usize, name: &[u8]) -> Option<usize> {
+        self.children[parent]
+            .iter()
+            .copied()
+            .find(|&c| self.nodes[c].name == name)
+    }
+
+    fn write_tree(&mut self, at: usize, sink: &Sink<'_>) -> ChunkId {
+        let children = std::mem::take(&mut self.children[at]);
+        let mut tree = Tree::default();
+        for child in children {
+            if self.nodes[child].kind == NodeKind::Dir {
+                let id = self.write_tree(child, sink);
+                self.nodes[child].subtree = Some(id);
+            }
+            tree.nodes.push(self.nodes[child].clone());
+        }
+        tree.sort();
+        tree.nodes.dedup_by(|a, b| a.name == b.name);
+        sink.put(BlobKind::Tree, tree.encode())
+    }
+
+    fn summary(&self) -> Summary {
+        let count = |kind| self.nodes.iter().filter(|n| n.kind == kind).count() as u64;
+        Summary {
+            files: count(NodeKind::File),
+            dirs: count(NodeKind::Dir),
+            files_unchanged: self.unchanged,
+            bytes_read: self.bytes_read,
+            bytes_total: self
+                .nodes
+                .iter()
+                .filter(|n| n.kind == NodeKind::File)
+                .map(|n| n.size)
+                .sum(),
+            ..Summary::default()
+        }
+    }
+}
+
+/// The walk over local paths.
+struct Scan<'s> {
+    store: &'s Store,
+    arena: Arena,
+    /// The parent snapshot's listing of each directory the walk is in.
+    parents: HashMap<usize, Tree>,
+    /// Files to read: arena index and path.
+    to_read: Vec<(usize, PathBuf)>,
+    /// Further names of a hard-linked file, and the first name's index.
+    link_copies: Vec<(usize, usize)>,
+    /// First arena index seen for each (device, inode) with several links.
+    links: HashMap<(u64, u64), usize>,
+    names: Names,
+    packs: PackFiles,
+    skipped: Vec<Skipped>,
+}
+
+impl<'s> Scan<'s> {
+    fn new(store: &'s Store, parent_tree: Option<Tree>) -> Self {
+        let root_meta = fs::symlink_metadata("/").ok();
+        let mut names = Names::default();
+        let root = match &root_meta {
+            Some(meta) => node_from(Vec::new(), meta, &mut names),
+            None => synthetic_dir(Vec::new()),
+        };
+        let mut parents = HashMap::new();
+        if let Some(tree) = parent_tree {
+            parents.insert(0, tree);
+        }
+        Self {
+            store,
+            arena: Arena::root(root),
+            parents,
+            to_read: Vec::new(),
+            link_copies: Vec::new(),
+            links: HashMap::new(),
+            names,
+            packs: PackFiles::default(),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Adds the directories leading to `path`, then `path` and all below it.
+    fn add_path(&mut self, path: &Path) -> Result<()> {
+        let mut at = 0;
+        let mut prefix = PathBuf::from("/");
+        let components: Vec<_> = path.components().skip(1).collect();
+        for (i, component) in components.iter().enumerate() {
+            prefix.push(component);
+            let name = component.as_os_str().as_encoded_bytes().to_vec();
+            let meta = fs::symlink_metadata(&prefix).at("reading", &prefix)?;
+            let last = i + 1 == components.len();
+            at = match self.arena.child(at, &name) {
+                Some(existing) if !last => existing,
+                _ => {
+                    let node = node_from(name, &meta, &mut self.names);
+                    self.enter(at, node, &prefix, last)
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Records one entry; a directory is walked when `recurse` is set.
+    fn enter(&mut self, parent: usize, mut node: Node, path: &Path, recurse: bool) -> usize {
+        if node.kind == NodeKind::Symlink {
+            match fs::read_link(path) {
+                Ok(target) => node.target = Some(target.into_os_string().into_encoded_bytes()),
+                Err(err) => self.skip(path, &err),
+            }
+        }
+        let previous = self
+            .parents
+            .get(&parent)
+            .and_then(|t| t.find(&node.name))
+            .cloned();
+        let plan = if node.kind == NodeKind::File {
+            self.plan_read(&mut node, previous.as_ref())
+        } else {
+            Plan::Nothing
+        };
+        let (is_dir, identity) = (node.kind == NodeKind::Dir, (node.device, node.inode));
+        let at = self.arena.add(parent, node);
+        match plan {
+            Plan::Nothing => {}
+            Plan::Read => self.to_read.push((at, path.to_path_buf())),
+            Plan::SameAs(first) => self.link_copies.push((at, first)),
+        }
+        if self.arena.nodes[at].links > 1 && !matches!(plan, Plan::SameAs(_)) {
+            self.links.insert(identity, at);
+        }
+        if is_dir {
+            if let Some(subtree) = previous.and_then(|p| p.subtree)
+                && let Ok(tree) = self.store.load_tree(subtree, &mut self.packs)
+            {
+                self.parents.insert(at, tree);
+            }
+            if recurse {
+                self.walk(at, path);
+            }
+        }
+        at
+    }
+
+    /// Decides how a file's content is found: from its parent snapshot
+    /// when unchanged, from an earlier name of the same inode, or by reading.
+    fn plan_read(&mut self, node: &mut Node, previous: Option<&Node>) -> Plan {
+        if node.links > 1
+            && let Some(&first) = self.links.get(&(node.device, node.inode))
+        {
+            return Plan::SameAs(first);
+        }
+        match previous {
+            Some(p)
+                if p.kind == NodeKind::File
+                    && p.size == node.size
+                    && p.mtime_ns == node.mtime_ns
+                    && p.ctime_ns == node.ctime_ns
+                    && p.inode == node.inode
+                    && p.device == node.device =>
+            {
+                node.content = p.content.clone();
+                self.arena.unchanged += 1;
+                Plan::Nothing
+            }
+            _ => Plan::Read,
+        }
+    }
+
+    fn walk(&mut self, at: usize, dir: &Path) {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(err) => return self.skip(dir, &err),
+        };
+        let mut names: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            match fs::symlink_metadata(&path) {
+                Ok(meta) => {
+                    let node = node_from(name.as_encoded_bytes().to_vec(), &meta, &mut self.names);
+                    self.enter(at, node, &path, true);
+                }
+                Err(err) => self.skip(&path, &err),
+            }
+        }
+    }
+
+    fn skip(&mut self, path: &Path, err: &io::Error) {
+        self.skipped.push(Skipped {
+            path: path.display().to_string(),
+            error: err.to_string(),
+        });
+    }
+
+    /// Reads every changed file with one reader per core.
+    fn read_files(&mut self, sink: &Sink<'_>, threads: usize, progress: &Progress) {
+        let reads = std::mem::take(&mut self.to_read);
+        let total: u64 = reads.iter().map(|(i, _)| self.arena.nodes[*i].size).sum();
+        progress.bytes_total.store(total, Ordering::Relaxed);
+        progress
+            .files_total
+            .store(reads.len() as u64, Ordering::Relaxed);
+        let (job_tx, job_rx) = unbounded();
+        for job in reads {
+            job_tx.send(job).expect("receiver alive");
+        }
+        drop(job_tx);
+        let (done_tx, done_rx) = unbounded();
+        let chunker = self.store.config().chunker;
+        thread::scope(|scope| {
+            for _ in 0..threads {
+                let (jobs, done) = (job_rx.clone(), done_tx.clone());
+                scope.spawn(move || {
+                    let mut chunker = Chunker::new(chunker);
+                    for (at, path) in jobs {
+                        if sink.failed() {
+                            break;
+                        }
+                        let read = File::open(&path)
+                            .and_then(|f| chunk_stream(f, &mut chunker, sink, progress));
+                        progress.files_done.fetch_add(1, Ordering::Relaxed);
+                        let _ = done.send((at, path, read));
+                    }
+                });
+            }
+        });
+        drop(done_tx);
+        let mut unreadable = Vec::new();
+        for (at, path, read) in done_rx {
+            match read {
+                Ok((content, size)) => {
+                    let node = &mut self.arena.nodes[at];
+                    node.content = content;
+                    node.size = size;
+                    self.arena.bytes_read += size;
+                }
+                Err(err) => {
+                    self.skip(&path, &err);
+                    unreadable.push(at);
+                }
+            }
+        }
+        for (at, first) in std::mem::take(&mut self.link_copies) {
+            let (content, size) = (
+                self.arena.nodes[first].content.clone(),
+                self.arena.nodes[first].size,
+            );
+            self.arena.nodes[at].content = content;
+            self.arena.nodes[at].size = size;
+        }
+        for children in &mut self.arena.children {
+            children.retain(|c| !unreadable.contains(c));
+        }
+    }
+}
+
+enum Plan {
+    Nothing,
+    Read,
+    SameAs(usize),
+}
+
+/// User and group names by id, looked up once each.
+#[derive(Default)]
+struct Names {
+    users: HashMap<u32, Option<String>>,
+    groups: HashMap<u32, Option<String>>,
+}
+
+impl Names {
+    fn user(&mut self, uid: u32) -> Option<String> {
+        self.users
+            .entry(uid)
+            .or_insert_with(|| {
+                nix::unistd::User::from_uid(uid.into())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+            })
+            .clone()
+    }
+
+    fn group(&mut self, gid: u32) -> Option<String> {
+        self.groups
+            .entry(gid)
+            .or_insert_with(|| {
+                nix::unistd::Group::from_gid(gid.into())
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name)
+            })
+            .clone()
+    }
+}
+
+fn node_from(name: Vec<u8>, meta: &Metadata, names: &mut Names) -> Node {
+    let file_type = meta.file_type();
+    let kind = if file_type.is_dir() {
+        NodeKind::Dir
+    } else if file_type.is_symlink() {
+        NodeKind::Symlink
+    } else if file_type.is_char_device() {
+        NodeKind::Chardev
+    } else if file_type.is_block_device() {
+        NodeKind::Blockdev
+    } else if file_type.is_fifo() {
+        NodeKind::Fifo
+    } else if file_type.is_socket() {
+        NodeKind::Socket
+    } else {
+        NodeKind::File
+    };
+    Node {
+        name,
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        user: names.user(meta.uid()),
+        group: names.group(meta.gid()),
+        size: if kind == NodeKind::File { meta.size() } else { 0 },
+        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        inode: meta.ino(),
+        device: meta.dev(),
+        links: if kind == NodeKind::Dir { 1 } else { meta.nlink() },
+        target: None,
+        rdev: matches!(kind, NodeKind::Chardev | NodeKind::Blockdev).then(|| meta.rdev()),
+        content: Vec::new(),
+        subtree: None,
+    }
+}
+
+fn synthetic_dir(name: Vec<u8>) -> Node {
+    Node {
+        kind: NodeKind::Dir,
+        mode: 0o755,
+        ..synthetic_file(name, 0o755)
+    }
+}
+
+fn synthetic_file(name: Vec<u8>, mode: u32) -> Node {
+    Node {
+        name,
+        kind: NodeKind::File,
+        mode,
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        user: None,
+        group: None,
+        size: 0,
+        mtime_ns: Utc::now().timestamp_nanos_opt().unwrap_or(0),
+        ctime_ns: 0,
+        inode: 0,
+        device: 0,
+        links: 1,
+        target: None,
+        rdev: None,
+        content: Vec::new(),
+        subtree: None,
+    }
+}
+
+/// Reads a tar stream into an arena, chunking file contents as they come.
+fn tar_arena(
+    reader: impl Read,
+    chunker: crate::config::ChunkerConfig,
+    sink: &Sink<'_>,
+    progress: &Progress,
+) -> Result<Arena> {
+    let tar_err = |err: io::Error| StoreError::Tar(err.to_string());
+    let mut archive = tar::Archive::new(reader);
+    let mut arena = Arena::root(synthetic_dir(Vec::new()));
+    let mut chunker = Chunker::new(chunker);
+    let mut by_path: HashMap<Vec<Vec<u8>>, usize> = HashMap::new();
+    let mut next_inode = 1;
+    for entry in archive.entries().map_err(tar_err)? {
+        let mut entry = entry.map_err(tar_err)?;
+        let parts = tar_components(&entry.path_bytes())?;
+        let Some((name, dirs)) = parts.split_last() else {
+            continue;
+        };
+        let parent = tar_dirs(&mut arena, &mut by_path, dirs);
+        let header = entry.header();
+        let mut node = synthetic_file(name.clone(), header.mode().map_err(tar_err)? & 0o7777);
+        node.uid = header.uid().map_err(tar_err)? as u32;
+        node.gid = header.gid().map_err(tar_err)? as u32;
+        node.user = header.username().ok().flatten().map(str::to_string);
+        node.group = header.groupname().ok().flatten().map(str::to_string);
+        node.mtime_ns = header.mtime().map_err(tar_err)? as i64 * 1_000_000_000;
+        node.inode = next_inode;
+        next_inode += 1;
+        let kind = header.entry_type();
+        let link_target = entry.link_name_bytes().map(|l| l.into_owned());
+        match kind {
+            tar::EntryType::Directory => node.kind = NodeKind::Dir,
+            tar::EntryType::Symlink => {
+                node.kind = NodeKind::Symlink;
+                node.target = link_target;
+            }
+            tar::EntryType::Link => {
+                let target = tar_components(&link_target.unwrap_or_default())?;
+                let Some(&first) = by_path.get(&target) else {
+                    return Err(StoreError::Tar(format!(
+                        "hard link {} points to {}, which came before it in no entry",
+                        String::from_utf8_lossy(&parts.join(&b'/')),
+                        String::from_utf8_lossy(&target.join(&b'/'))
+                    )));
+                };
+                arena.nodes[first].links += 1;
+                let original = arena.nodes[first].clone();
+                node = Node { name: name.clone(), ..original };
+            }
+            tar::EntryType::Char | tar::EntryType::Block => {
+                node.kind = if kind == tar::EntryType::Char {
+                    NodeKind::Chardev
+                } else {
+                    NodeKind::Blockdev
+                };
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                node.rdev = Some(nix::sys::stat::makedev(major.into(), minor.into()));
+            }
+            tar::EntryType::Fifo => node.kind = NodeKind::Fifo,
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let (content, size) =
+                    chunk_stream(&mut entry, &mut chunker, sink, progress).map_err(tar_err)?;
+                node.content = content;
+                node.size = size;
+                arena.bytes_read += size;
+                progress.files_done.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => continue,
+        }
+        let at = match by_path.get(&parts) {
+            Some(&existing) if node.kind == NodeKind::Dir => {
+                arena.nodes[existing] = node;
+                existing
+            }
+            _ => arena.add(parent, node),
+        };
+        by_path.insert(parts, at);
+        if sink.failed() {
+            break;
+        }
+    }
+    // Hard links share their first name's link count.
+    for at in 0..arena.nodes.len() {
+        if arena.nodes[at].kind == NodeKind::File && arena.nodes[at].links > 1 {
+            let inode = arena.nodes[at].inode;
+            let links = arena.nodes[at].links;
+            for node in arena.nodes.iter_mut().filter(|n| n.inode == inode) {
+                node.links = links;
+            }
+        }
+    }
+    Ok(arena)
+}
+
+/// A tar member's path as safe components; `..` is refused.
+fn tar_components(path: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let mut parts = Vec::new();
+    for part in path.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                return Err(StoreError::EscapingPath {
+                    name: String::from_utf8_lossy(path).into_owned(),
+                });
+            }
+            name => parts.push(name.to_vec()),
+        }
+    }
+    Ok(parts)
+}
+
+/// The arena index of a tar member's directory, creating missing ones.
+fn tar_dirs(
+    arena: &mut Arena,
+    by_path: &mut HashMap<Vec<Vec<u8>>, usize>,
+    dirs: &[Vec<u8>],
+) -> usize {
+    let mut at = 0;
+    for depth in 1..=dirs.len() {
+        let key = dirs[..depth].to_vec();
+        at = match by_path.get(&key) {
+            Some(&existing) => existing,
+            None => {
+                let node = synthetic_dir(dirs[depth - 1].clone());
+                let added = arena.add(at, node);
+                by_path.insert(key, added);
+                added
+            }
+        };
+    }
+    at
+}

@@ -1,0 +1,109 @@
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StoreError};
+
+/// The repository format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A store's `config` file. Everything here shapes the bytes on disk, so it
+/// is fixed when the store is created: changing the chunker would stop new
+/// backups from deduplicating against old ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub version: u32,
+    /// Random identity of this store, so two stores are never confused.
+    pub id: String,
+    pub chunker: ChunkerConfig,
+    pub compression: CompressionConfig,
+    pub pack: PackConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkerConfig {
+    /// Always `fastcdc-2020`: the pinned fastcdc crate's v2020 cut function.
+    pub algorithm: ChunkerAlgorithm,
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+    /// FastCDC's normalization level (0 to 3).
+    pub normalization: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChunkerAlgorithm {
+    #[serde(rename = "fastcdc-2020")]
+    FastCdc2020,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionConfig {
+    /// zstd level; a chunk that does not shrink is stored raw.
+    pub level: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackConfig {
+    /// A pack is closed once its blobs reach this many bytes.
+    pub target_size: u32,
+}
+
+/// Chosen by measuring on the benchmark data (see BENCHMARKS.md, "chunker
+/// parameters").
+pub const DEFAULT_CHUNKER: ChunkerConfig = ChunkerConfig {
+    algorithm: ChunkerAlgorithm::FastCdc2020,
+    min_size: 256 * 1024,
+    avg_size: 1024 * 1024,
+    max_size: 8 * 1024 * 1024,
+    normalization: 1,
+};
+
+pub const DEFAULT_PACK_SIZE: u32 = 32 * 1024 * 1024;
+
+impl StoreConfig {
+    pub fn new(id: String) -> Self {
+        Self {
+            version: FORMAT_VERSION,
+            id,
+            chunker: DEFAULT_CHUNKER,
+            compression: CompressionConfig { level: 3 },
+            pack: PackConfig {
+                target_size: DEFAULT_PACK_SIZE,
+            },
+        }
+    }
+
+    /// Refuses settings the format cannot carry or the chunker rejects.
+    pub fn validate(&self) -> Result<()> {
+        let c = &self.chunker;
+        let bad = |what: String| Err(StoreError::Setting(what));
+        if !(64..=1 << 20).contains(&c.min_size)
+            || !(256..=1 << 22).contains(&c.avg_size)
+            || !(1024..=1 << 24).contains(&c.max_size)
+        {
+            return bad(format!(
+                "chunk sizes {}/{}/{} are outside fastcdc's limits (min 64 B–1 MiB, avg 256 B–4 MiB, max 1 KiB–16 MiB)",
+                c.min_size, c.avg_size, c.max_size
+            ));
+        }
+        if !(c.min_size < c.avg_size && c.avg_size < c.max_size) {
+            return bad("chunk sizes must grow: min < avg < max".into());
+        }
+        if c.normalization > 3 {
+            return bad("chunker normalization is 0 to 3".into());
+        }
+        if !(1..=22).contains(&self.compression.level) {
+            return bad(format!(
+                "zstd level {} is outside 1–22",
+                self.compression.level
+            ));
+        }
+        if !(1 << 20..=1 << 30).contains(&self.pack.target_size) {
+            return bad("pack target size must be 1 MiB to 1 GiB".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+use std::io;
+use std::path::PathBuf;
+
+use crate::ChunkId;
+
+/// Everything that can go wrong in the store. Each message says what was
+/// being done, to which file, and what to try next.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no store at {path}: run `nightshift store init` or make a first backup")]
+    NotAStore { path: PathBuf },
+
+    #[error("a store already exists at {path}")]
+    AlreadyExists { path: PathBuf },
+
+    #[error(
+        "{path} is a store of format version {found}; this nightshift reads version {supported}: upgrade nightshift"
+    )]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+
+    #[error("{path}: {what}; the file is damaged: run `nightshift store check`")]
+    Corrupt { path: PathBuf, what: String },
+
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("chunk {id} is not in the index: run `nightshift store check`")]
+    MissingChunk { id: ChunkId },
+
+    #[error(
+        "chunk {id} in pack {pack} is damaged ({what}); `nightshift store check --read-data` lists what needs it"
+    )]
+    BadChunk {
+        id: ChunkId,
+        pack: String,
+        what: String,
+    },
+
+    #[error("no snapshot matches `{0}`: `nightshift snapshots` lists them")]
+    NoSuchSnapshot(String),
+
+    #[error("`{given}` matches {count} snapshots; give more of the id")]
+    AmbiguousSnapshot { given: String, count: usize },
+
+    #[error("`{path}` is not in snapshot {snapshot}: `nightshift ls {snapshot}` shows what is")]
+    NoSuchPath { snapshot: String, path: String },
+
+    #[error("refusing to restore `{name}`: it would land outside the target directory")]
+    EscapingPath { name: String },
+
+    #[error("tar stream: {0}")]
+    Tar(String),
+
+    #[error("invalid setting: {0}")]
+    Setting(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Attaches an action and a path to an I/O error.
+pub(crate) trait IoContext<T> {
+    fn at(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| StoreError::Io {
+            action,
+            path: path.into(),
+            source,
+        })
+    }
+}

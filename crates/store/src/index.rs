@@ -1,0 +1,247 @@
+//! The index: where each chunk lives. In memory it is one sorted array of
+//! 44-byte entries (id, pack number, offset, length and flags), searched by
+//! bisection; on disk, zstd-compressed index files, one per backup.
+
+use std::io::Read;
+
+use crate::ChunkId;
+use crate::pack::{Blob, BlobKind, PackId};
+
+/// First bytes of every index file (format version 1).
+pub const INDEX_MAGIC: &[u8; 8] = b"NSINDEX\x01";
+
+const COMPRESSED: u32 = 1 << 31;
+const TREE: u32 = 1 << 30;
+const LEN_MASK: u32 = TREE - 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    id: [u8; 32],
+    pack: u32,
+    offset: u32,
+    /// Stored length in the low 30 bits, then the tree and compressed flags.
+    len_flags: u32,
+}
+
+/// Where a chunk is: which pack, and its blob there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub pack: PackId,
+    pub blob: Blob,
+}
+
+/// The chunks of the packs one backup wrote, as stored in one index file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexFile {
+    pub packs: Vec<(PackId, Vec<Blob>)>,
+}
+
+#[derive(Debug, Default)]
+pub struct Index {
+    packs: Vec<PackId>,
+    entries: Vec<Entry>,
+}
+
+impl Index {
+    pub fn from_files(files: impl IntoIterator<Item = IndexFile>) -> Self {
+        let mut index = Self::default();
+        for file in files {
+            index.extend(file);
+        }
+        index.seal();
+        index
+    }
+
+    fn extend(&mut self, file: IndexFile) {
+        for (pack, blobs) in file.packs {
+            let number = u32::try_from(self.packs.len()).expect("fewer than 4 billion packs");
+            self.packs.push(pack);
+            self.entries.extend(blobs.iter().map(|blob| Entry {
+                id: *blob.id.as_bytes(),
+                pack: number,
+                offset: blob.offset,
+                len_flags: (blob.stored_len & LEN_MASK)
+                    | if blob.compressed { COMPRESSED } else { 0 }
+                    | if blob.kind == BlobKind::Tree { TREE } else { 0 },
+            }));
+        }
+    }
+
+    /// Sorts the entries and drops duplicates (a chunk stored twice by two
+    /// concurrent backups is found in the first pack that holds it).
+    fn seal(&mut self) {
+        self.entries.sort_unstable_by_key(|e| e.id);
+        self.entries.dedup_by(|a, b| a.id == b.id);
+        self.entries.shrink_to_fit();
+    }
+
+    /// Adds the packs of a finished backup.
+    pub fn merge(&mut self, file: IndexFile) {
+        self.extend(file);
+        self.seal();
+    }
+
+    pub fn get(&self, id: &ChunkId) -> Option<Location> {
+        let at = self
+            .entries
+            .binary_search_by(|e| e.id.cmp(id.as_bytes()))
+            .ok()?;
+        Some(self.location(&self.entries[at]))
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.get(id).is_some()
+    }
+
+    fn location(&self, entry: &Entry) -> Location {
+        Location {
+            pack: self.packs[entry.pack as usize],
+            blob: Blob {
+                id: ChunkId::from_bytes(entry.id),
+                kind: if entry.len_flags & TREE == 0 {
+                    BlobKind::Data
+                } else {
+                    BlobKind::Tree
+                },
+                compressed: entry.len_flags & COMPRESSED != 0,
+                offset: entry.offset,
+                stored_len: entry.len_flags & LEN_MASK,
+            },
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn packs(&self) -> &[PackId] {
+        &self.packs
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Location> + '_ {
+        self.entries.iter().map(|e| self.location(e))
+    }
+
+    /// Heap bytes held, for `store stats` and the index benchmark.
+    pub fn memory_bytes(&self) -> usize {
+        self.entries.capacity() * size_of::<Entry>() + self.packs.capacity() * size_of::<PackId>()
+    }
+}
+
+impl IndexFile {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
+        for (pack, blobs) in &self.packs {
+            body.extend_from_slice(&pack.0);
+            body.extend_from_slice(&(blobs.len() as u32).to_le_bytes());
+            for blob in blobs {
+                body.push(u8::from(blob.kind == BlobKind::Tree));
+                body.push(u8::from(blob.compressed));
+                body.extend_from_slice(&blob.offset.to_le_bytes());
+                body.extend_from_slice(&blob.stored_len.to_le_bytes());
+                body.extend_from_slice(blob.id.as_bytes());
+            }
+        }
+        let mut bytes = INDEX_MAGIC.to_vec();
+        bytes.extend(zstd::encode_all(&body[..], 3).expect("compressing into memory"));
+        bytes
+    }
+
+    /// Parses an index file; the error says what is wrong with it.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let body = bytes
+            .strip_prefix(INDEX_MAGIC)
+            .ok_or("it does not start with the index magic")?;
+        let mut body = zstd::Decoder::new(body).map_err(|e| format!("zstd: {e}"))?;
+        let mut file = Self::default();
+        let packs = read_u32(&mut body)?;
+        for _ in 0..packs {
+            let pack = PackId(read_array(&mut body)?);
+            let count = read_u32(&mut body)?;
+            let mut blobs = Vec::with_capacity(count.min(1 << 20) as usize);
+            for _ in 0..count {
+                let [kind, flags] = read_array(&mut body)?;
+                blobs.push(Blob {
+                    kind: match kind {
+                        0 => BlobKind::Data,
+                        1 => BlobKind::Tree,
+                        other => return Err(format!("unknown blob kind {other}")),
+                    },
+                    compressed: flags & 1 == 1,
+                    offset: read_u32(&mut body)?,
+                    stored_len: read_u32(&mut body)?,
+                    id: ChunkId::from_bytes(read_array(&mut body)?),
+                });
+            }
+            file.packs.push((pack, blobs));
+        }
+        Ok(file)
+    }
+}
+
+fn read_array<const N: usize>(source: &mut impl Read) -> Result<[u8; N], String> {
+    let mut bytes = [0u8; N];
+    source
+        .read_exact(&mut bytes)
+        .map_err(|e| format!("it ends early ({e})"))?;
+    Ok(bytes)
+}
+
+fn read_u32(source: &mut impl Read) -> Result<u32, String> {
+    read_array(source).map(u32::from_le_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(n: u32) -> Blob {
+        Blob {
+            id: ChunkId::of(&n.to_le_bytes()),
+            kind: if n.is_multiple_of(2) { BlobKind::Data } else { BlobKind::Tree },
+            compressed: n.is_multiple_of(3),
+            offset: 8 + n * 100,
+            stored_len: 100,
+        }
+    }
+
+    #[test]
+    fn entries_take_44_bytes() {
+        assert_eq!(size_of::<Entry>(), 44);
+    }
+
+    #[test]
+    fn file_round_trips_and_lookups_find_every_blob() {
+        let file = IndexFile {
+            packs: vec![
+                (PackId([1; 32]), (0..50).map(blob).collect()),
+                (PackId([2; 32]), (50..80).map(blob).collect()),
+            ],
+        };
+        let decoded = IndexFile::decode(&file.encode()).expect("decode");
+        assert_eq!(decoded, file);
+        let index = Index::from_files([decoded]);
+        assert_eq!(index.len(), 80);
+        for n in 0..80 {
+            let location = index.get(&blob(n).id).expect("indexed");
+            assert_eq!(location.blob, blob(n));
+            assert_eq!(location.pack, PackId([if n < 50 { 1 } else { 2 }; 32]));
+        }
+        assert!(index.get(&ChunkId::of(b"absent")).is_none());
+    }
+
+    #[test]
+    fn truncated_file_is_refused() {
+        let file = IndexFile {
+            packs: vec![(PackId([1; 32]), vec![blob(1)])],
+        };
+        let bytes = file.encode();
+        assert!(IndexFile::decode(&bytes[..bytes.len() - 3]).is_err());
+        assert!(IndexFile::decode(b"garbage").is_err());
+    }
+}

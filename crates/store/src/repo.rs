@@ -1,0 +1,373 @@
+//! A store on disk: its layout, crash-safe writes, and reading chunks back.
+//!
+//! ```text
+//! config                 format version, chunker, compression, pack size (TOML)
+//! data/<2 hex>/<pack id> pack files
+//! index/<id>             index files, one per backup
+//! snapshots/<id>         snapshot files (JSON), written last
+//! tmp/                   files being written; renamed into place when whole
+//! ```
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::{FORMAT_VERSION, StoreConfig};
+use crate::error::{IoContext, Result, StoreError};
+use crate::index::{Index, IndexFile, Location};
+use crate::pack::{self, PackId, TRAILER_LEN};
+use crate::snapshot::{Snapshot, SnapshotEntry};
+use crate::tree::Tree;
+use crate::ChunkId;
+
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    config: StoreConfig,
+    index: Index,
+}
+
+impl Store {
+    /// Creates an empty store at `root` (the directory may exist if empty).
+    pub fn init(root: &Path, mut config: StoreConfig) -> Result<Self> {
+        config.validate()?;
+        let config_path = root.join("config");
+        if config_path.exists() {
+            return Err(StoreError::AlreadyExists { path: root.into() });
+        }
+        if config.id.is_empty() {
+            config.id = unique_name();
+        }
+        for dir in ["data", "index", "snapshots", "tmp"] {
+            fs::create_dir_all(root.join(dir)).at("creating", root.join(dir))?;
+        }
+        let text = toml::to_string(&config).expect("the config serializes");
+        let store = Self {
+            root: root.into(),
+            config,
+            index: Index::default(),
+        };
+        store.write_file(Path::new("config"), text.as_bytes())?;
+        Ok(store)
+    }
+
+    pub fn open(root: &Path) -> Result<Self> {
+        let config_path = root.join("config");
+        let text = match fs::read_to_string(&config_path) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotAStore { path: root.into() });
+            }
+            other => other.at("reading", &config_path)?,
+        };
+        let config: StoreConfig = toml::from_str(&text).map_err(|err| StoreError::Corrupt {
+            path: config_path.clone(),
+            what: err.message().to_string(),
+        })?;
+        if config.version != FORMAT_VERSION {
+            return Err(StoreError::UnsupportedVersion {
+                path: root.into(),
+                found: config.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        config.validate()?;
+        let mut store = Self {
+            root: root.into(),
+            config,
+            index: Index::default(),
+        };
+        store.index = Index::from_files(store.index_files()?);
+        Ok(store)
+    }
+
+    /// Opens the store, creating it with default settings if `root` holds none.
+    pub fn open_or_init(root: &Path) -> Result<Self> {
+        match Self::open(root) {
+            Err(StoreError::NotAStore { .. }) => Self::init(root, StoreConfig::new(String::new())),
+            other => other,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    pub(crate) fn index_mut(&mut self) -> &mut Index {
+        &mut self.index
+    }
+
+    fn index_files(&self) -> Result<Vec<IndexFile>> {
+        self.list("index")?
+            .into_iter()
+            .map(|name| {
+                let path = self.root.join("index").join(&name);
+                let bytes = fs::read(&path).at("reading", &path)?;
+                IndexFile::decode(&bytes).map_err(|what| StoreError::Corrupt { path, what })
+            })
+            .collect()
+    }
+
+    /// File names in one of the store's directories, sorted.
+    pub(crate) fn list(&self, dir: &str) -> Result<Vec<String>> {
+        let path = self.root.join(dir);
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&path).at("listing", &path)? {
+            let entry = entry.at("listing", &path)?;
+            if let Some(name) = entry.file_name().to_str() {
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    pub fn pack_path(&self, id: PackId) -> PathBuf {
+        let hex = id.to_string();
+        self.root.join("data").join(&hex[..2]).join(hex)
+    }
+
+    /// Every pack file present, whether indexed or not.
+    pub fn packs_on_disk(&self) -> Result<Vec<PackId>> {
+        let mut packs = Vec::new();
+        for dir in self.list("data")? {
+            let path = self.root.join("data").join(&dir);
+            for entry in fs::read_dir(&path).at("listing", &path)? {
+                let entry = entry.at("listing", &path)?;
+                if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+                    packs.push(id);
+                }
+            }
+        }
+        packs.sort();
+        Ok(packs)
+    }
+
+    /// Writes `bytes` under `relative` without ever showing a partial file:
+    /// a temporary file is written, fsynced and renamed, then the directory
+    /// is fsynced so the rename itself survives a crash.
+    pub(crate) fn write_file(&self, relative: &Path, bytes: &[u8]) -> Result<()> {
+        let tmp = self.root.join("tmp").join(unique_name());
+        let dest = self.root.join(relative);
+        let dir = dest.parent().expect("store files live in a directory");
+        let mut file = File::create(&tmp).at("creating", &tmp)?;
+        file.write_all(bytes).at("writing", &tmp)?;
+        file.sync_all().at("syncing", &tmp)?;
+        drop(file);
+        if !dir.exists() {
+            fs::create_dir_all(dir).at("creating", dir)?;
+        }
+        fs::rename(&tmp, &dest).at("renaming into place", &dest)?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .at("syncing", dir)
+    }
+
+    pub(crate) fn write_pack(&self, bytes: &[u8]) -> Result<PackId> {
+        let id = PackId::of(bytes);
+        let hex = id.to_string();
+        self.write_file(&Path::new("data").join(&hex[..2]).join(&hex), bytes)?;
+        Ok(id)
+    }
+
+    /// Writes an index file; returns its name.
+    pub(crate) fn write_index(&self, file: &IndexFile) -> Result<String> {
+        let bytes = file.encode();
+        let name = blake3::hash(&bytes).to_hex().to_string();
+        self.write_file(&Path::new("index").join(&name), &bytes)?;
+        Ok(name)
+    }
+
+    pub(crate) fn write_snapshot(&self, snapshot: &Snapshot) -> Result<String> {
+        let bytes = serde_json::to_vec_pretty(snapshot).expect("a snapshot serializes");
+        let id = blake3::hash(&bytes).to_hex().to_string();
+        self.write_file(&Path::new("snapshots").join(&id), &bytes)?;
+        Ok(id)
+    }
+
+    /// All snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        let mut all = Vec::new();
+        for id in self.list("snapshots")? {
+            let path = self.root.join("snapshots").join(&id);
+            let bytes = fs::read(&path).at("reading", &path)?;
+            let snapshot = serde_json::from_slice(&bytes).map_err(|err| StoreError::Corrupt {
+                path: path.clone(),
+                what: err.to_string(),
+            })?;
+            all.push(SnapshotEntry { id, snapshot });
+        }
+        all.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
+        Ok(all)
+    }
+
+    /// Finds a snapshot by id prefix, `latest`, or `HOST@latest`.
+    pub fn find_snapshot(&self, spec: &str) -> Result<SnapshotEntry> {
+        let all = self.snapshots()?;
+        let (host, rest) = match spec.split_once('@') {
+            Some((host, rest)) => (Some(host), rest),
+            None => (None, spec),
+        };
+        let of_host = |e: &&SnapshotEntry| host.is_none_or(|h| e.snapshot.host == h);
+        if rest == "latest" {
+            return all
+                .iter()
+                .rfind(of_host)
+                .cloned()
+                .ok_or_else(|| StoreError::NoSuchSnapshot(spec.into()));
+        }
+        let matches: Vec<_> = all
+            .iter()
+            .filter(of_host)
+            .filter(|e| !rest.is_empty() && e.id.starts_with(rest))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(StoreError::NoSuchSnapshot(spec.into())),
+            many => Err(StoreError::AmbiguousSnapshot {
+                given: spec.into(),
+                count: many.len(),
+            }),
+        }
+    }
+
+    /// Reads one chunk and checks it against its id.
+    pub fn read_chunk(&self, id: ChunkId, packs: &mut PackFiles) -> Result<Vec<u8>> {
+        let location = self.index.get(&id).ok_or(StoreError::MissingChunk { id })?;
+        self.read_blob(location, packs)
+    }
+
+    pub fn read_blob(&self, location: Location, packs: &mut PackFiles) -> Result<Vec<u8>> {
+        let path = self.pack_path(location.pack);
+        let blob = location.blob;
+        let mut stored = vec![0u8; blob.stored_len as usize];
+        packs
+            .open(location.pack, &path)?
+            .read_exact_at(&mut stored, u64::from(blob.offset))
+            .at("reading", &path)?;
+        pack::decode(blob.id, &stored, blob.compressed).map_err(|what| StoreError::BadChunk {
+            id: blob.id,
+            pack: location.pack.to_string(),
+            what,
+        })
+    }
+
+    /// A chunk's plaintext size, from its zstd frame header or its stored
+    /// length, without decompressing it.
+    pub fn raw_len(&self, id: ChunkId, packs: &mut PackFiles) -> Result<u64> {
+        let location = self.index.get(&id).ok_or(StoreError::MissingChunk { id })?;
+        let blob = location.blob;
+        if !blob.compressed {
+            return Ok(blob.stored_len.into());
+        }
+        let path = self.pack_path(location.pack);
+        let mut head = vec![0u8; (blob.stored_len as usize).min(18)];
+        packs
+            .open(location.pack, &path)?
+            .read_exact_at(&mut head, u64::from(blob.offset))
+            .at("reading", &path)?;
+        zstd::zstd_safe::get_frame_content_size(&head)
+            .ok()
+            .flatten()
+            .ok_or_else(|| StoreError::BadChunk {
+                id,
+                pack: location.pack.to_string(),
+                what: "its zstd frame header is unreadable".into(),
+            })
+    }
+
+    pub fn load_tree(&self, id: ChunkId, packs: &mut PackFiles) -> Result<Tree> {
+        let bytes = self.read_chunk(id, packs)?;
+        Tree::decode(&bytes).map_err(|what| StoreError::Corrupt {
+            path: self.pack_path(self.index.get(&id).map(|l| l.pack).unwrap_or(PackId([0; 32]))),
+            what: format!("chunk {id}: {what}"),
+        })
+    }
+
+    /// Reads the blob list from a pack file's own header.
+    pub fn read_pack_header(&self, id: PackId) -> Result<Vec<pack::Blob>> {
+        let path = self.pack_path(id);
+        let file = File::open(&path).at("opening", &path)?;
+        let len = file.metadata().at("reading", &path)?.len();
+        let mut want = TRAILER_LEN + 64 * pack::ENTRY_LEN;
+        loop {
+            let take = (want as u64).min(len);
+            let mut tail = vec![0u8; take as usize];
+            file.read_exact_at(&mut tail, len - take).at("reading", &path)?;
+            match pack::parse_header(&tail, len) {
+                Ok(blobs) => return Ok(blobs),
+                Err(Some(needed)) if (needed as u64) <= len && needed > tail.len() => want = needed,
+                Err(_) => {
+                    return Err(StoreError::Corrupt {
+                        path,
+                        what: "its header is damaged".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Rebuilds the index from the pack headers alone, replacing the index
+    /// files. Used when index files are lost or damaged.
+    pub fn rebuild_index(&mut self) -> Result<usize> {
+        let mut file = IndexFile::default();
+        for id in self.packs_on_disk()? {
+            file.packs.push((id, self.read_pack_header(id)?));
+        }
+        let kept = self.write_index(&file)?;
+        for name in self.list("index")? {
+            if name != kept {
+                let path = self.root.join("index").join(&name);
+                fs::remove_file(&path).at("removing", &path)?;
+            }
+        }
+        self.index = Index::from_files([file]);
+        Ok(self.index.len())
+    }
+}
+
+/// Open pack files, kept per thread so reads need no reopening.
+#[derive(Debug, Default)]
+pub struct PackFiles {
+    open: HashMap<PackId, File>,
+}
+
+impl PackFiles {
+    const LIMIT: usize = 64;
+
+    fn open(&mut self, id: PackId, path: &Path) -> Result<&File> {
+        if !self.open.contains_key(&id) {
+            if self.open.len() >= Self::LIMIT {
+                self.open.clear();
+            }
+            let file = File::open(path).at("opening", path)?;
+            self.open.insert(id, file);
+        }
+        Ok(&self.open[&id])
+    }
+}
+
+/// A name no other process or thread will pick: time, process and a counter.
+fn unique_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let seed = format!(
+        "{nanos}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    blake3::hash(seed.as_bytes()).to_hex()[..32].to_string()
+}

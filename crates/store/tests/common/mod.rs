@@ -1,0 +1,121 @@
+//! Shared pieces of the store tests: a store with small chunks, trees of
+//! files to back up, and a comparison of two directory trees.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nightshift_store::{
+    BackupOptions, ChunkerConfig, DEFAULT_CHUNKER, PackConfig, Progress, Store, StoreConfig,
+};
+
+/// Chunks of 1–16 KiB, so small test files span many chunks.
+pub const SMALL_CHUNKS: ChunkerConfig = ChunkerConfig {
+    min_size: 1024,
+    avg_size: 4096,
+    max_size: 16384,
+    ..DEFAULT_CHUNKER
+};
+
+pub fn small_store(root: &Path) -> Store {
+    let mut config = StoreConfig::new(String::new());
+    config.chunker = SMALL_CHUNKS;
+    config.pack = PackConfig {
+        target_size: 1 << 20,
+    };
+    Store::init(root, config).expect("init store")
+}
+
+pub fn options() -> BackupOptions {
+    BackupOptions {
+        host: "localhost".into(),
+        ..BackupOptions::default()
+    }
+}
+
+pub fn backup(store: &mut Store, path: &Path) -> nightshift_store::BackupOutcome {
+    let outcome = store
+        .backup_paths(&[path.to_path_buf()], &options(), &Progress::default())
+        .expect("backup");
+    assert!(outcome.skipped.is_empty(), "{:?}", outcome.skipped);
+    outcome
+}
+
+/// Deterministic bytes that do not compress.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// What a tree holds, as comparable facts: per relative path, the kind,
+/// permission bits, mtime, content or link target, and which hard-link
+/// group the file belongs to.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: &'static str,
+    pub mode: u32,
+    pub mtime: i64,
+    /// BLAKE3 of the content or link target, and its length.
+    pub data: (String, usize),
+    pub link_group: Option<usize>,
+}
+
+pub fn describe(root: &Path) -> BTreeMap<PathBuf, Entry> {
+    let mut out = BTreeMap::new();
+    let mut groups = HashMap::new();
+    walk(root, root, &mut out, &mut groups);
+    out
+}
+
+fn walk(
+    root: &Path,
+    dir: &Path,
+    out: &mut BTreeMap<PathBuf, Entry>,
+    groups: &mut HashMap<(u64, u64), usize>,
+) {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    names.sort();
+    for name in names {
+        let path = dir.join(&name);
+        let meta = fs::symlink_metadata(&path).expect("lstat");
+        let relative = path.strip_prefix(root).expect("inside").to_path_buf();
+        let (kind, data) = if meta.is_dir() {
+            walk(root, &path, out, groups);
+            ("dir", Vec::new())
+        } else if meta.file_type().is_symlink() {
+            let target = fs::read_link(&path).expect("readlink");
+            ("symlink", target.into_os_string().into_encoded_bytes())
+        } else {
+            ("file", fs::read(&path).expect("read"))
+        };
+        let link_group = (meta.is_file() && meta.nlink() > 1).then(|| {
+            let next = groups.len();
+            *groups.entry((meta.dev(), meta.ino())).or_insert(next)
+        });
+        out.insert(
+            relative,
+            Entry {
+                kind,
+                mode: if kind == "symlink" {
+                    0
+                } else {
+                    meta.permissions().mode() & 0o7777
+                },
+                mtime: meta.mtime(),
+                data: (blake3::hash(&data).to_hex()[..16].to_string(), data.len()),
+                link_group,
+            },
+        );
+    }
+}

@@ -1,0 +1,384 @@
+//! The store end to end on real files: backup, restore, check.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly on any error
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+
+use common::*;
+use nightshift_store::{CheckOptions, Problem, Progress, Store, StoreError};
+use proptest::prelude::*;
+
+/// A tree with everything that is hard to get right.
+fn awkward_tree(root: &Path) {
+    let deep = root.join("a/b/c/d/e/f/g/h");
+    fs::create_dir_all(&deep).unwrap();
+    fs::create_dir_all(root.join("empty dir")).unwrap();
+    fs::write(deep.join("deep.txt"), b"down here").unwrap();
+    fs::write(root.join("empty"), b"").unwrap();
+    fs::write(root.join("big.bin"), noise(200_000, 7)).unwrap();
+    fs::write(root.join("zeros"), vec![0u8; 100_000]).unwrap();
+    fs::write(root.join("café ☕"), "unicode").unwrap();
+    fs::write(root.join("new\nline"), "a newline in the name").unwrap();
+    fs::write(root.join("script.sh"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(root.join("script.sh"), fs::Permissions::from_mode(0o4751)).unwrap();
+    symlink("big.bin", root.join("link")).unwrap();
+    symlink("/nonexistent/target", root.join("dangling")).unwrap();
+    fs::hard_link(root.join("big.bin"), root.join("a/hard")).unwrap();
+    filetime::set_file_mtime(
+        root.join("empty"),
+        filetime::FileTime::from_unix_time(1_000_000_000, 0),
+    )
+    .unwrap();
+}
+
+fn restore_all(store: &Store, id: &str, target: &Path) -> nightshift_store::RestoreOutcome {
+    let snapshot = store.find_snapshot(id).unwrap();
+    store
+        .restore_to_dir(&snapshot, "/", target, 0, &Progress::default())
+        .unwrap()
+}
+
+/// Where the backed-up directory lands inside a whole-snapshot restore.
+fn landed(target: &Path, source: &Path) -> std::path::PathBuf {
+    target.join(source.strip_prefix("/").unwrap())
+}
+
+#[test]
+fn restore_is_bit_exact_with_metadata_links_and_odd_names() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    awkward_tree(&source);
+    let mut store = small_store(&work.path().join("store"));
+    let outcome = backup(&mut store, &source);
+    let summary = &outcome.snapshot.snapshot.summary;
+    assert_eq!(summary.files, 8, "{summary:?}");
+    assert!(summary.new_chunks > 20, "{summary:?}");
+
+    let target = work.path().join("target");
+    let restored = restore_all(&store, &outcome.snapshot.id, &target);
+    assert!(restored.failed.is_empty(), "{:?}", restored.failed);
+    assert_eq!(describe(&landed(&target, &source)), describe(&source));
+}
+
+#[test]
+fn unchanged_files_are_not_read_again_and_add_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    awkward_tree(&source);
+    let mut store = small_store(&work.path().join("store"));
+    let first = backup(&mut store, &source);
+
+    let second = backup(&mut store, &source);
+    let summary = &second.snapshot.snapshot.summary;
+    assert_eq!(second.snapshot.snapshot.parent.as_deref(), Some(first.snapshot.id.as_str()));
+    assert_eq!(summary.bytes_read, 0, "{summary:?}");
+    // Only listings of the directories above the source may change (other
+    // tests write into the temporary directory).
+    let ancestors = source.ancestors().count() as u64;
+    assert!(summary.new_chunks <= ancestors, "{summary:?}");
+    assert_eq!(summary.files_unchanged + 1, summary.files, "all but the second name of a hard link");
+
+    fs::write(source.join("script.sh"), "#!/bin/sh\necho changed\n").unwrap();
+    let third = backup(&mut store, &source);
+    assert_eq!(third.snapshot.snapshot.summary.bytes_read, 23);
+    let target = work.path().join("target");
+    restore_all(&store, &third.snapshot.id, &target);
+    assert_eq!(describe(&landed(&target, &source)), describe(&source));
+}
+
+#[test]
+fn a_sub_path_restores_under_its_own_name() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    awkward_tree(&source);
+    let mut store = small_store(&work.path().join("store"));
+    let outcome = backup(&mut store, &source);
+    let sub = format!("{}/a/b", source.display());
+    let target = work.path().join("target");
+    store
+        .restore_to_dir(&outcome.snapshot, &sub, &target, 2, &Progress::default())
+        .unwrap();
+    assert_eq!(
+        fs::read(target.join("b/c/d/e/f/g/h/deep.txt")).unwrap(),
+        b"down here"
+    );
+    let missing = store.node_at(&outcome.snapshot, "/no/such/path").unwrap_err();
+    assert!(matches!(missing, StoreError::NoSuchPath { .. }), "{missing}");
+}
+
+#[test]
+fn a_symlink_planted_in_the_target_is_replaced_not_followed() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    fs::create_dir_all(source.join("etc")).unwrap();
+    fs::write(source.join("etc/passwd"), "restored").unwrap();
+    let mut store = small_store(&work.path().join("store"));
+    let outcome = backup(&mut store, &source);
+
+    let outside = work.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let target = work.path().join("target");
+    fs::create_dir(&target).unwrap();
+    symlink(&outside, target.join("etc")).unwrap();
+    store
+        .restore_to_dir(
+            &outcome.snapshot,
+            &format!("{}/etc", source.display()),
+            &target,
+            0,
+            &Progress::default(),
+        )
+        .unwrap();
+    assert_eq!(fs::read(target.join("etc/passwd")).unwrap(), b"restored");
+    assert!(fs::read_dir(&outside).unwrap().next().is_none(), "nothing written outside");
+}
+
+#[test]
+fn a_flipped_byte_is_named_and_other_files_still_restore() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    fs::create_dir_all(&source).unwrap();
+    fs::write(source.join("victim"), noise(3000, 1)).unwrap();
+    fs::write(source.join("bystander"), noise(3000, 2)).unwrap();
+    let mut store = small_store(&work.path().join("store"));
+    let outcome = backup(&mut store, &source);
+
+    let victim_chunk = store.node_at(&outcome.snapshot, &format!("{}/victim", source.display()))
+        .unwrap()
+        .content[0];
+    let location = store.index().get(&victim_chunk).unwrap();
+    let pack_path = store.pack_path(location.pack);
+    let mut bytes = fs::read(&pack_path).unwrap();
+    bytes[location.blob.offset as usize + 100] ^= 0x01;
+    fs::write(&pack_path, bytes).unwrap();
+
+    let store = Store::open(&work.path().join("store")).unwrap();
+    let structure = store.check(&CheckOptions::default()).unwrap();
+    assert!(structure.is_ok(), "structure alone cannot see a flipped byte");
+    let report = store
+        .check(&CheckOptions {
+            read_data: 1.0,
+            threads: 2,
+        })
+        .unwrap();
+    assert!(!report.is_ok());
+    let bad: Vec<_> = report
+        .problems
+        .iter()
+        .filter_map(|p| match p {
+            Problem::BadChunk { chunk, pack, needed_by, .. } => Some((*chunk, *pack, needed_by.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bad.len(), 1, "{:?}", report.problems);
+    let (chunk, pack, needed_by) = &bad[0];
+    assert_eq!((*chunk, *pack), (victim_chunk, location.pack));
+    assert_eq!(
+        needed_by,
+        &vec![(outcome.snapshot.id.clone(), format!("{}/victim", source.display()))]
+    );
+    assert!(report.problems.iter().any(|p| matches!(p, Problem::PackHash { .. })));
+
+    let target = work.path().join("target");
+    let restored = store
+        .restore_to_dir(&outcome.snapshot, "/", &target, 0, &Progress::default())
+        .unwrap();
+    assert_eq!(restored.failed.len(), 1, "{:?}", restored.failed);
+    assert!(restored.failed[0].0.ends_with("victim"));
+    assert!(restored.failed[0].1.contains(&victim_chunk.to_string()));
+    assert_eq!(
+        fs::read(landed(&target, &source).join("bystander")).unwrap(),
+        noise(3000, 2)
+    );
+}
+
+#[test]
+fn the_index_is_rebuilt_from_packs_alone() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    awkward_tree(&source);
+    let root = work.path().join("store");
+    let mut store = small_store(&root);
+    let outcome = backup(&mut store, &source);
+    let chunks = store.index().len();
+    for entry in fs::read_dir(root.join("index")).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let mut store = Store::open(&root).unwrap();
+    assert!(store.index().is_empty());
+    assert!(!store.check(&CheckOptions::default()).unwrap().is_ok());
+    assert_eq!(store.rebuild_index().unwrap(), chunks);
+    let store = Store::open(&root).unwrap();
+    assert!(store.check(&CheckOptions { read_data: 1.0, threads: 0 }).unwrap().is_ok());
+    let target = work.path().join("target");
+    restore_all(&store, &outcome.snapshot.id, &target);
+    assert_eq!(describe(&landed(&target, &source)), describe(&source));
+}
+
+#[test]
+fn tar_streams_back_up_and_restore_as_tar() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    awkward_tree(&source);
+    // GNU tar, as the engine runs it on a remote host.
+    let tar = std::process::Command::new("tar")
+        .args(["--create", "--file=-", "--directory"])
+        .arg(work.path())
+        .arg("source")
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+
+    let mut store = small_store(&work.path().join("store"));
+    let outcome = store
+        .backup_tar(&tar.stdout[..], &["/srv/source".into()], &options(), &Progress::default())
+        .unwrap();
+    let target = work.path().join("target");
+    let restored = restore_all(&store, &outcome.snapshot.id, &target);
+    assert!(restored.failed.is_empty(), "{:?}", restored.failed);
+    let original = describe(&source);
+    assert!(original.values().any(|e| e.link_group.is_some()), "the tree has hard links");
+    assert_eq!(describe(&target.join("source")), original);
+
+    let mut out = Vec::new();
+    store.restore_to_tar(&outcome.snapshot, "/source", &mut out).unwrap();
+    let unpacked = work.path().join("unpacked");
+    fs::create_dir(&unpacked).unwrap();
+    let mut untar = std::process::Command::new("tar")
+        .args(["--extract", "--file=-", "--same-permissions", "--directory"])
+        .arg(&unpacked)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(untar.stdin.as_mut().unwrap(), &out).unwrap();
+    drop(untar.stdin.take());
+    assert!(untar.wait().unwrap().success());
+    assert_eq!(describe(&unpacked.join("source")), original);
+}
+
+#[test]
+fn a_tar_member_climbing_out_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let mut header = tar::Header::new_gnu();
+    header.set_size(4);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut raw = tar::Builder::new(Vec::new());
+    // `append_data` refuses `..`, so write the name into the header directly.
+    header.as_gnu_mut().unwrap().name[..10].copy_from_slice(b"../escaped");
+    header.set_cksum();
+    raw.append(&header, &b"evil"[..]).unwrap();
+    let tar = raw.into_inner().unwrap();
+    let mut store = small_store(&work.path().join("store"));
+    let err = store
+        .backup_tar(&tar[..], &["x".into()], &options(), &Progress::default())
+        .unwrap_err();
+    assert!(matches!(err, StoreError::EscapingPath { .. }), "{err}");
+    assert!(store.snapshots().unwrap().is_empty());
+}
+
+#[test]
+fn a_named_stream_is_one_file() {
+    let work = tempfile::tempdir().unwrap();
+    let mut store = small_store(&work.path().join("store"));
+    let dump = noise(100_000, 9);
+    let outcome = store
+        .backup_stream("pg_dumpall", &dump[..], &options(), &Progress::default())
+        .unwrap();
+    assert_eq!(outcome.snapshot.snapshot.paths, vec!["stream:pg_dumpall"]);
+    let target = work.path().join("target");
+    restore_all(&store, &outcome.snapshot.id, &target);
+    assert_eq!(fs::read(target.join("pg_dumpall")).unwrap(), dump);
+}
+
+#[test]
+fn an_unindexed_pack_from_an_interrupted_backup_is_harmless() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    awkward_tree(&source);
+    let root = work.path().join("store");
+    let mut store = small_store(&root);
+    backup(&mut store, &source);
+    // What a backup killed after writing a pack but before its index leaves.
+    let stray = root.join("data/ff");
+    fs::create_dir_all(&stray).unwrap();
+    fs::write(stray.join("ff".repeat(32)), b"half a pack").unwrap();
+    fs::write(root.join("tmp/partial"), b"half a file").unwrap();
+    let store = Store::open(&root).unwrap();
+    let report = store.check(&CheckOptions { read_data: 1.0, threads: 0 }).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert!(matches!(report.problems.as_slice(), [Problem::PackNotIndexed { .. }]));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_trees_round_trip(
+        files in prop::collection::vec(
+            (
+                prop::collection::vec("[a-zA-Zé☃ \n._-]{1,12}", 1..4),
+                0usize..40_000,
+                any::<u64>(),
+            ),
+            0..25,
+        ),
+        links in prop::collection::vec((any::<prop::sample::Index>(), any::<bool>()), 0..4),
+    ) {
+        let work = tempfile::tempdir().unwrap();
+        let source = work.path().join("source");
+        fs::create_dir_all(&source).unwrap();
+        let mut made = Vec::new();
+        for (parts, len, seed) in &files {
+            let parts: Vec<_> = parts.iter().filter(|p| *p != "." && *p != "..").collect();
+            let Some((name, dirs)) = parts.split_last() else { continue };
+            let dir = dirs.iter().fold(source.clone(), |d, p| d.join(p));
+            if fs::create_dir_all(&dir).is_err() { continue; }
+            let path = dir.join(name);
+            if path.exists() { continue; }
+            fs::write(&path, noise(*len, *seed)).unwrap();
+            made.push(path);
+        }
+        for (i, (which, hard)) in links.iter().enumerate() {
+            if made.is_empty() { break; }
+            let original = which.get(&made).clone();
+            let link = source.join(format!("link{i}"));
+            if *hard {
+                fs::hard_link(&original, &link).unwrap();
+            } else {
+                symlink(&original, &link).unwrap();
+            }
+        }
+        let mut store = small_store(&work.path().join("store"));
+        let outcome = backup(&mut store, &source);
+        let target = work.path().join("target");
+        let restored = restore_all(&store, &outcome.snapshot.id, &target);
+        prop_assert!(restored.failed.is_empty(), "{:?}", restored.failed);
+        prop_assert_eq!(describe(&landed(&target, &source)), describe(&source));
+    }
+
+    #[test]
+    fn an_insertion_moves_chunk_boundaries_only_near_it(
+        seed in any::<u64>(),
+        at in 0usize..300_000,
+        inserted in prop::collection::vec(any::<u8>(), 1..100),
+    ) {
+        let data = noise(300_000, seed);
+        let mut edited = data.clone();
+        edited.splice(at..at, inserted.iter().copied());
+        let chunks = |bytes: &[u8]| -> Vec<Vec<u8>> {
+            nightshift_store::Chunker::new(SMALL_CHUNKS)
+                .chunks(bytes)
+                .collect::<std::io::Result<_>>()
+                .unwrap()
+        };
+        let before: std::collections::HashSet<_> = chunks(&data).into_iter().collect();
+        let after = chunks(&edited);
+        let new = after.iter().filter(|c| !before.contains(*c)).count();
+        prop_assert!(new <= 3, "{new} new chunks of {} after one insertion", after.len());
+    }
+}
