@@ -58,22 +58,23 @@ pub enum Command {
     /// List inventory hosts; trust their SSH host keys
     #[command(subcommand)]
     Hosts(HostsCommand),
-    /// Back up paths or a command's output into the store [not yet available]
-    Backup(Pending),
-    /// List snapshots [not yet available]
-    Snapshots(Pending),
-    /// List files in a snapshot [not yet available]
-    Ls(Pending),
+    /// Back up local paths, or standard input as a named stream, into the store
+    Backup(BackupArgs),
+    /// List snapshots, oldest first
+    Snapshots(SnapshotsArgs),
+    /// List what a snapshot holds: nightshift ls latest /etc
+    Ls(LsArgs),
     /// Find every version of matching files across snapshots [not yet available]
     Find(Pending),
     /// Compare two snapshots [not yet available]
     Diff(Pending),
-    /// Restore files from a snapshot to this or another host, and verify them [not yet available]
-    Restore(Pending),
+    /// Restore a snapshot or part of it into a directory, verifying every chunk
+    Restore(RestoreArgs),
     /// Remove snapshots according to a retention policy [not yet available]
     Forget(Pending),
-    /// Maintain the backup store: init, check, prune, unlock [not yet available]
-    Store(Pending),
+    /// Maintain the backup store: init, check, stats
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Runs recorded in the catalog [not yet available]
     Runs(Pending),
     /// Ask the running daemon to start a run now [not yet available]
@@ -180,6 +181,96 @@ pub struct NextArgs {
     /// Print the runs as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Files and directories to back up
+    #[arg(required_unless_present = "stream", conflicts_with = "stream")]
+    pub paths: Vec<PathBuf>,
+    /// The host the data is on; this command backs up localhost (remote hosts
+    /// are backed up by a playbook's backup step)
+    #[arg(long, default_value = "localhost")]
+    pub host: String,
+    /// Back up standard input as one file of this name (pg_dumpall | nightshift backup --stream db.sql)
+    #[arg(long, value_name = "NAME")]
+    pub stream: Option<String>,
+    /// Label the snapshot (repeatable)
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Compare against this snapshot instead of the latest of the same host and paths
+    #[arg(long, value_name = "SNAPSHOT")]
+    pub parent: Option<String>,
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    /// Only this host's snapshots
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Snapshot id prefix, latest, or HOST@latest
+    pub snapshot: String,
+    /// Only entries under this path
+    #[arg(default_value = "/")]
+    pub path: String,
+    /// Print JSON, one object per entry
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// SNAPSHOT or SNAPSHOT:PATH (latest:/etc/nginx, 7f3a91c2:/home)
+    pub what: String,
+    /// Directory to restore into; a PATH lands under its own name
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// Print the outcome as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Create the store under the data directory (a first backup does this too)
+    Init {
+        /// zstd level for chunks, 1 to 22
+        #[arg(long, default_value_t = 3)]
+        compression_level: i32,
+        /// Close packs at this size in MiB
+        #[arg(long, default_value_t = 32, value_name = "MIB")]
+        pack_size: u32,
+    },
+    /// Check the store's structure; with --read-data, every chunk's content
+    Check {
+        /// Read, decompress and hash every pack
+        #[arg(long, conflicts_with = "read_data_subset")]
+        read_data: bool,
+        /// Read this share of the packs (10%), chosen by pack id
+        #[arg(long, value_name = "PERCENT")]
+        read_data_subset: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sizes: snapshots, packs, chunks, bytes on disk, index memory
+    Stats {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild the index from the packs' own headers
+    RebuildIndex,
 }
 
 /// Arguments of a subcommand that has not landed yet.

@@ -2,12 +2,14 @@
 //! hands each subcommand to the crate that does the work. Rendering (text,
 //! JSON, progress) lives here; nothing below this crate prints.
 
+mod backup;
 mod check;
 mod cli;
 mod exec;
 mod hosts;
 mod schedule;
 mod settings;
+mod store;
 
 use std::process::ExitCode;
 
@@ -38,6 +40,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hosts(cli::HostsCommand::Trust { hosts, yes }) => {
             hosts::trust(&settings, &hosts, yes)
         }
+        Command::Backup(args) => backup::backup(&settings, &args),
+        Command::Restore(args) => backup::restore(&settings, &args),
+        Command::Snapshots(args) => store::snapshots(&settings, &args),
+        Command::Ls(args) => store::ls(&settings, &args),
+        Command::Store(command) => store::run(&settings, command),
         other => Ok(not_yet_available(&other)),
     }
 }

@@ -91,7 +91,9 @@ impl Store {
             Ok((tree, scan.arena.summary(), scan.skipped))
         })?;
         let (tree, summary, skipped) = outcome;
-        self.finish(started, tree, summary, written, labels, parent, options, skipped)
+        self.finish(
+            started, tree, summary, written, labels, parent, options, skipped,
+        )
     }
 
     /// Backs up a tar stream (what a remote host's `tar c` sends), recording
@@ -113,7 +115,16 @@ impl Store {
             Ok((tree, arena.summary()))
         })?;
         let (tree, summary) = outcome;
-        self.finish(started, tree, summary, written, paths.to_vec(), parent, options, Vec::new())
+        self.finish(
+            started,
+            tree,
+            summary,
+            written,
+            paths.to_vec(),
+            parent,
+            options,
+            Vec::new(),
+        )
     }
 
     /// Backs up one byte stream, such as a database dump, as a file named
@@ -143,10 +154,23 @@ impl Store {
             Ok((tree, arena.summary()))
         })?;
         let (tree, summary) = outcome;
-        self.finish(started, tree, summary, written, labels, parent, options, Vec::new())
+        self.finish(
+            started,
+            tree,
+            summary,
+            written,
+            labels,
+            parent,
+            options,
+            Vec::new(),
+        )
     }
 
-    fn parent_for(&self, options: &BackupOptions, paths: &[String]) -> Result<Option<SnapshotEntry>> {
+    fn parent_for(
+        &self,
+        options: &BackupOptions,
+        paths: &[String],
+    ) -> Result<Option<SnapshotEntry>> {
         if let Some(id) = &options.parent {
             return self.find_snapshot(id).map(Some);
         }
@@ -595,7 +619,9 @@ impl<'s> Scan<'s> {
             Ok(entries) => entries,
             Err(err) => return self.skip(dir, &err),
         };
-        let mut names: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+        let mut names: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
         names.sort();
         for name in names {
             let path = dir.join(&name);
@@ -742,12 +768,20 @@ fn node_from(name: Vec<u8>, meta: &Metadata, names: &mut Names) -> Node {
         gid: meta.gid(),
         user: names.user(meta.uid()),
         group: names.group(meta.gid()),
-        size: if kind == NodeKind::File { meta.size() } else { 0 },
+        size: if kind == NodeKind::File {
+            meta.size()
+        } else {
+            0
+        },
         mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
         ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
         inode: meta.ino(),
         device: meta.dev(),
-        links: if kind == NodeKind::Dir { 1 } else { meta.nlink() },
+        links: if kind == NodeKind::Dir {
+            1
+        } else {
+            meta.nlink()
+        },
         target: None,
         rdev: matches!(kind, NodeKind::Chardev | NodeKind::Blockdev).then(|| meta.rdev()),
         content: Vec::new(),
@@ -833,7 +867,10 @@ fn tar_arena(
                 };
                 arena.nodes[first].links += 1;
                 let original = arena.nodes[first].clone();
-                node = Node { name: name.clone(), ..original };
+                node = Node {
+                    name: name.clone(),
+                    ..original
+                };
             }
             tar::EntryType::Char | tar::EntryType::Block => {
                 node.kind = if kind == tar::EntryType::Char {

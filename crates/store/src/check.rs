@@ -28,11 +28,25 @@ pub struct CheckOptions {
 /// One thing wrong with the store, said precisely.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
-    PackMissing { pack: PackId },
-    PackHeader { pack: PackId, what: String },
-    PackNotIndexed { pack: PackId },
-    IndexMismatch { pack: PackId, chunk: ChunkId },
-    ChunkMissing { chunk: ChunkId, snapshot: String, path: String },
+    PackMissing {
+        pack: PackId,
+    },
+    PackHeader {
+        pack: PackId,
+        what: String,
+    },
+    PackNotIndexed {
+        pack: PackId,
+    },
+    IndexMismatch {
+        pack: PackId,
+        chunk: ChunkId,
+    },
+    ChunkMissing {
+        chunk: ChunkId,
+        snapshot: String,
+        path: String,
+    },
     BadChunk {
         chunk: ChunkId,
         pack: PackId,
@@ -40,13 +54,17 @@ pub enum Problem {
         /// Every snapshot and file that needs the chunk: (snapshot id, path).
         needed_by: Vec<(String, String)>,
     },
-    PackHash { pack: PackId },
+    PackHash {
+        pack: PackId,
+    },
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Problem::PackMissing { pack } => write!(f, "pack {pack} is in the index but not on disk"),
+            Problem::PackMissing { pack } => {
+                write!(f, "pack {pack} is in the index but not on disk")
+            }
             Problem::PackHeader { pack, what } => write!(f, "pack {pack}: {what}"),
             Problem::PackNotIndexed { pack } => write!(
                 f,
@@ -56,15 +74,28 @@ impl fmt::Display for Problem {
                 f,
                 "chunk {chunk}: the index and pack {pack}'s own header disagree"
             ),
-            Problem::ChunkMissing { chunk, snapshot, path } => write!(
+            Problem::ChunkMissing {
+                chunk,
+                snapshot,
+                path,
+            } => write!(
                 f,
                 "chunk {chunk} needed by snapshot {} at {path} is in no pack",
                 &snapshot[..8.min(snapshot.len())]
             ),
-            Problem::BadChunk { chunk, pack, what, needed_by } => {
+            Problem::BadChunk {
+                chunk,
+                pack,
+                what,
+                needed_by,
+            } => {
                 write!(f, "chunk {chunk} in pack {pack} is damaged: {what}")?;
                 for (snapshot, path) in needed_by {
-                    write!(f, "\n  needed by snapshot {} at {path}", &snapshot[..8.min(snapshot.len())])?;
+                    write!(
+                        f,
+                        "\n  needed by snapshot {} at {path}",
+                        &snapshot[..8.min(snapshot.len())]
+                    )?;
                 }
                 Ok(())
             }
@@ -141,14 +172,21 @@ impl Store {
             let header = match self.read_pack_header(pack) {
                 Ok(header) => header,
                 Err(err) => {
-                    report.problems.push(Problem::PackHeader { pack, what: err.to_string() });
+                    report.problems.push(Problem::PackHeader {
+                        pack,
+                        what: err.to_string(),
+                    });
                     continue;
                 }
             };
-            let header: HashMap<ChunkId, pack::Blob> = header.into_iter().map(|b| (b.id, b)).collect();
+            let header: HashMap<ChunkId, pack::Blob> =
+                header.into_iter().map(|b| (b.id, b)).collect();
             for location in locations {
                 if header.get(&location.blob.id) != Some(&location.blob) {
-                    report.problems.push(Problem::IndexMismatch { pack, chunk: location.blob.id });
+                    report.problems.push(Problem::IndexMismatch {
+                        pack,
+                        chunk: location.blob.id,
+                    });
                 }
             }
         }
@@ -237,7 +275,8 @@ impl Store {
                 .map(|_| {
                     scope.spawn(|| -> Result<()> {
                         loop {
-                            let Some((&pack, locations)) = next.lock().expect("not poisoned").next()
+                            let Some((&pack, locations)) =
+                                next.lock().expect("not poisoned").next()
                             else {
                                 return Ok(());
                             };
@@ -284,8 +323,15 @@ impl Store {
             let mut stack = vec![(entry.snapshot.tree, String::new())];
             while let Some((tree_id, path)) = stack.pop() {
                 if bad.contains(&tree_id) {
-                    let at = if path.is_empty() { "/".into() } else { path.clone() };
-                    needers.entry(tree_id).or_default().push((entry.id.clone(), at));
+                    let at = if path.is_empty() {
+                        "/".into()
+                    } else {
+                        path.clone()
+                    };
+                    needers
+                        .entry(tree_id)
+                        .or_default()
+                        .push((entry.id.clone(), at));
                     continue;
                 }
                 let Ok(tree) = self.load_tree(tree_id, &mut packs) else {
@@ -294,7 +340,10 @@ impl Store {
                 for node in &tree.nodes {
                     let child = format!("{path}/{}", node.name_lossy());
                     for chunk in node.content.iter().filter(|c| bad.contains(c)) {
-                        needers.entry(*chunk).or_default().push((entry.id.clone(), child.clone()));
+                        needers
+                            .entry(*chunk)
+                            .or_default()
+                            .push((entry.id.clone(), child.clone()));
                     }
                     if let Some(subtree) = node.subtree {
                         stack.push((subtree, child));
@@ -303,7 +352,10 @@ impl Store {
             }
         }
         for problem in problems {
-            if let Problem::BadChunk { chunk, needed_by, .. } = problem {
+            if let Problem::BadChunk {
+                chunk, needed_by, ..
+            } = problem
+            {
                 let mut found = needers.remove(chunk).unwrap_or_default();
                 found.sort();
                 found.dedup();

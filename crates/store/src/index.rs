@@ -203,7 +203,11 @@ mod tests {
     fn blob(n: u32) -> Blob {
         Blob {
             id: ChunkId::of(&n.to_le_bytes()),
-            kind: if n.is_multiple_of(2) { BlobKind::Data } else { BlobKind::Tree },
+            kind: if n.is_multiple_of(2) {
+                BlobKind::Data
+            } else {
+                BlobKind::Tree
+            },
             compressed: n.is_multiple_of(3),
             offset: 8 + n * 100,
             stored_len: 100,

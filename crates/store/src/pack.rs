@@ -226,7 +226,10 @@ mod tests {
         for (blob, chunk) in blobs.iter().zip(chunks) {
             let at = blob.offset as usize;
             let stored = &bytes[at..at + blob.stored_len as usize];
-            assert_eq!(decode(blob.id, stored, blob.compressed).as_deref(), Ok(chunk));
+            assert_eq!(
+                decode(blob.id, stored, blob.compressed).as_deref(),
+                Ok(chunk)
+            );
         }
     }
 

@@ -16,13 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::ChunkId;
 use crate::config::{FORMAT_VERSION, StoreConfig};
 use crate::error::{IoContext, Result, StoreError};
 use crate::index::{Index, IndexFile, Location};
 use crate::pack::{self, PackId, TRAILER_LEN};
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::tree::Tree;
-use crate::ChunkId;
 
 #[derive(Debug)]
 pub struct Store {
@@ -290,7 +290,12 @@ impl Store {
     pub fn load_tree(&self, id: ChunkId, packs: &mut PackFiles) -> Result<Tree> {
         let bytes = self.read_chunk(id, packs)?;
         Tree::decode(&bytes).map_err(|what| StoreError::Corrupt {
-            path: self.pack_path(self.index.get(&id).map(|l| l.pack).unwrap_or(PackId([0; 32]))),
+            path: self.pack_path(
+                self.index
+                    .get(&id)
+                    .map(|l| l.pack)
+                    .unwrap_or(PackId([0; 32])),
+            ),
             what: format!("chunk {id}: {what}"),
         })
     }
@@ -304,7 +309,8 @@ impl Store {
         loop {
             let take = (want as u64).min(len);
             let mut tail = vec![0u8; take as usize];
-            file.read_exact_at(&mut tail, len - take).at("reading", &path)?;
+            file.read_exact_at(&mut tail, len - take)
+                .at("reading", &path)?;
             match pack::parse_header(&tail, len) {
                 Ok(blobs) => return Ok(blobs),
                 Err(Some(needed)) if (needed as u64) <= len && needed > tail.len() => want = needed,

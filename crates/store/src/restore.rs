@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -145,19 +145,28 @@ impl Store {
         let mut units = Vec::new();
         for (number, (path, node)) in plan.files.iter().enumerate() {
             if node.content.len() <= CHUNKS_PER_UNIT {
-                units.push(Unit { file: number, first: 0, whole: true });
+                units.push(Unit {
+                    file: number,
+                    first: 0,
+                    whole: true,
+                });
                 continue;
             }
             if let Err(err) = create_file(path, node.size) {
                 plan.failed_files += 1;
-                plan.failed.push((path.display().to_string(), err.to_string()));
+                plan.failed
+                    .push((path.display().to_string(), err.to_string()));
                 continue;
             }
-            units.extend((0..node.content.len()).step_by(CHUNKS_PER_UNIT).map(|first| Unit {
-                file: number,
-                first,
-                whole: false,
-            }));
+            units.extend(
+                (0..node.content.len())
+                    .step_by(CHUNKS_PER_UNIT)
+                    .map(|first| Unit {
+                        file: number,
+                        first,
+                        whole: false,
+                    }),
+            );
         }
         let next = Mutex::new(units.into_iter());
         let failures = Mutex::new(HashMap::<usize, String>::new());
@@ -202,7 +211,8 @@ impl Store {
                 }
                 None if node.content.len() > CHUNKS_PER_UNIT => {
                     if let Err(err) = set_metadata(path, node) {
-                        plan.failed.push((path.display().to_string(), err.to_string()));
+                        plan.failed
+                            .push((path.display().to_string(), err.to_string()));
                     }
                 }
                 None => {}
@@ -318,7 +328,8 @@ struct Plan {
 
 impl Plan {
     fn fail(&mut self, path: &Path, err: impl ToString) {
-        self.failed.push((path.display().to_string(), err.to_string()));
+        self.failed
+            .push((path.display().to_string(), err.to_string()));
     }
 }
 
@@ -344,7 +355,8 @@ fn finish_entries(plan: &mut Plan) {
     }
     for (path, node) in plan.dirs.iter().rev() {
         if let Err(err) = set_metadata(path, node) {
-            plan.failed.push((path.display().to_string(), err.to_string()));
+            plan.failed
+                .push((path.display().to_string(), err.to_string()));
         }
     }
 }
@@ -432,7 +444,10 @@ fn set_metadata(path: &Path, node: &Node) -> io::Result<()> {
     if node.kind == NodeKind::Symlink {
         return filetime::set_symlink_file_times(path, mtime, mtime);
     }
-    fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(node.mode))?;
+    fs::set_permissions(
+        path,
+        std::os::unix::fs::PermissionsExt::from_mode(node.mode),
+    )?;
     filetime::set_file_times(path, mtime, mtime)
 }
 
@@ -460,7 +475,10 @@ impl<W: Write> TarWriter<'_, W> {
         if !node.has_safe_name() {
             self.outcome.failed.push((
                 node.name_lossy(),
-                StoreError::EscapingPath { name: node.name_lossy() }.to_string(),
+                StoreError::EscapingPath {
+                    name: node.name_lossy(),
+                }
+                .to_string(),
             ));
             return Ok(());
         }
@@ -526,11 +544,7 @@ impl<W: Write> TarWriter<'_, W> {
                 header.set_size(0);
                 let target = node.target.clone().unwrap_or_default();
                 self.builder
-                    .append_link(
-                        &mut header,
-                        &path,
-                        OsStr::from_bytes(&target),
-                    )
+                    .append_link(&mut header, &path, OsStr::from_bytes(&target))
                     .map_err(io_err)?;
             }
             NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {

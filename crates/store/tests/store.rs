@@ -74,13 +74,20 @@ fn unchanged_files_are_not_read_again_and_add_nothing() {
 
     let second = backup(&mut store, &source);
     let summary = &second.snapshot.snapshot.summary;
-    assert_eq!(second.snapshot.snapshot.parent.as_deref(), Some(first.snapshot.id.as_str()));
+    assert_eq!(
+        second.snapshot.snapshot.parent.as_deref(),
+        Some(first.snapshot.id.as_str())
+    );
     assert_eq!(summary.bytes_read, 0, "{summary:?}");
     // Only listings of the directories above the source may change (other
     // tests write into the temporary directory).
     let ancestors = source.ancestors().count() as u64;
     assert!(summary.new_chunks <= ancestors, "{summary:?}");
-    assert_eq!(summary.files_unchanged + 1, summary.files, "all but the second name of a hard link");
+    assert_eq!(
+        summary.files_unchanged + 1,
+        summary.files,
+        "all but the second name of a hard link"
+    );
 
     fs::write(source.join("script.sh"), "#!/bin/sh\necho changed\n").unwrap();
     let third = backup(&mut store, &source);
@@ -106,8 +113,13 @@ fn a_sub_path_restores_under_its_own_name() {
         fs::read(target.join("b/c/d/e/f/g/h/deep.txt")).unwrap(),
         b"down here"
     );
-    let missing = store.node_at(&outcome.snapshot, "/no/such/path").unwrap_err();
-    assert!(matches!(missing, StoreError::NoSuchPath { .. }), "{missing}");
+    let missing = store
+        .node_at(&outcome.snapshot, "/no/such/path")
+        .unwrap_err();
+    assert!(
+        matches!(missing, StoreError::NoSuchPath { .. }),
+        "{missing}"
+    );
 }
 
 #[test]
@@ -134,7 +146,10 @@ fn a_symlink_planted_in_the_target_is_replaced_not_followed() {
         )
         .unwrap();
     assert_eq!(fs::read(target.join("etc/passwd")).unwrap(), b"restored");
-    assert!(fs::read_dir(&outside).unwrap().next().is_none(), "nothing written outside");
+    assert!(
+        fs::read_dir(&outside).unwrap().next().is_none(),
+        "nothing written outside"
+    );
 }
 
 #[test]
@@ -147,7 +162,8 @@ fn a_flipped_byte_is_named_and_other_files_still_restore() {
     let mut store = small_store(&work.path().join("store"));
     let outcome = backup(&mut store, &source);
 
-    let victim_chunk = store.node_at(&outcome.snapshot, &format!("{}/victim", source.display()))
+    let victim_chunk = store
+        .node_at(&outcome.snapshot, &format!("{}/victim", source.display()))
         .unwrap()
         .content[0];
     let location = store.index().get(&victim_chunk).unwrap();
@@ -158,7 +174,10 @@ fn a_flipped_byte_is_named_and_other_files_still_restore() {
 
     let store = Store::open(&work.path().join("store")).unwrap();
     let structure = store.check(&CheckOptions::default()).unwrap();
-    assert!(structure.is_ok(), "structure alone cannot see a flipped byte");
+    assert!(
+        structure.is_ok(),
+        "structure alone cannot see a flipped byte"
+    );
     let report = store
         .check(&CheckOptions {
             read_data: 1.0,
@@ -170,7 +189,12 @@ fn a_flipped_byte_is_named_and_other_files_still_restore() {
         .problems
         .iter()
         .filter_map(|p| match p {
-            Problem::BadChunk { chunk, pack, needed_by, .. } => Some((*chunk, *pack, needed_by.clone())),
+            Problem::BadChunk {
+                chunk,
+                pack,
+                needed_by,
+                ..
+            } => Some((*chunk, *pack, needed_by.clone())),
             _ => None,
         })
         .collect();
@@ -179,9 +203,17 @@ fn a_flipped_byte_is_named_and_other_files_still_restore() {
     assert_eq!((*chunk, *pack), (victim_chunk, location.pack));
     assert_eq!(
         needed_by,
-        &vec![(outcome.snapshot.id.clone(), format!("{}/victim", source.display()))]
+        &vec![(
+            outcome.snapshot.id.clone(),
+            format!("{}/victim", source.display())
+        )]
     );
-    assert!(report.problems.iter().any(|p| matches!(p, Problem::PackHash { .. })));
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| matches!(p, Problem::PackHash { .. }))
+    );
 
     let target = work.path().join("target");
     let restored = store
@@ -213,7 +245,15 @@ fn the_index_is_rebuilt_from_packs_alone() {
     assert!(!store.check(&CheckOptions::default()).unwrap().is_ok());
     assert_eq!(store.rebuild_index().unwrap(), chunks);
     let store = Store::open(&root).unwrap();
-    assert!(store.check(&CheckOptions { read_data: 1.0, threads: 0 }).unwrap().is_ok());
+    assert!(
+        store
+            .check(&CheckOptions {
+                read_data: 1.0,
+                threads: 0
+            })
+            .unwrap()
+            .is_ok()
+    );
     let target = work.path().join("target");
     restore_all(&store, &outcome.snapshot.id, &target);
     assert_eq!(describe(&landed(&target, &source)), describe(&source));
@@ -235,17 +275,27 @@ fn tar_streams_back_up_and_restore_as_tar() {
 
     let mut store = small_store(&work.path().join("store"));
     let outcome = store
-        .backup_tar(&tar.stdout[..], &["/srv/source".into()], &options(), &Progress::default())
+        .backup_tar(
+            &tar.stdout[..],
+            &["/srv/source".into()],
+            &options(),
+            &Progress::default(),
+        )
         .unwrap();
     let target = work.path().join("target");
     let restored = restore_all(&store, &outcome.snapshot.id, &target);
     assert!(restored.failed.is_empty(), "{:?}", restored.failed);
     let original = describe(&source);
-    assert!(original.values().any(|e| e.link_group.is_some()), "the tree has hard links");
+    assert!(
+        original.values().any(|e| e.link_group.is_some()),
+        "the tree has hard links"
+    );
     assert_eq!(describe(&target.join("source")), original);
 
     let mut out = Vec::new();
-    store.restore_to_tar(&outcome.snapshot, "/source", &mut out).unwrap();
+    store
+        .restore_to_tar(&outcome.snapshot, "/source", &mut out)
+        .unwrap();
     let unpacked = work.path().join("unpacked");
     fs::create_dir(&unpacked).unwrap();
     let mut untar = std::process::Command::new("tar")
@@ -309,9 +359,17 @@ fn an_unindexed_pack_from_an_interrupted_backup_is_harmless() {
     fs::write(stray.join("ff".repeat(32)), b"half a pack").unwrap();
     fs::write(root.join("tmp/partial"), b"half a file").unwrap();
     let store = Store::open(&root).unwrap();
-    let report = store.check(&CheckOptions { read_data: 1.0, threads: 0 }).unwrap();
+    let report = store
+        .check(&CheckOptions {
+            read_data: 1.0,
+            threads: 0,
+        })
+        .unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
-    assert!(matches!(report.problems.as_slice(), [Problem::PackNotIndexed { .. }]));
+    assert!(matches!(
+        report.problems.as_slice(),
+        [Problem::PackNotIndexed { .. }]
+    ));
 }
 
 proptest! {

@@ -1,0 +1,188 @@
+//! `nightshift backup` and `nightshift restore` on the local store, with a
+//! progress bar on a terminal and a summary at the end.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use nightshift_store::{BackupOptions, Progress, Store};
+use serde_json::json;
+
+use crate::cli::{BackupArgs, RestoreArgs};
+use crate::settings::Settings;
+
+/// Where the store lives under the data directory.
+pub fn store_dir(settings: &Settings) -> PathBuf {
+    settings.data_dir.join("store")
+}
+
+/// `nightshift backup`.
+pub fn backup(settings: &Settings, args: &BackupArgs) -> anyhow::Result<ExitCode> {
+    if args.host != "localhost" {
+        anyhow::bail!(
+            "`nightshift backup` reads local files; back up {} with a playbook's backup step (`nightshift run`)",
+            args.host
+        );
+    }
+    let root = store_dir(settings);
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let mut store = Store::open_or_init(&root)?;
+    let options = BackupOptions {
+        host: args.host.clone(),
+        tags: args.tags.clone(),
+        parent: args.parent.clone(),
+        threads: 0,
+    };
+    let progress = Progress::default();
+    let outcome = with_progress(&progress, "backing up", || match &args.stream {
+        Some(name) => store.backup_stream(name, std::io::stdin().lock(), &options, &progress),
+        None => store.backup_paths(&args.paths, &options, &progress),
+    })?;
+    for skipped in &outcome.skipped {
+        eprintln!("warning: skipped {}: {}", skipped.path, skipped.error);
+    }
+    let entry = &outcome.snapshot;
+    let s = &entry.snapshot.summary;
+    if args.json {
+        let mut value = serde_json::to_value(&entry.snapshot)?;
+        value["id"] = json!(entry.id);
+        value["skipped"] = json!(
+            outcome
+                .skipped
+                .iter()
+                .map(|s| json!({"path": s.path, "error": s.error}))
+                .collect::<Vec<_>>()
+        );
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        let rate = s.bytes_read as f64 / s.duration_secs.max(1e-3);
+        println!(
+            "snapshot {} saved ({}, {})",
+            entry.short_id(),
+            entry.snapshot.host,
+            entry.snapshot.paths.join(" ")
+        );
+        println!(
+            "files {} ({} unchanged), dirs {}, {} in all",
+            s.files,
+            s.files_unchanged,
+            s.dirs,
+            HumanBytes(s.bytes_total)
+        );
+        println!(
+            "read {}, new {} stored as {} in {} chunks (dedup {:.2}x, compression {:.2}x)",
+            HumanBytes(s.bytes_read),
+            HumanBytes(s.new_bytes_raw),
+            HumanBytes(s.new_bytes_stored),
+            s.new_chunks,
+            s.dedup_ratio(),
+            s.compression_ratio()
+        );
+        println!(
+            "took {:.1}s, {}/s",
+            s.duration_secs,
+            HumanBytes(rate as u64)
+        );
+    }
+    if outcome.skipped.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "snapshot {} is incomplete: {} entries could not be read",
+            entry.short_id(),
+            outcome.skipped.len()
+        );
+        Ok(ExitCode::from(3))
+    }
+}
+
+/// `nightshift restore SNAPSHOT[:PATH] --to DIR`.
+pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&store_dir(settings))?;
+    let (spec, path) = match args.what.split_once(':') {
+        Some((spec, path)) => (spec, if path.is_empty() { "/" } else { path }),
+        None => (args.what.as_str(), "/"),
+    };
+    let entry = store.find_snapshot(spec)?;
+    let progress = Progress::default();
+    let outcome = with_progress(&progress, "restoring", || {
+        store.restore_to_dir(&entry, path, &args.to, 0, &progress)
+    })?;
+    for (path, error) in &outcome.failed {
+        eprintln!("error: {path}: {error}");
+    }
+    if args.json {
+        let value = json!({
+            "snapshot": entry.id,
+            "path": path,
+            "target": args.to,
+            "files": outcome.files,
+            "dirs": outcome.dirs,
+            "bytes": outcome.bytes,
+            "failed": outcome.failed.iter().map(|(p, e)| json!({"path": p, "error": e})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!(
+            "snapshot {} ({}, {}) · {}",
+            entry.short_id(),
+            entry.snapshot.host,
+            entry.snapshot.time.format("%Y-%m-%d %H:%M UTC"),
+            path
+        );
+        let verdict = if outcome.failed.is_empty() {
+            "all verified (BLAKE3 of every chunk)".to_string()
+        } else {
+            format!("{} entries FAILED", outcome.failed.len())
+        };
+        println!(
+            "{} files, {} restored to {}, {verdict}",
+            outcome.files,
+            HumanBytes(outcome.bytes),
+            args.to.display()
+        );
+    }
+    Ok(if outcome.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Runs `work` while a bar on standard error shows the progress counters;
+/// nothing is drawn when standard error is not a terminal.
+pub fn with_progress<T>(progress: &Progress, verb: &str, work: impl FnOnce() -> T) -> T {
+    if !std::io::stderr().is_terminal() {
+        return work();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}",
+        )
+        .expect("a valid template"),
+    );
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                bar.set_length(progress.bytes_total.load(Ordering::Relaxed));
+                bar.set_position(progress.bytes_done.load(Ordering::Relaxed));
+                bar.set_message(format!(
+                    "{verb} {}/{} files",
+                    progress.files_done.load(Ordering::Relaxed),
+                    progress.files_total.load(Ordering::Relaxed)
+                ));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        });
+        let result = work();
+        done.store(true, Ordering::Relaxed);
+        result
+    })
+}

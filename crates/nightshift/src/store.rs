@@ -1,0 +1,302 @@
+//! `nightshift snapshots`, `nightshift ls` and `nightshift store ...`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::{DateTime, Local, Utc};
+use comfy_table::{Table, presets};
+use indicatif::HumanBytes;
+use nightshift_store::{CheckOptions, NodeKind, PackFiles, Store, StoreConfig, StoreError};
+use serde_json::json;
+
+use crate::backup::store_dir;
+use crate::cli::{LsArgs, SnapshotsArgs, StoreCommand};
+use crate::settings::Settings;
+
+fn local_time(time: DateTime<Utc>) -> String {
+    time.with_timezone(&Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// `nightshift snapshots`.
+pub fn snapshots(settings: &Settings, args: &SnapshotsArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&store_dir(settings))?;
+    let all: Vec<_> = store
+        .snapshots()?
+        .into_iter()
+        .filter(|e| args.host.as_ref().is_none_or(|h| &e.snapshot.host == h))
+        .collect();
+    if args.json {
+        let rows: Vec<_> = all
+            .iter()
+            .map(|e| {
+                let mut value = serde_json::to_value(&e.snapshot).expect("serializes");
+                value["id"] = json!(e.id);
+                value
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING);
+    table.set_header(["ID", "TIME", "HOST", "PATHS", "FILES", "SIZE", "TAGS"]);
+    for e in &all {
+        let s = &e.snapshot;
+        table.add_row([
+            e.short_id().to_string(),
+            local_time(s.time),
+            s.host.clone(),
+            s.paths.join(" "),
+            s.summary.files.to_string(),
+            HumanBytes(s.summary.bytes_total).to_string(),
+            s.tags.join(","),
+        ]);
+    }
+    println!("{table}");
+    println!("{} snapshots", all.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `nightshift ls SNAPSHOT [PATH]`: every entry under PATH, depth first.
+pub fn ls(settings: &Settings, args: &LsArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&store_dir(settings))?;
+    let entry = store.find_snapshot(&args.snapshot)?;
+    let start = store.node_at(&entry, &args.path)?;
+    let base = args.path.trim_end_matches('/').to_string();
+    let mut packs = PackFiles::default();
+    let mut stack = vec![(base.clone(), start)];
+    let mut first = true;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    while let Some((path, node)) = stack.pop() {
+        if !(first && node.name.is_empty()) {
+            match print_entry(&mut out, &path, &node, args.json) {
+                // `nightshift ls ... | head` is done, not failed.
+                Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                other => other.context("writing the listing")?,
+            }
+        }
+        first = false;
+        if let (NodeKind::Dir, Some(subtree)) = (node.kind, node.subtree) {
+            let tree = store.load_tree(subtree, &mut packs)?;
+            for child in tree.nodes.into_iter().rev() {
+                stack.push((format!("{path}/{}", child.name_lossy()), child));
+            }
+        }
+    }
+    match out.flush() {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(err).context("writing the listing")?
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn print_entry(
+    out: &mut impl Write,
+    path: &str,
+    node: &nightshift_store::Node,
+    json_out: bool,
+) -> std::io::Result<()> {
+    let mtime = DateTime::from_timestamp_nanos(node.mtime_ns);
+    let path = if path.is_empty() { "/" } else { path };
+    if json_out {
+        let value = json!({
+            "path": path, "type": node.kind, "mode": format!("{:04o}", node.mode),
+            "user": node.user.clone().unwrap_or_else(|| node.uid.to_string()),
+            "group": node.group.clone().unwrap_or_else(|| node.gid.to_string()),
+            "size": node.size, "mtime": mtime.to_rfc3339(),
+            "target": node.target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
+        });
+        return writeln!(out, "{value}");
+    }
+    let letter = match node.kind {
+        NodeKind::Dir => 'd',
+        NodeKind::Symlink => 'l',
+        NodeKind::Chardev => 'c',
+        NodeKind::Blockdev => 'b',
+        NodeKind::Fifo => 'p',
+        NodeKind::Socket => 's',
+        NodeKind::File => '-',
+    };
+    let target = node
+        .target
+        .as_ref()
+        .map(|t| format!(" -> {}", String::from_utf8_lossy(t)))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "{letter}{:04o} {:>8} {:>8} {:>12} {} {}{target}",
+        node.mode,
+        node.user.clone().unwrap_or_else(|| node.uid.to_string()),
+        node.group.clone().unwrap_or_else(|| node.gid.to_string()),
+        node.size,
+        local_time(mtime),
+        path.escape_debug()
+    )
+}
+
+/// `nightshift store init|check|stats|rebuild-index`.
+pub fn run(settings: &Settings, command: StoreCommand) -> anyhow::Result<ExitCode> {
+    let root = store_dir(settings);
+    match command {
+        StoreCommand::Init {
+            compression_level,
+            pack_size,
+        } => {
+            let mut config = StoreConfig::new(String::new());
+            config.compression.level = compression_level;
+            config.pack.target_size = pack_size.saturating_mul(1 << 20);
+            std::fs::create_dir_all(&root)
+                .with_context(|| format!("creating {}", root.display()))?;
+            let store = Store::init(&root, config)?;
+            println!(
+                "created store {} at {}",
+                &store.config().id[..8],
+                root.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::Check {
+            read_data,
+            read_data_subset,
+            json,
+        } => check(&root, read_data, read_data_subset.as_deref(), json),
+        StoreCommand::Stats { json } => stats(&root, json),
+        StoreCommand::RebuildIndex => {
+            let mut store = Store::open(&root)?;
+            let chunks = store.rebuild_index()?;
+            println!(
+                "index rebuilt from {} packs: {chunks} chunks",
+                store.index().packs().len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn check(
+    root: &std::path::Path,
+    read_data: bool,
+    subset: Option<&str>,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    let share = match subset {
+        Some(text) => {
+            let number = text.trim_end_matches('%');
+            let percent: f64 = number
+                .parse()
+                .ok()
+                .filter(|p| (0.0..=100.0).contains(p))
+                .with_context(|| {
+                    format!("--read-data-subset {text}: give a percentage such as 10%")
+                })?;
+            percent / 100.0
+        }
+        None if read_data => 1.0,
+        None => 0.0,
+    };
+    let store = Store::open(root)?;
+    let report = store.check(&CheckOptions {
+        read_data: share,
+        threads: 0,
+    })?;
+    if json_out {
+        let value = json!({
+            "ok": report.is_ok(),
+            "snapshots": report.snapshots, "packs": report.packs, "chunks": report.chunks,
+            "packs_read": report.packs_read, "bytes_read": report.bytes_read,
+            "problems": report.problems.iter().map(|p| json!({"error": p.is_error(), "message": p.to_string()})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        for problem in &report.problems {
+            let label = if problem.is_error() { "error" } else { "note" };
+            println!("{label}: {problem}");
+        }
+        println!(
+            "{} snapshots, {} packs, {} chunks checked; {} packs ({}) read and hashed: {}",
+            report.snapshots,
+            report.packs,
+            report.chunks,
+            report.packs_read,
+            HumanBytes(report.bytes_read),
+            if report.is_ok() {
+                "no errors"
+            } else {
+                "ERRORS FOUND"
+            }
+        );
+    }
+    Ok(if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn stats(root: &std::path::Path, json_out: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open(root)?;
+    let snapshots = store.snapshots()?;
+    let index = store.index();
+    let stored: u64 = index.iter().map(|l| u64::from(l.blob.stored_len)).sum();
+    let mut on_disk = 0;
+    for pack in store.packs_on_disk()? {
+        let path = store.pack_path(pack);
+        on_disk += std::fs::metadata(&path)
+            .map_err(|source| StoreError::Io {
+                action: "reading",
+                path,
+                source,
+            })?
+            .len();
+    }
+    let per_chunk = index.memory_bytes().checked_div(index.len()).unwrap_or(0);
+    let config = store.config();
+    let value = json!({
+        "snapshots": snapshots.len(),
+        "packs": index.packs().len(),
+        "chunks": index.len(),
+        "stored_bytes": stored,
+        "pack_bytes_on_disk": on_disk,
+        "index_memory_bytes": index.memory_bytes(),
+        "index_bytes_per_chunk": per_chunk,
+        "format_version": config.version,
+        "chunker": { "min": config.chunker.min_size, "avg": config.chunker.avg_size, "max": config.chunker.max_size },
+        "compression_level": config.compression.level,
+        "pack_target_size": config.pack.target_size,
+    });
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("store {} (format {})", &config.id[..8], config.version);
+    println!("snapshots        {}", snapshots.len());
+    println!(
+        "packs            {} ({} on disk)",
+        index.packs().len(),
+        HumanBytes(on_disk)
+    );
+    println!(
+        "chunks           {} ({} stored)",
+        index.len(),
+        HumanBytes(stored)
+    );
+    println!(
+        "index in memory  {} ({per_chunk} bytes per chunk)",
+        HumanBytes(index.memory_bytes() as u64)
+    );
+    println!(
+        "chunker          FastCDC {}/{}/{} KiB, zstd level {}, packs of {}",
+        config.chunker.min_size / 1024,
+        config.chunker.avg_size / 1024,
+        config.chunker.max_size / 1024,
+        config.compression.level,
+        HumanBytes(config.pack.target_size.into())
+    );
+    Ok(ExitCode::SUCCESS)
+}
