@@ -1,6 +1,7 @@
 //! The `nightshift` command as users meet it: help, exit codes, and the text
 //! of its messages (snapshots).
 
+mod backup;
 mod common;
 
 use common::{nightshift, stderr, stdout};

@@ -1,33 +1,31 @@
-//! Backing up: a directory walk (or a tar or byte stream) feeds chunks to a
-//! pool of compressors, which feed one packer thread that writes packs.
+//! Backing up: a directory walk, a tar stream or a byte stream becomes
+//! chunks for the [`Sink`], and directory listings become trees.
 //!
-//! Memory stays bounded: the channels between the stages hold at most a few
-//! chunks per core, and a pack is written as soon as it reaches its size.
-//! Files are read by one reader per core; a large file still uses every core,
-//! as its chunks are compressed by the whole pool.
+//! Local files are read by one reader per core, each chunking, hashing and
+//! compressing its own files; a tar or byte stream is read by one thread
+//! and its chunks compressed by a pool. Memory stays bounded: the channels
+//! between stages hold a few chunks per core and packs go straight to disk.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::Instant;
 
 use chrono::Utc;
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use crossbeam_channel::unbounded;
 
 use crate::ChunkId;
 use crate::chunker::Chunker;
-use crate::config::StoreConfig;
 use crate::error::{IoContext, Result, StoreError};
-use crate::index::{Index, IndexFile};
-use crate::pack::{self, BlobKind, PackBuilder};
+use crate::pack::BlobKind;
 use crate::repo::{PackFiles, Store};
 use crate::snapshot::{Snapshot, SnapshotEntry, Summary};
 use crate::tree::{Node, NodeKind, Tree};
+use crate::writer::{Compressor, Sink, Written};
 
 #[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
@@ -81,7 +79,8 @@ impl Store {
             None => None,
         };
         let threads = thread_count(options.threads);
-        let (outcome, written) = self.with_writer(threads, |sink| {
+        // Readers compress their own chunks; one pool thread takes the trees.
+        let (outcome, written) = self.with_writer(1, |sink| {
             let mut scan = Scan::new(self, parent_tree);
             for path in &paths {
                 scan.add_path(path)?;
@@ -143,8 +142,9 @@ impl Store {
         let chunker = self.config().chunker;
         let (outcome, written) = self.with_writer(threads, |sink| {
             let mut arena = Arena::root(synthetic_dir(Vec::new()));
-            let (content, size) = chunk_stream(reader, &mut Chunker::new(chunker), sink, progress)
-                .at("reading stream", name)?;
+            let (content, size) =
+                chunk_stream(reader, &mut Chunker::new(chunker), sink, progress, None)
+                    .at("reading stream", name)?;
             let mut node = synthetic_file(name.as_bytes().to_vec(), 0o600);
             node.size = size;
             node.content = content;
@@ -215,163 +215,15 @@ impl Store {
             skipped,
         })
     }
-
-    /// Runs `work` with a sink whose chunks are compressed by `threads`
-    /// workers and packed by one writer thread; returns what `work` returned
-    /// and what was written. Nothing is visible in the store's index until
-    /// the caller writes the index file.
-    fn with_writer<T>(
-        &self,
-        threads: usize,
-        work: impl FnOnce(&Sink<'_>) -> Result<T>,
-    ) -> Result<(T, Written)> {
-        let config = self.config().clone();
-        let (raw_tx, raw_rx) = bounded::<RawChunk>(2 * threads);
-        let (packed_tx, packed_rx) = bounded::<PackedChunk>(2 * threads);
-        let failed = AtomicBool::new(false);
-        thread::scope(|scope| {
-            for _ in 0..threads {
-                let (rx, tx) = (raw_rx.clone(), packed_tx.clone());
-                let level = config.compression.level;
-                scope.spawn(move || compress(rx, tx, level));
-            }
-            drop((raw_rx, packed_tx));
-            let packer = scope.spawn(|| self.pack(packed_rx, &config, &failed));
-            let sink = Sink {
-                known: self.index(),
-                claimed: Mutex::default(),
-                tx: raw_tx,
-                failed: &failed,
-            };
-            let outcome = work(&sink);
-            drop(sink);
-            let written = packer.join().expect("the packer thread does not panic")?;
-            Ok((outcome?, written))
-        })
-    }
-
-    /// The packer: appends compressed chunks to the open data or tree pack
-    /// and writes each pack once it is full.
-    fn pack(
-        &self,
-        rx: Receiver<PackedChunk>,
-        config: &StoreConfig,
-        failed: &AtomicBool,
-    ) -> Result<Written> {
-        let target = config.pack.target_size as usize;
-        let mut data = PackBuilder::default();
-        let mut trees = PackBuilder::default();
-        let mut written = Written::default();
-        let mut error = None;
-        for chunk in rx {
-            if error.is_some() {
-                continue;
-            }
-            written.chunks += 1;
-            written.raw += chunk.raw_len;
-            written.stored += chunk.stored.len() as u64;
-            let builder = match chunk.kind {
-                BlobKind::Data => &mut data,
-                BlobKind::Tree => &mut trees,
-            };
-            builder.push(chunk.id, chunk.kind, chunk.compressed, &chunk.stored);
-            if builder.len() >= target
-                && let Err(err) = self.flush(builder, &mut written.index)
-            {
-                failed.store(true, Ordering::Relaxed);
-                error = Some(err);
-            }
-        }
-        if let Some(err) = error {
-            return Err(err);
-        }
-        self.flush(&mut data, &mut written.index)?;
-        self.flush(&mut trees, &mut written.index)?;
-        Ok(written)
-    }
-
-    fn flush(&self, builder: &mut PackBuilder, index: &mut IndexFile) -> Result<()> {
-        if builder.is_empty() {
-            return Ok(());
-        }
-        let (bytes, blobs) = std::mem::take(builder).finish();
-        let id = self.write_pack(&bytes)?;
-        index.packs.push((id, blobs));
-        Ok(())
-    }
 }
 
-#[derive(Debug, Default)]
-struct Written {
-    index: IndexFile,
-    chunks: u64,
-    raw: u64,
-    stored: u64,
-}
-
-struct RawChunk {
-    id: ChunkId,
-    kind: BlobKind,
-    data: Vec<u8>,
-}
-
-struct PackedChunk {
-    id: ChunkId,
-    kind: BlobKind,
-    compressed: bool,
-    raw_len: u64,
-    stored: Vec<u8>,
-}
-
-fn compress(rx: Receiver<RawChunk>, tx: Sender<PackedChunk>, level: i32) {
-    let mut compressor = zstd::bulk::Compressor::new(level).expect("a valid zstd level");
-    for chunk in rx {
-        let (stored, compressed) = pack::encode(&chunk.data, &mut compressor);
-        let packed = PackedChunk {
-            id: chunk.id,
-            kind: chunk.kind,
-            compressed,
-            raw_len: chunk.data.len() as u64,
-            stored,
-        };
-        if tx.send(packed).is_err() {
-            return;
-        }
-    }
-}
-
-/// Where chunks go: known ones are only named, new ones are sent on to be
-/// compressed and packed, each once even when two files hold it.
-struct Sink<'a> {
-    known: &'a Index,
-    claimed: Mutex<HashSet<ChunkId>>,
-    tx: Sender<RawChunk>,
-    failed: &'a AtomicBool,
-}
-
-impl Sink<'_> {
-    fn put(&self, kind: BlobKind, data: Vec<u8>) -> ChunkId {
-        let id = ChunkId::of(&data);
-        if self.known.contains(&id) {
-            return id;
-        }
-        if self.claimed.lock().expect("not poisoned").insert(id) {
-            // A closed channel means the packer failed; its error is reported.
-            let _ = self.tx.send(RawChunk { id, kind, data });
-        }
-        id
-    }
-
-    fn failed(&self) -> bool {
-        self.failed.load(Ordering::Relaxed)
-    }
-}
-
+/// Chunks one stream into the sink; with a compressor, compresses here.
 fn chunk_stream(
     reader: impl Read,
     chunker: &mut Chunker,
     sink: &Sink<'_>,
     progress: &Progress,
+    mut compressor: Option<&mut Compressor>,
 ) -> io::Result<(Vec<ChunkId>, u64)> {
     let mut ids = Vec::new();
     let mut size = 0;
@@ -381,7 +233,7 @@ fn chunk_stream(
         progress
             .bytes_done
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        ids.push(sink.put(BlobKind::Data, chunk));
+        ids.push(sink.put(BlobKind::Data, chunk, compressor.as_deref_mut()));
         if sink.failed() {
             break;
         }
@@ -464,7 +316,7 @@ impl Arena {
         }
         tree.sort();
         tree.nodes.dedup_by(|a, b| a.name == b.name);
-        sink.put(BlobKind::Tree, tree.encode())
+        sink.put(BlobKind::Tree, tree.encode(), None)
     }
 
     fn summary(&self) -> Summary {
@@ -662,12 +514,14 @@ impl<'s> Scan<'s> {
                 let (jobs, done) = (job_rx.clone(), done_tx.clone());
                 scope.spawn(move || {
                     let mut chunker = Chunker::new(chunker);
+                    let mut compressor = sink.compressor();
                     for (at, path) in jobs {
                         if sink.failed() {
                             break;
                         }
-                        let read = File::open(&path)
-                            .and_then(|f| chunk_stream(f, &mut chunker, sink, progress));
+                        let read = File::open(&path).and_then(|f| {
+                            chunk_stream(f, &mut chunker, sink, progress, Some(&mut compressor))
+                        });
                         progress.files_done.fetch_add(1, Ordering::Relaxed);
                         let _ = done.send((at, path, read));
                     }
@@ -884,8 +738,8 @@ fn tar_arena(
             }
             tar::EntryType::Fifo => node.kind = NodeKind::Fifo,
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let (content, size) =
-                    chunk_stream(&mut entry, &mut chunker, sink, progress).map_err(tar_err)?;
+                let (content, size) = chunk_stream(&mut entry, &mut chunker, sink, progress, None)
+                    .map_err(tar_err)?;
                 node.content = content;
                 node.size = size;
                 arena.bytes_read += size;

@@ -19,6 +19,7 @@ mod repo;
 mod restore;
 mod snapshot;
 mod tree;
+mod writer;
 
 pub use backup::{BackupOptions, BackupOutcome, Progress, Skipped};
 pub use check::{CheckOptions, CheckReport, Problem};

@@ -65,12 +65,15 @@ impl FromStr for PackId {
 }
 
 /// Builds one pack in memory; [`PackBuilder::finish`] returns its bytes.
+/// Backups stream packs to disk instead; this serves tests.
+#[cfg(test)]
 #[derive(Debug)]
 pub struct PackBuilder {
     bytes: Vec<u8>,
     blobs: Vec<Blob>,
 }
 
+#[cfg(test)]
 impl Default for PackBuilder {
     fn default() -> Self {
         Self {
@@ -80,15 +83,8 @@ impl Default for PackBuilder {
     }
 }
 
+#[cfg(test)]
 impl PackBuilder {
-    pub fn len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.blobs.is_empty()
-    }
-
     pub fn push(&mut self, id: ChunkId, kind: BlobKind, compressed: bool, stored: &[u8]) {
         let offset = u32::try_from(self.bytes.len()).expect("packs stay under 4 GiB");
         let stored_len = u32::try_from(stored.len()).expect("chunks stay under 4 GiB");
@@ -104,24 +100,30 @@ impl PackBuilder {
 
     /// Appends the header and trailer: the finished pack and its blobs.
     pub fn finish(mut self) -> (Vec<u8>, Vec<Blob>) {
-        let header_start = self.bytes.len();
-        for blob in &self.blobs {
-            self.bytes.push(match blob.kind {
-                BlobKind::Data => 0,
-                BlobKind::Tree => 1,
-            });
-            self.bytes.push(u8::from(blob.compressed));
-            self.bytes.extend_from_slice(&[0, 0]);
-            self.bytes.extend_from_slice(&blob.stored_len.to_le_bytes());
-            self.bytes.extend_from_slice(blob.id.as_bytes());
-        }
-        let hash = blake3::hash(&self.bytes[header_start..]);
-        let count = u32::try_from(self.blobs.len()).expect("fewer than 4 billion blobs");
-        self.bytes.extend_from_slice(&count.to_le_bytes());
-        self.bytes.extend_from_slice(hash.as_bytes());
-        self.bytes.extend_from_slice(PACK_END);
+        self.bytes.extend(header(&self.blobs));
         (self.bytes, self.blobs)
     }
+}
+
+/// A pack's header and trailer, written after its blobs.
+pub fn header(blobs: &[Blob]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(blobs.len() * ENTRY_LEN + TRAILER_LEN);
+    for blob in blobs {
+        bytes.push(match blob.kind {
+            BlobKind::Data => 0,
+            BlobKind::Tree => 1,
+        });
+        bytes.push(u8::from(blob.compressed));
+        bytes.extend_from_slice(&[0, 0]);
+        bytes.extend_from_slice(&blob.stored_len.to_le_bytes());
+        bytes.extend_from_slice(blob.id.as_bytes());
+    }
+    let hash = blake3::hash(&bytes);
+    let count = u32::try_from(blobs.len()).expect("fewer than 4 billion blobs");
+    bytes.extend_from_slice(&count.to_le_bytes());
+    bytes.extend_from_slice(hash.as_bytes());
+    bytes.extend_from_slice(PACK_END);
+    bytes
 }
 
 /// Reads the blob list from a pack's tail. `tail` must hold at least the

@@ -158,27 +158,35 @@ impl Store {
     /// a temporary file is written, fsynced and renamed, then the directory
     /// is fsynced so the rename itself survives a crash.
     pub(crate) fn write_file(&self, relative: &Path, bytes: &[u8]) -> Result<()> {
+        let (tmp, mut file) = self.temp_file()?;
+        file.write_all(bytes).at("writing", &tmp)?;
+        self.install(&tmp, &file, relative)
+    }
+
+    /// A new file under `tmp/`, to be [`Store::install`]ed when whole.
+    pub(crate) fn temp_file(&self) -> Result<(PathBuf, File)> {
         let tmp = self.root.join("tmp").join(unique_name());
+        let file = File::create(&tmp).at("creating", &tmp)?;
+        Ok((tmp, file))
+    }
+
+    /// Fsyncs a finished temporary file and renames it to `relative`.
+    pub(crate) fn install(&self, tmp: &Path, file: &File, relative: &Path) -> Result<()> {
+        file.sync_all().at("syncing", tmp)?;
         let dest = self.root.join(relative);
         let dir = dest.parent().expect("store files live in a directory");
-        let mut file = File::create(&tmp).at("creating", &tmp)?;
-        file.write_all(bytes).at("writing", &tmp)?;
-        file.sync_all().at("syncing", &tmp)?;
-        drop(file);
         if !dir.exists() {
             fs::create_dir_all(dir).at("creating", dir)?;
         }
-        fs::rename(&tmp, &dest).at("renaming into place", &dest)?;
+        fs::rename(tmp, &dest).at("renaming into place", &dest)?;
         File::open(dir)
             .and_then(|d| d.sync_all())
             .at("syncing", dir)
     }
 
-    pub(crate) fn write_pack(&self, bytes: &[u8]) -> Result<PackId> {
-        let id = PackId::of(bytes);
+    pub(crate) fn pack_relative(id: PackId) -> PathBuf {
         let hex = id.to_string();
-        self.write_file(&Path::new("data").join(&hex[..2]).join(&hex), bytes)?;
-        Ok(id)
+        Path::new("data").join(&hex[..2]).join(hex)
     }
 
     /// Writes an index file; returns its name.
