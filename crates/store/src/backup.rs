@@ -6,7 +6,7 @@
 //! and its chunks compressed by a pool. Memory stays bounded: the channels
 //! between stages hold a few chunks per core and packs go straight to disk.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -79,15 +79,28 @@ impl Store {
             None => None,
         };
         let threads = thread_count(options.threads);
-        // Readers compress their own chunks; one pool thread takes the trees.
-        let (outcome, written) = self.with_writer(1, |sink| {
-            let mut scan = Scan::new(self, parent_tree);
-            for path in &paths {
-                scan.add_path(path)?;
-            }
-            scan.read_files(sink, threads, progress);
-            let tree = scan.arena.write_tree(0, sink);
-            Ok((tree, scan.arena.summary(), scan.skipped))
+        let chunker = self.config().chunker;
+        // Readers start while the walk is still finding files.
+        let (outcome, written) = self.with_writer(threads, |sink| {
+            let (job_tx, job_rx) = unbounded();
+            let (done_tx, done_rx) = unbounded();
+            thread::scope(|scope| {
+                for _ in 0..threads {
+                    let (jobs, done) = (job_rx.clone(), done_tx.clone());
+                    scope.spawn(move || read_files(jobs, done, chunker, sink, progress));
+                }
+                drop(done_tx);
+                let mut scan = Scan::new(self, parent_tree, job_tx, progress);
+                let walked = paths.iter().try_for_each(|path| scan.add_path(path));
+                scan.jobs = None;
+                if walked.is_err() {
+                    job_rx.try_iter().for_each(drop);
+                }
+                scan.collect(done_rx);
+                walked?;
+                let tree = scan.arena.write_tree(0, sink);
+                Ok((tree, scan.arena.summary(), scan.skipped))
+            })
         })?;
         let (tree, summary, skipped) = outcome;
         self.finish(
@@ -337,14 +350,46 @@ impl Arena {
     }
 }
 
+/// A file to read: its arena index, path and size as the walk saw it.
+type Job = (usize, PathBuf, u64);
+/// A file read: its arena index, path, and chunk ids and size, or the error.
+type Done = (usize, PathBuf, io::Result<(Vec<ChunkId>, u64)>);
+
+/// Files at least this large have their chunks compressed by the pool, so
+/// a big file read last still uses every core.
+const POOLED_FILE: u64 = 4 << 20;
+
+/// One reader: chunks, hashes and (for small files) compresses whole files.
+fn read_files(
+    jobs: crossbeam_channel::Receiver<Job>,
+    done: crossbeam_channel::Sender<Done>,
+    config: crate::config::ChunkerConfig,
+    sink: &Sink<'_>,
+    progress: &Progress,
+) {
+    let mut chunker = Chunker::new(config);
+    let mut compressor = sink.compressor();
+    for (at, path, size) in jobs {
+        if sink.failed() {
+            break;
+        }
+        let inline = (size < POOLED_FILE).then_some(&mut compressor);
+        let read = File::open(&path)
+            .and_then(|file| chunk_stream(file, &mut chunker, sink, progress, inline));
+        progress.files_done.fetch_add(1, Ordering::Relaxed);
+        let _ = done.send((at, path, read));
+    }
+}
+
 /// The walk over local paths.
 struct Scan<'s> {
     store: &'s Store,
+    progress: &'s Progress,
+    /// Where files to read go; `None` once the walk is over.
+    jobs: Option<crossbeam_channel::Sender<Job>>,
     arena: Arena,
     /// The parent snapshot's listing of each directory the walk is in.
     parents: HashMap<usize, Tree>,
-    /// Files to read: arena index and path.
-    to_read: Vec<(usize, PathBuf)>,
     /// Further names of a hard-linked file, and the first name's index.
     link_copies: Vec<(usize, usize)>,
     /// First arena index seen for each (device, inode) with several links.
@@ -355,7 +400,12 @@ struct Scan<'s> {
 }
 
 impl<'s> Scan<'s> {
-    fn new(store: &'s Store, parent_tree: Option<Tree>) -> Self {
+    fn new(
+        store: &'s Store,
+        parent_tree: Option<Tree>,
+        jobs: crossbeam_channel::Sender<Job>,
+        progress: &'s Progress,
+    ) -> Self {
         let root_meta = fs::symlink_metadata("/").ok();
         let mut names = Names::default();
         let root = match &root_meta {
@@ -368,9 +418,10 @@ impl<'s> Scan<'s> {
         }
         Self {
             store,
+            progress,
+            jobs: Some(jobs),
             arena: Arena::root(root),
             parents,
-            to_read: Vec::new(),
             link_copies: Vec::new(),
             links: HashMap::new(),
             names,
@@ -422,7 +473,14 @@ impl<'s> Scan<'s> {
         let at = self.arena.add(parent, node);
         match plan {
             Plan::Nothing => {}
-            Plan::Read => self.to_read.push((at, path.to_path_buf())),
+            Plan::Read => {
+                let size = self.arena.nodes[at].size;
+                self.progress.files_total.fetch_add(1, Ordering::Relaxed);
+                self.progress.bytes_total.fetch_add(size, Ordering::Relaxed);
+                if let Some(jobs) = &self.jobs {
+                    let _ = jobs.send((at, path.to_path_buf(), size));
+                }
+            }
             Plan::SameAs(first) => self.link_copies.push((at, first)),
         }
         if self.arena.nodes[at].links > 1 && !matches!(plan, Plan::SameAs(_)) {
@@ -494,42 +552,9 @@ impl<'s> Scan<'s> {
         });
     }
 
-    /// Reads every changed file with one reader per core.
-    fn read_files(&mut self, sink: &Sink<'_>, threads: usize, progress: &Progress) {
-        let reads = std::mem::take(&mut self.to_read);
-        let total: u64 = reads.iter().map(|(i, _)| self.arena.nodes[*i].size).sum();
-        progress.bytes_total.store(total, Ordering::Relaxed);
-        progress
-            .files_total
-            .store(reads.len() as u64, Ordering::Relaxed);
-        let (job_tx, job_rx) = unbounded();
-        for job in reads {
-            job_tx.send(job).expect("receiver alive");
-        }
-        drop(job_tx);
-        let (done_tx, done_rx) = unbounded();
-        let chunker = self.store.config().chunker;
-        thread::scope(|scope| {
-            for _ in 0..threads {
-                let (jobs, done) = (job_rx.clone(), done_tx.clone());
-                scope.spawn(move || {
-                    let mut chunker = Chunker::new(chunker);
-                    let mut compressor = sink.compressor();
-                    for (at, path) in jobs {
-                        if sink.failed() {
-                            break;
-                        }
-                        let read = File::open(&path).and_then(|f| {
-                            chunk_stream(f, &mut chunker, sink, progress, Some(&mut compressor))
-                        });
-                        progress.files_done.fetch_add(1, Ordering::Relaxed);
-                        let _ = done.send((at, path, read));
-                    }
-                });
-            }
-        });
-        drop(done_tx);
-        let mut unreadable = Vec::new();
+    /// Takes in what the readers found, once they are all done.
+    fn collect(&mut self, done_rx: crossbeam_channel::Receiver<Done>) {
+        let mut unreadable = HashSet::new();
         for (at, path, read) in done_rx {
             match read {
                 Ok((content, size)) => {
@@ -540,7 +565,7 @@ impl<'s> Scan<'s> {
                 }
                 Err(err) => {
                     self.skip(&path, &err);
-                    unreadable.push(at);
+                    unreadable.insert(at);
                 }
             }
         }
