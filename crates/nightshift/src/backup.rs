@@ -108,9 +108,12 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCo
         None => (args.what.as_str(), "/"),
     };
     let entry = store.find_snapshot(spec)?;
+    let Some(to) = &args.to else {
+        return restore_tar(&store, &entry, path, args);
+    };
     let progress = Progress::default();
     let outcome = with_progress(&progress, "restoring", || {
-        store.restore_to_dir(&entry, path, &args.to, 0, &progress)
+        store.restore_to_dir(&entry, path, to, 0, &progress)
     })?;
     for (path, error) in &outcome.failed {
         eprintln!("error: {path}: {error}");
@@ -119,7 +122,7 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCo
         let value = json!({
             "snapshot": entry.id,
             "path": path,
-            "target": args.to,
+            "target": to,
             "files": outcome.files,
             "dirs": outcome.dirs,
             "bytes": outcome.bytes,
@@ -143,9 +146,44 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCo
             "{} files, {} restored to {}, {verdict}",
             outcome.files,
             HumanBytes(outcome.bytes),
-            args.to.display()
+            to.display()
         );
     }
+    Ok(if outcome.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `nightshift restore SNAPSHOT[:PATH] --tar FILE`: the same entries as a
+/// tar stream, for piping into `tar x` on another machine.
+fn restore_tar(
+    store: &Store,
+    entry: &nightshift_store::SnapshotEntry,
+    path: &str,
+    args: &RestoreArgs,
+) -> anyhow::Result<ExitCode> {
+    let target = args.tar.as_deref().unwrap_or(std::path::Path::new("-"));
+    let outcome = if target == std::path::Path::new("-") {
+        store.restore_to_tar(
+            entry,
+            path,
+            std::io::BufWriter::new(std::io::stdout().lock()),
+        )?
+    } else {
+        let file = std::fs::File::create(target)
+            .with_context(|| format!("creating {}", target.display()))?;
+        store.restore_to_tar(entry, path, std::io::BufWriter::new(file))?
+    };
+    for (path, error) in &outcome.failed {
+        eprintln!("error: {path}: {error}");
+    }
+    eprintln!(
+        "{} files, {} written as tar, all verified (BLAKE3 of every chunk)",
+        outcome.files,
+        HumanBytes(outcome.bytes)
+    );
     Ok(if outcome.failed.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -233,8 +233,16 @@ pub struct RestoreArgs {
     /// SNAPSHOT or SNAPSHOT:PATH (latest:/etc/nginx, 7f3a91c2:/home)
     pub what: String,
     /// Directory to restore into; a PATH lands under its own name
-    #[arg(long, value_name = "DIR")]
-    pub to: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "tar",
+        conflicts_with = "tar"
+    )]
+    pub to: Option<PathBuf>,
+    /// Write a tar stream to FILE instead (- for standard output)
+    #[arg(long, value_name = "FILE")]
+    pub tar: Option<PathBuf>,
     /// Print the outcome as JSON
     #[arg(long)]
     pub json: bool,
@@ -248,7 +256,7 @@ pub enum StoreCommand {
         #[arg(long, default_value_t = 3)]
         compression_level: i32,
         /// Close packs at this size in MiB
-        #[arg(long, default_value_t = 32, value_name = "MIB")]
+        #[arg(long, default_value_t = 16, value_name = "MIB")]
         pack_size: u32,
     },
     /// Check the store's structure; with --read-data, every chunk's content

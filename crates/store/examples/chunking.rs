@@ -60,8 +60,8 @@ fn main() {
     let (first, second) = (files(gen1), files(gen2));
     let settings = [
         ("64/256/2048 KiB", 64, 256, 2048),
-        ("128/512/4096 KiB", 128, 512, 4096),
-        ("256/1024/8192 KiB (nightshift default)", 256, 1024, 8192),
+        ("128/512/4096 KiB (nightshift default)", 128, 512, 4096),
+        ("256/1024/8192 KiB", 256, 1024, 8192),
         ("512/1024/8192 KiB (restic's)", 512, 1024, 8192),
     ];
     println!(

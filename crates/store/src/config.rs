@@ -55,13 +55,13 @@ pub struct PackConfig {
 /// parameters").
 pub const DEFAULT_CHUNKER: ChunkerConfig = ChunkerConfig {
     algorithm: ChunkerAlgorithm::FastCdc2020,
-    min_size: 256 * 1024,
-    avg_size: 1024 * 1024,
-    max_size: 8 * 1024 * 1024,
+    min_size: 128 * 1024,
+    avg_size: 512 * 1024,
+    max_size: 4 * 1024 * 1024,
     normalization: 1,
 };
 
-pub const DEFAULT_PACK_SIZE: u32 = 32 * 1024 * 1024;
+pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
 
 impl StoreConfig {
     pub fn new(id: String) -> Self {

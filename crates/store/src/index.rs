@@ -40,6 +40,10 @@ pub struct IndexFile {
 pub struct Index {
     packs: Vec<PackId>,
     entries: Vec<Entry>,
+    /// For each value of an id's first two bytes, where its entries start
+    /// in `entries`: a lookup bisects one bucket (about 150 entries at ten
+    /// million chunks) instead of the whole array. 256 KiB, once.
+    buckets: Vec<u32>,
 }
 
 impl Index {
@@ -52,7 +56,7 @@ impl Index {
         index
     }
 
-    fn extend(&mut self, file: IndexFile) {
+    pub(crate) fn extend(&mut self, file: IndexFile) {
         for (pack, blobs) in file.packs {
             let number = u32::try_from(self.packs.len()).expect("fewer than 4 billion packs");
             self.packs.push(pack);
@@ -69,10 +73,18 @@ impl Index {
 
     /// Sorts the entries and drops duplicates (a chunk stored twice by two
     /// concurrent backups is found in the first pack that holds it).
-    fn seal(&mut self) {
+    pub(crate) fn seal(&mut self) {
         self.entries.sort_unstable_by_key(|e| e.id);
         self.entries.dedup_by(|a, b| a.id == b.id);
         self.entries.shrink_to_fit();
+        self.packs.shrink_to_fit();
+        self.buckets = vec![0; (1 << 16) + 1];
+        for entry in &self.entries {
+            self.buckets[bucket(&entry.id) + 1] += 1;
+        }
+        for at in 1..self.buckets.len() {
+            self.buckets[at] += self.buckets[at - 1];
+        }
     }
 
     /// Adds the packs of a finished backup.
@@ -82,11 +94,14 @@ impl Index {
     }
 
     pub fn get(&self, id: &ChunkId) -> Option<Location> {
-        let at = self
-            .entries
-            .binary_search_by(|e| e.id.cmp(id.as_bytes()))
-            .ok()?;
-        Some(self.location(&self.entries[at]))
+        let b = bucket(id.as_bytes());
+        let (start, end) = match self.buckets.get(b..b + 2) {
+            Some(&[start, end]) => (start as usize, end as usize),
+            _ => return None,
+        };
+        let slice = &self.entries[start..end];
+        let at = slice.binary_search_by(|e| e.id.cmp(id.as_bytes())).ok()?;
+        Some(self.location(&slice[at]))
     }
 
     pub fn contains(&self, id: &ChunkId) -> bool {
@@ -128,8 +143,14 @@ impl Index {
 
     /// Heap bytes held, for `store stats` and the index benchmark.
     pub fn memory_bytes(&self) -> usize {
-        self.entries.capacity() * size_of::<Entry>() + self.packs.capacity() * size_of::<PackId>()
+        self.entries.capacity() * size_of::<Entry>()
+            + self.packs.capacity() * size_of::<PackId>()
+            + self.buckets.capacity() * size_of::<u32>()
     }
+}
+
+fn bucket(id: &[u8; 32]) -> usize {
+    usize::from(u16::from_be_bytes([id[0], id[1]]))
 }
 
 impl IndexFile {

@@ -80,7 +80,7 @@ impl Store {
             config,
             index: Index::default(),
         };
-        store.index = Index::from_files(store.index_files()?);
+        store.load_index()?;
         Ok(store)
     }
 
@@ -108,15 +108,20 @@ impl Store {
         &mut self.index
     }
 
-    fn index_files(&self) -> Result<Vec<IndexFile>> {
-        self.list("index")?
-            .into_iter()
-            .map(|name| {
-                let path = self.root.join("index").join(&name);
-                let bytes = fs::read(&path).at("reading", &path)?;
-                IndexFile::decode(&bytes).map_err(|what| StoreError::Corrupt { path, what })
-            })
-            .collect()
+    /// Reads the index files one at a time into the in-memory index, so
+    /// only one decoded file is held besides the index itself.
+    fn load_index(&mut self) -> Result<()> {
+        let mut index = Index::default();
+        for name in self.list("index")? {
+            let path = self.root.join("index").join(&name);
+            let bytes = fs::read(&path).at("reading", &path)?;
+            let file =
+                IndexFile::decode(&bytes).map_err(|what| StoreError::Corrupt { path, what })?;
+            index.extend(file);
+        }
+        index.seal();
+        self.index = index;
+        Ok(())
     }
 
     /// File names in one of the store's directories, sorted.

@@ -382,6 +382,7 @@ proptest! {
                 prop::collection::vec("[a-zA-Zé☃ \n._-]{1,12}", 1..4),
                 0usize..40_000,
                 any::<u64>(),
+                any::<bool>(),
             ),
             0..25,
         ),
@@ -391,13 +392,17 @@ proptest! {
         let source = work.path().join("source");
         fs::create_dir_all(&source).unwrap();
         let mut made = Vec::new();
-        for (parts, len, seed) in &files {
+        for (parts, len, seed, only_dir) in &files {
             let parts: Vec<_> = parts.iter().filter(|p| *p != "." && *p != "..").collect();
             let Some((name, dirs)) = parts.split_last() else { continue };
             let dir = dirs.iter().fold(source.clone(), |d, p| d.join(p));
             if fs::create_dir_all(&dir).is_err() { continue; }
             let path = dir.join(name);
             if path.exists() { continue; }
+            if *only_dir {
+                fs::create_dir(&path).unwrap();
+                continue;
+            }
             fs::write(&path, noise(*len, *seed)).unwrap();
             made.push(path);
         }

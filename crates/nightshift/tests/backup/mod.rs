@@ -80,6 +80,27 @@ fn backup_list_restore_and_check_round_trip() {
     let check = json(&ns(&data, &["store", "check", "--read-data", "--json"]));
     assert_eq!(check["ok"], true);
     assert!(check["packs_read"].as_u64() > Some(0));
+
+    let tar = ns(
+        &data,
+        &["restore", &format!("latest:{src}/conf.d"), "--tar", "-"],
+    );
+    assert!(tar.status.success(), "{}", stderr(&tar));
+    let mut listing = Command::new("tar")
+        .args(["--list", "--verbose", "--file=-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("tar runs");
+    std::io::Write::write_all(listing.stdin.as_mut().expect("stdin"), &tar.stdout).expect("pipe");
+    drop(listing.stdin.take());
+    let listing = listing.wait_with_output().expect("tar lists");
+    let text = stdout(&listing);
+    assert!(listing.status.success());
+    assert!(
+        text.contains("conf.d/app.conf") && text.contains(" 11 "),
+        "{text}"
+    );
 }
 
 #[test]
