@@ -2,7 +2,6 @@
 //! progress bar on a terminal and a summary at the end.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,12 +12,8 @@ use nightshift_store::{BackupOptions, Progress, Store};
 use serde_json::json;
 
 use crate::cli::{BackupArgs, RestoreArgs};
+use crate::keys;
 use crate::settings::Settings;
-
-/// Where the store lives under the data directory.
-pub fn store_dir(settings: &Settings) -> PathBuf {
-    settings.data_dir.join("store")
-}
 
 /// `nightshift backup`.
 pub fn backup(settings: &Settings, args: &BackupArgs) -> anyhow::Result<ExitCode> {
@@ -28,9 +23,7 @@ pub fn backup(settings: &Settings, args: &BackupArgs) -> anyhow::Result<ExitCode
             args.host
         );
     }
-    let root = store_dir(settings);
-    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let mut store = Store::open_or_init(&root)?;
+    let mut store = keys::open_or_create(settings, args.no_encryption)?;
     let options = BackupOptions {
         host: args.host.clone(),
         tags: args.tags.clone(),
@@ -102,7 +95,7 @@ pub fn backup(settings: &Settings, args: &BackupArgs) -> anyhow::Result<ExitCode
 
 /// `nightshift restore SNAPSHOT[:PATH] --to DIR`.
 pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&store_dir(settings))?;
+    let store = keys::open_store(settings)?;
     let (spec, path) = match args.what.split_once(':') {
         Some((spec, path)) => (spec, if path.is_empty() { "/" } else { path }),
         None => (args.what.as_str(), "/"),

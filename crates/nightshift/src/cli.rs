@@ -72,7 +72,7 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Remove snapshots according to a retention policy [not yet available]
     Forget(Pending),
-    /// Maintain the backup store: init, check, stats
+    /// Maintain the backup store: init, check, stats, keys
     #[command(subcommand)]
     Store(StoreCommand),
     /// Runs recorded in the catalog [not yet available]
@@ -201,6 +201,10 @@ pub struct BackupArgs {
     /// Compare against this snapshot instead of the latest of the same host and paths
     #[arg(long, value_name = "SNAPSHOT")]
     pub parent: Option<String>,
+    /// When this backup creates the store, create it unencrypted (for disks
+    /// that are encrypted underneath)
+    #[arg(long)]
+    pub no_encryption: bool,
     /// Print the summary as JSON
     #[arg(long)]
     pub json: bool,
@@ -258,7 +262,13 @@ pub enum StoreCommand {
         /// Close packs at this size in MiB
         #[arg(long, default_value_t = 16, value_name = "MIB")]
         pack_size: u32,
+        /// Store chunks unencrypted (for disks that are encrypted underneath)
+        #[arg(long)]
+        no_encryption: bool,
     },
+    /// Manage the passphrases that open the encrypted store
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Check the store's structure; with --read-data, every chunk's content
     Check {
         /// Read, decompress and hash every pack
@@ -279,6 +289,26 @@ pub enum StoreCommand {
     },
     /// Rebuild the index from the packs' own headers
     RebuildIndex,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List the store's keys
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a passphrase (from --key-file, NIGHTSHIFT_NEW_PASSPHRASE, or asked twice)
+    Add {
+        /// Read the new passphrase from this file
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+    },
+    /// Remove a key by id prefix; the last key cannot be removed
+    Remove { id: String },
+    /// Print the passphrase in use (the generated key file's content), for safekeeping
+    Export,
 }
 
 /// Arguments of a subcommand that has not landed yet.

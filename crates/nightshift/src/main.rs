@@ -7,6 +7,7 @@ mod check;
 mod cli;
 mod exec;
 mod hosts;
+mod keys;
 mod schedule;
 mod settings;
 mod store;

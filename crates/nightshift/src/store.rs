@@ -7,11 +7,11 @@ use anyhow::Context;
 use chrono::{DateTime, Local, Utc};
 use comfy_table::{Table, presets};
 use indicatif::HumanBytes;
-use nightshift_store::{CheckOptions, NodeKind, PackFiles, Store, StoreConfig, StoreError};
+use nightshift_store::{CheckOptions, Encryption, NodeKind, PackFiles, StoreConfig, StoreError};
 use serde_json::json;
 
-use crate::backup::store_dir;
 use crate::cli::{LsArgs, SnapshotsArgs, StoreCommand};
+use crate::keys::{self, store_dir};
 use crate::settings::Settings;
 
 fn local_time(time: DateTime<Utc>) -> String {
@@ -22,7 +22,7 @@ fn local_time(time: DateTime<Utc>) -> String {
 
 /// `nightshift snapshots`.
 pub fn snapshots(settings: &Settings, args: &SnapshotsArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&store_dir(settings))?;
+    let store = keys::open_store(settings)?;
     let all: Vec<_> = store
         .snapshots()?
         .into_iter()
@@ -62,7 +62,7 @@ pub fn snapshots(settings: &Settings, args: &SnapshotsArgs) -> anyhow::Result<Ex
 
 /// `nightshift ls SNAPSHOT [PATH]`: every entry under PATH, depth first.
 pub fn ls(settings: &Settings, args: &LsArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&store_dir(settings))?;
+    let store = keys::open_store(settings)?;
     let entry = store.find_snapshot(&args.snapshot)?;
     let start = store.node_at(&entry, &args.path)?;
     let base = args.path.trim_end_matches('/').to_string();
@@ -147,28 +147,36 @@ pub fn run(settings: &Settings, command: StoreCommand) -> anyhow::Result<ExitCod
         StoreCommand::Init {
             compression_level,
             pack_size,
+            no_encryption,
         } => {
             let mut config = StoreConfig::new(String::new());
             config.compression.level = compression_level;
             config.pack.target_size = pack_size.saturating_mul(1 << 20);
-            std::fs::create_dir_all(&root)
-                .with_context(|| format!("creating {}", root.display()))?;
-            let store = Store::init(&root, config)?;
+            if no_encryption {
+                config.encryption = Encryption::None;
+            }
+            let store = keys::create(settings, config)?;
+            let how = if no_encryption {
+                "unencrypted"
+            } else {
+                "encrypted"
+            };
             println!(
-                "created store {} at {}",
+                "created {how} store {} at {}",
                 &store.config().id[..8],
                 root.display()
             );
             Ok(ExitCode::SUCCESS)
         }
+        StoreCommand::Key(command) => keys::run(settings, command),
         StoreCommand::Check {
             read_data,
             read_data_subset,
             json,
-        } => check(&root, read_data, read_data_subset.as_deref(), json),
-        StoreCommand::Stats { json } => stats(&root, json),
+        } => check(settings, read_data, read_data_subset.as_deref(), json),
+        StoreCommand::Stats { json } => stats(settings, json),
         StoreCommand::RebuildIndex => {
-            let mut store = Store::open(&root)?;
+            let mut store = keys::open_store(settings)?;
             let chunks = store.rebuild_index()?;
             println!(
                 "index rebuilt from {} packs: {chunks} chunks",
@@ -180,7 +188,7 @@ pub fn run(settings: &Settings, command: StoreCommand) -> anyhow::Result<ExitCod
 }
 
 fn check(
-    root: &std::path::Path,
+    settings: &Settings,
     read_data: bool,
     subset: Option<&str>,
     json_out: bool,
@@ -200,7 +208,7 @@ fn check(
         None if read_data => 1.0,
         None => 0.0,
     };
-    let store = Store::open(root)?;
+    let store = keys::open_store(settings)?;
     let report = store.check(&CheckOptions {
         read_data: share,
         threads: 0,
@@ -239,8 +247,8 @@ fn check(
     })
 }
 
-fn stats(root: &std::path::Path, json_out: bool) -> anyhow::Result<ExitCode> {
-    let store = Store::open(root)?;
+fn stats(settings: &Settings, json_out: bool) -> anyhow::Result<ExitCode> {
+    let store = keys::open_store(settings)?;
     let snapshots = store.snapshots()?;
     let index = store.index();
     let stored: u64 = index.iter().map(|l| u64::from(l.blob.stored_len)).sum();

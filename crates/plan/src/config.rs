@@ -21,6 +21,19 @@ pub struct Config {
     pub schedules: PathBuf,
     #[serde(default)]
     pub ssh: SshSettings,
+    #[serde(default)]
+    pub store: StoreSettings,
+}
+
+/// `[store]`: the backup store under the data dir.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// A file holding the store's passphrase (keep it mode 0600). Without
+    /// one, `NIGHTSHIFT_PASSPHRASE`, the data dir's generated `store.key`,
+    /// or a prompt on a terminal.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 /// `[ssh]`: how nightshift connects to hosts.
@@ -78,6 +91,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             inventory: None,
+            store: StoreSettings::default(),
             playbooks: default_playbooks(),
             schedules: default_schedules(),
             ssh: SshSettings::default(),
@@ -105,6 +119,9 @@ impl Config {
             playbooks: base.join(self.playbooks),
             schedules: base.join(self.schedules),
             ssh: self.ssh,
+            store: StoreSettings {
+                key_file: self.store.key_file.map(|p| base.join(p)),
+            },
         }
     }
 }

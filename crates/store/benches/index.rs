@@ -1,11 +1,11 @@
 //! The in-memory index at scale: a synthetic index of 10 million chunks in
-//! packs of 32 chunks, decoded from its index-file form and sealed, then
-//! probed. Prints a Markdown table for BENCHMARKS.md.
+//! packs of 32 chunks, decoded from its (encrypted) index-file form and
+//! sorted, then probed. Prints a Markdown table for BENCHMARKS.md.
 //! Run: `cargo bench -p nightshift-store --bench index [CHUNKS]`.
 
 use std::time::Instant;
 
-use nightshift_store::{Blob, BlobKind, ChunkId, Index, IndexFile, PackId};
+use nightshift_store::{Blob, BlobKind, ChunkId, Crypto, Index, IndexFile, MasterKey, PackId};
 
 fn main() {
     let chunks: u32 = std::env::args()
@@ -24,17 +24,19 @@ fn main() {
                 compressed: true,
                 offset: 8 + (n % per_pack) * 1_000_000,
                 stored_len: 1_000_000,
+                raw_len: 2_000_000,
             })
             .collect();
         file.packs
             .push((PackId(*ChunkId::of(&pack.to_be_bytes()).as_bytes()), blobs));
     }
-    let encoded = file.encode();
+    let crypto = Crypto::sealed(&MasterKey::generate());
+    let encoded = file.encode(&crypto);
     drop(file);
     let generated = started.elapsed();
 
     let started = Instant::now();
-    let decoded = IndexFile::decode(&encoded).expect("decodes");
+    let decoded = IndexFile::decode(&encoded, &crypto).expect("decodes");
     let index = Index::from_files([decoded]);
     let load = started.elapsed();
     drop(encoded);

@@ -79,7 +79,6 @@ impl Store {
             None => None,
         };
         let threads = thread_count(options.threads);
-        let chunker = self.config().chunker;
         // Readers start while the walk is still finding files.
         let (outcome, written) = self.with_writer(threads, |sink| {
             let (job_tx, job_rx) = unbounded();
@@ -87,7 +86,7 @@ impl Store {
             thread::scope(|scope| {
                 for _ in 0..threads {
                     let (jobs, done) = (job_rx.clone(), done_tx.clone());
-                    scope.spawn(move || read_files(jobs, done, chunker, sink, progress));
+                    scope.spawn(move || read_files(jobs, done, sink, progress));
                 }
                 drop(done_tx);
                 let mut scan = Scan::new(self, parent_tree, job_tx, progress);
@@ -120,9 +119,8 @@ impl Store {
         let started = Instant::now();
         let parent = self.parent_for(options, paths)?;
         let threads = thread_count(options.threads);
-        let chunker = self.config().chunker;
         let (outcome, written) = self.with_writer(threads, |sink| {
-            let mut arena = tar_arena(reader, chunker, sink, progress)?;
+            let mut arena = tar_arena(reader, sink, progress)?;
             let tree = arena.write_tree(0, sink);
             Ok((tree, arena.summary()))
         })?;
@@ -152,12 +150,10 @@ impl Store {
         let labels = vec![format!("stream:{name}")];
         let parent = self.parent_for(options, &labels)?;
         let threads = thread_count(options.threads);
-        let chunker = self.config().chunker;
         let (outcome, written) = self.with_writer(threads, |sink| {
             let mut arena = Arena::root(synthetic_dir(Vec::new()));
-            let (content, size) =
-                chunk_stream(reader, &mut Chunker::new(chunker), sink, progress, None)
-                    .at("reading stream", name)?;
+            let (content, size) = chunk_stream(reader, &mut sink.chunker(), sink, progress, None)
+                .at("reading stream", name)?;
             let mut node = synthetic_file(name.as_bytes().to_vec(), 0o600);
             node.size = size;
             node.content = content;
@@ -363,11 +359,10 @@ const POOLED_FILE: u64 = 4 << 20;
 fn read_files(
     jobs: crossbeam_channel::Receiver<Job>,
     done: crossbeam_channel::Sender<Done>,
-    config: crate::config::ChunkerConfig,
     sink: &Sink<'_>,
     progress: &Progress,
 ) {
-    let mut chunker = Chunker::new(config);
+    let mut chunker = sink.chunker();
     let mut compressor = sink.compressor();
     for (at, path, size) in jobs {
         if sink.failed() {
@@ -699,16 +694,11 @@ fn synthetic_file(name: Vec<u8>, mode: u32) -> Node {
 }
 
 /// Reads a tar stream into an arena, chunking file contents as they come.
-fn tar_arena(
-    reader: impl Read,
-    chunker: crate::config::ChunkerConfig,
-    sink: &Sink<'_>,
-    progress: &Progress,
-) -> Result<Arena> {
+fn tar_arena(reader: impl Read, sink: &Sink<'_>, progress: &Progress) -> Result<Arena> {
     let tar_err = |err: io::Error| StoreError::Tar(err.to_string());
     let mut archive = tar::Archive::new(reader);
     let mut arena = Arena::root(synthetic_dir(Vec::new()));
-    let mut chunker = Chunker::new(chunker);
+    let mut chunker = sink.chunker();
     let mut by_path: HashMap<Vec<Vec<u8>>, usize> = HashMap::new();
     let mut next_inode = 1;
     for entry in archive.entries().map_err(tar_err)? {

@@ -285,7 +285,7 @@ impl Store {
                                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
                                 other => other.at("reading", &path)?,
                             };
-                            let problems = pack_problems(pack, &bytes, locations);
+                            let problems = pack_problems(pack, &bytes, locations, self.crypto());
                             let mut found = found.lock().expect("not poisoned");
                             found.0.extend(problems);
                             found.1 += bytes.len() as u64;
@@ -365,7 +365,12 @@ impl Store {
     }
 }
 
-fn pack_problems(pack: PackId, bytes: &[u8], locations: &[Location]) -> Vec<Problem> {
+fn pack_problems(
+    pack: PackId,
+    bytes: &[u8],
+    locations: &[Location],
+    crypto: &crate::crypto::Crypto,
+) -> Vec<Problem> {
     let mut problems = Vec::new();
     if PackId::of(bytes) != pack {
         problems.push(Problem::PackHash { pack });
@@ -375,7 +380,7 @@ fn pack_problems(pack: PackId, bytes: &[u8], locations: &[Location]) -> Vec<Prob
         let start = blob.offset as usize;
         let stored = bytes.get(start..start + blob.stored_len as usize);
         let result = match stored {
-            Some(stored) => pack::decode(blob.id, stored, blob.compressed).map(drop),
+            Some(stored) => pack::decode(&blob, stored, crypto).map(drop),
             None => Err("it lies past the end of the pack".into()),
         };
         if let Err(what) = result {

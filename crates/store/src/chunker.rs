@@ -1,6 +1,8 @@
 use std::io::{self, Read};
 
-use fastcdc::v2020::{Normalization, cut, select_masks};
+use std::borrow::Cow;
+
+use fastcdc::v2020::{Normalization, cut_gear, get_gear_with_seed, select_masks};
 
 use crate::config::ChunkerConfig;
 
@@ -18,6 +20,9 @@ pub struct Chunker {
     config: ChunkerConfig,
     /// fastcdc's strict and relaxed masks for the configured average.
     masks: (u64, u64),
+    /// The gear tables: fastcdc's own, or drawn from an encrypted store's
+    /// secret seed so cut points cannot be predicted from known content.
+    gear: (Cow<'static, [u64]>, Cow<'static, [u64]>),
     buffer: Vec<u8>,
     /// Bytes of `buffer` holding data.
     filled: usize,
@@ -43,6 +48,10 @@ impl<R: Read> Iterator for Chunks<'_, R> {
 
 impl Chunker {
     pub fn new(config: ChunkerConfig) -> Self {
+        Self::with_seed(config, 0)
+    }
+
+    pub fn with_seed(config: ChunkerConfig, seed: u64) -> Self {
         let level = match config.normalization {
             0 => Normalization::Level0,
             1 => Normalization::Level1,
@@ -52,6 +61,7 @@ impl Chunker {
         Self {
             config,
             masks: select_masks(config.avg_size as usize, level),
+            gear: get_gear_with_seed(seed),
             buffer: Vec::new(),
             filled: 0,
             start: 0,
@@ -91,7 +101,7 @@ impl Chunker {
             return data.len();
         }
         let (mask_s, mask_l) = self.masks;
-        let (_, len) = cut(
+        let (_, len) = cut_gear(
             data,
             c.min_size as usize,
             c.avg_size as usize,
@@ -100,6 +110,8 @@ impl Chunker {
             mask_l,
             mask_s << 1,
             mask_l << 1,
+            &self.gear.0,
+            &self.gear.1,
         );
         len
     }

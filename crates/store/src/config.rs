@@ -14,9 +14,21 @@ pub struct StoreConfig {
     pub version: u32,
     /// Random identity of this store, so two stores are never confused.
     pub id: String,
+    /// How objects are sealed; `none` only when asked for.
+    #[serde(default)]
+    pub encryption: Encryption,
     pub chunker: ChunkerConfig,
     pub compression: CompressionConfig,
     pub pack: PackConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Encryption {
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    #[serde(rename = "xchacha20-poly1305")]
+    XChaCha20Poly1305,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +80,7 @@ impl StoreConfig {
         Self {
             version: FORMAT_VERSION,
             id,
+            encryption: Encryption::XChaCha20Poly1305,
             chunker: DEFAULT_CHUNKER,
             compression: CompressionConfig { level: 3 },
             pack: PackConfig {
@@ -82,10 +95,10 @@ impl StoreConfig {
         let bad = |what: String| Err(StoreError::Setting(what));
         if !(64..=1 << 20).contains(&c.min_size)
             || !(256..=1 << 22).contains(&c.avg_size)
-            || !(1024..=1 << 24).contains(&c.max_size)
+            || !(1024..=1 << 23).contains(&c.max_size)
         {
             return bad(format!(
-                "chunk sizes {}/{}/{} are outside fastcdc's limits (min 64 B–1 MiB, avg 256 B–4 MiB, max 1 KiB–16 MiB)",
+                "chunk sizes {}/{}/{} are outside the limits (min 64 B–1 MiB, avg 256 B–4 MiB, max 1 KiB–8 MiB)",
                 c.min_size, c.avg_size, c.max_size
             ));
         }

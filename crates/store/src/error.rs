@@ -10,6 +10,25 @@ pub enum StoreError {
     #[error("no store at {path}: run `nightshift store init` or make a first backup")]
     NotAStore { path: PathBuf },
 
+    #[error(
+        "the store at {path} is encrypted: give its passphrase in NIGHTSHIFT_PASSPHRASE, name a key file in the config (`[store] key_file`), or run on a terminal to be asked"
+    )]
+    PassphraseNeeded { path: PathBuf },
+
+    #[error(
+        "no key of the store at {path} opens with this passphrase: check it, or try another key file"
+    )]
+    WrongPassphrase { path: PathBuf },
+
+    #[error("this store is not encrypted: it has no keys")]
+    NotEncrypted,
+
+    #[error("no single key id starts with `{0}`: `nightshift store key list` shows them")]
+    NoSuchKey(String),
+
+    #[error("refusing to remove the store's last key: without it the store cannot be opened")]
+    LastKey,
+
     #[error("a store already exists at {path}")]
     AlreadyExists { path: PathBuf },
 

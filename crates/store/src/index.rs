@@ -1,10 +1,12 @@
 //! The index: where each chunk lives. In memory it is one sorted array of
-//! 44-byte entries (id, pack number, offset, length and flags), searched by
-//! bisection; on disk, zstd-compressed index files, one per backup.
+//! 46-byte entries (id, pack number, offset and flags, stored and plaintext
+//! lengths), searched by bisection within a bucket; on disk,
+//! zstd-compressed, sealed index files, one per backup.
 
 use std::io::Read;
 
 use crate::ChunkId;
+use crate::crypto::Crypto;
 use crate::pack::{Blob, BlobKind, PackId};
 
 /// First bytes of every index file (format version 1).
@@ -12,15 +14,27 @@ pub const INDEX_MAGIC: &[u8; 8] = b"NSINDEX\x01";
 
 const COMPRESSED: u32 = 1 << 31;
 const TREE: u32 = 1 << 30;
-const LEN_MASK: u32 = TREE - 1;
+const OFFSET_MASK: u32 = TREE - 1;
+const LEN_MASK: u64 = (1 << 24) - 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Packed to two-byte alignment, so an entry is 46 bytes, not 48.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, packed(2))]
 struct Entry {
     id: [u8; 32],
     pack: u32,
-    offset: u32,
-    /// Stored length in the low 30 bits, then the tree and compressed flags.
-    len_flags: u32,
+    /// Offset in the low 30 bits, then the tree and compressed flags.
+    offset_flags: u32,
+    /// Stored length (low 24 bits) and plaintext length (next 24 bits).
+    lens: [u16; 3],
+}
+
+impl Entry {
+    fn lens(&self) -> (u32, u32) {
+        let [a, b, c] = self.lens;
+        let v = u64::from(a) | u64::from(b) << 16 | u64::from(c) << 32;
+        ((v & LEN_MASK) as u32, (v >> 24 & LEN_MASK) as u32)
+    }
 }
 
 /// Where a chunk is: which pack, and its blob there.
@@ -60,13 +74,17 @@ impl Index {
         for (pack, blobs) in file.packs {
             let number = u32::try_from(self.packs.len()).expect("fewer than 4 billion packs");
             self.packs.push(pack);
-            self.entries.extend(blobs.iter().map(|blob| Entry {
-                id: *blob.id.as_bytes(),
-                pack: number,
-                offset: blob.offset,
-                len_flags: (blob.stored_len & LEN_MASK)
-                    | if blob.compressed { COMPRESSED } else { 0 }
-                    | if blob.kind == BlobKind::Tree { TREE } else { 0 },
+            self.entries.extend(blobs.iter().map(|blob| {
+                let v = u64::from(blob.stored_len) & LEN_MASK
+                    | (u64::from(blob.raw_len) & LEN_MASK) << 24;
+                Entry {
+                    id: *blob.id.as_bytes(),
+                    pack: number,
+                    offset_flags: (blob.offset & OFFSET_MASK)
+                        | if blob.compressed { COMPRESSED } else { 0 }
+                        | if blob.kind == BlobKind::Tree { TREE } else { 0 },
+                    lens: [v as u16, (v >> 16) as u16, (v >> 32) as u16],
+                }
             }));
         }
     }
@@ -109,18 +127,21 @@ impl Index {
     }
 
     fn location(&self, entry: &Entry) -> Location {
+        let (flags, pack) = (entry.offset_flags, entry.pack);
+        let (stored_len, raw_len) = entry.lens();
         Location {
-            pack: self.packs[entry.pack as usize],
+            pack: self.packs[pack as usize],
             blob: Blob {
                 id: ChunkId::from_bytes(entry.id),
-                kind: if entry.len_flags & TREE == 0 {
+                kind: if flags & TREE == 0 {
                     BlobKind::Data
                 } else {
                     BlobKind::Tree
                 },
-                compressed: entry.len_flags & COMPRESSED != 0,
-                offset: entry.offset,
-                stored_len: entry.len_flags & LEN_MASK,
+                compressed: flags & COMPRESSED != 0,
+                offset: flags & OFFSET_MASK,
+                stored_len,
+                raw_len,
             },
         }
     }
@@ -154,7 +175,8 @@ fn bucket(id: &[u8; 32]) -> usize {
 }
 
 impl IndexFile {
-    pub fn encode(&self) -> Vec<u8> {
+    /// The file's bytes: magic, then the zstd-compressed body, sealed.
+    pub fn encode(&self, crypto: &Crypto) -> Vec<u8> {
         let mut body = Vec::new();
         body.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
         for (pack, blobs) in &self.packs {
@@ -165,20 +187,23 @@ impl IndexFile {
                 body.push(u8::from(blob.compressed));
                 body.extend_from_slice(&blob.offset.to_le_bytes());
                 body.extend_from_slice(&blob.stored_len.to_le_bytes());
+                body.extend_from_slice(&blob.raw_len.to_le_bytes());
                 body.extend_from_slice(blob.id.as_bytes());
             }
         }
         let mut bytes = INDEX_MAGIC.to_vec();
-        bytes.extend(zstd::encode_all(&body[..], 3).expect("compressing into memory"));
+        bytes
+            .extend(crypto.seal(&zstd::encode_all(&body[..], 3).expect("compressing into memory")));
         bytes
     }
 
     /// Parses an index file; the error says what is wrong with it.
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let body = bytes
+    pub fn decode(bytes: &[u8], crypto: &Crypto) -> Result<Self, String> {
+        let sealed = bytes
             .strip_prefix(INDEX_MAGIC)
             .ok_or("it does not start with the index magic")?;
-        let mut body = zstd::Decoder::new(body).map_err(|e| format!("zstd: {e}"))?;
+        let body = crypto.open(sealed)?;
+        let mut body = zstd::Decoder::new(&body[..]).map_err(|e| format!("zstd: {e}"))?;
         let mut file = Self::default();
         let packs = read_u32(&mut body)?;
         for _ in 0..packs {
@@ -196,6 +221,7 @@ impl IndexFile {
                     compressed: flags & 1 == 1,
                     offset: read_u32(&mut body)?,
                     stored_len: read_u32(&mut body)?,
+                    raw_len: read_u32(&mut body)?,
                     id: ChunkId::from_bytes(read_array(&mut body)?),
                 });
             }
@@ -232,12 +258,13 @@ mod tests {
             compressed: n.is_multiple_of(3),
             offset: 8 + n * 100,
             stored_len: 100,
+            raw_len: 4000 + n,
         }
     }
 
     #[test]
-    fn entries_take_44_bytes() {
-        assert_eq!(size_of::<Entry>(), 44);
+    fn entries_take_46_bytes() {
+        assert_eq!(size_of::<Entry>(), 46);
     }
 
     #[test]
@@ -248,7 +275,8 @@ mod tests {
                 (PackId([2; 32]), (50..80).map(blob).collect()),
             ],
         };
-        let decoded = IndexFile::decode(&file.encode()).expect("decode");
+        let crypto = Crypto::sealed(&crate::crypto::MasterKey::generate());
+        let decoded = IndexFile::decode(&file.encode(&crypto), &crypto).expect("decode");
         assert_eq!(decoded, file);
         let index = Index::from_files([decoded]);
         assert_eq!(index.len(), 80);
@@ -265,8 +293,8 @@ mod tests {
         let file = IndexFile {
             packs: vec![(PackId([1; 32]), vec![blob(1)])],
         };
-        let bytes = file.encode();
-        assert!(IndexFile::decode(&bytes[..bytes.len() - 3]).is_err());
-        assert!(IndexFile::decode(b"garbage").is_err());
+        let bytes = file.encode(&Crypto::None);
+        assert!(IndexFile::decode(&bytes[..bytes.len() - 3], &Crypto::None).is_err());
+        assert!(IndexFile::decode(b"garbage", &Crypto::None).is_err());
     }
 }

@@ -12,6 +12,7 @@ mod check;
 mod chunk;
 mod chunker;
 mod config;
+mod crypto;
 mod error;
 mod index;
 mod pack;
@@ -27,8 +28,9 @@ pub use chunk::{ChunkId, ChunkIdError};
 pub use chunker::{Chunker, Chunks};
 pub use config::{
     ChunkerAlgorithm, ChunkerConfig, CompressionConfig, DEFAULT_CHUNKER, DEFAULT_PACK_SIZE,
-    FORMAT_VERSION, PackConfig, StoreConfig,
+    Encryption, FORMAT_VERSION, PackConfig, StoreConfig,
 };
+pub use crypto::{Crypto, KeyFile, MasterKey, Passphrase};
 pub use error::{Result, StoreError};
 pub use index::{Index, IndexFile, Location};
 pub use pack::{Blob, BlobKind, PackId};

@@ -1,19 +1,22 @@
-//! Pack files: many compressed chunks in one file, with a header at the end
-//! that lists them, so the index can always be rebuilt from the packs alone.
+//! Pack files: many compressed, sealed chunks in one file, with a sealed
+//! header at the end that lists them, so the index can always be rebuilt
+//! from the packs alone.
 
 use std::fmt;
 use std::str::FromStr;
 
 use crate::ChunkId;
+use crate::crypto::Crypto;
 
 /// First bytes of every pack file (format version 1).
 pub const PACK_MAGIC: &[u8; 8] = b"NSPACK\x00\x01";
 /// Last bytes of every pack file.
 pub const PACK_END: &[u8; 8] = b"NSPKEND\x01";
-/// One header entry: kind, flags, two reserved bytes, stored length, chunk id.
-pub const ENTRY_LEN: usize = 40;
-/// Entry count, BLAKE3 of the header entries, end magic.
-pub const TRAILER_LEN: usize = 4 + 32 + 8;
+/// One header entry: kind, flags, two reserved bytes, stored length,
+/// plaintext length, chunk id.
+pub const ENTRY_LEN: usize = 44;
+/// Length of the sealed header, end magic.
+pub const TRAILER_LEN: usize = 4 + 8;
 
 /// What a chunk holds: file content, or a directory listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,6 +33,8 @@ pub struct Blob {
     pub compressed: bool,
     pub offset: u32,
     pub stored_len: u32,
+    /// Length of the chunk's plaintext.
+    pub raw_len: u32,
 }
 
 /// A pack's name: the BLAKE3 hash of the whole file, so a pack can be
@@ -85,7 +90,14 @@ impl Default for PackBuilder {
 
 #[cfg(test)]
 impl PackBuilder {
-    pub fn push(&mut self, id: ChunkId, kind: BlobKind, compressed: bool, stored: &[u8]) {
+    pub fn push(
+        &mut self,
+        id: ChunkId,
+        kind: BlobKind,
+        compressed: bool,
+        raw_len: u32,
+        stored: &[u8],
+    ) {
         let offset = u32::try_from(self.bytes.len()).expect("packs stay under 4 GiB");
         let stored_len = u32::try_from(stored.len()).expect("chunks stay under 4 GiB");
         self.bytes.extend_from_slice(stored);
@@ -95,168 +107,213 @@ impl PackBuilder {
             compressed,
             offset,
             stored_len,
+            raw_len,
         });
     }
 
     /// Appends the header and trailer: the finished pack and its blobs.
-    pub fn finish(mut self) -> (Vec<u8>, Vec<Blob>) {
-        self.bytes.extend(header(&self.blobs));
+    pub fn finish(mut self, crypto: &Crypto) -> (Vec<u8>, Vec<Blob>) {
+        self.bytes.extend(header(&self.blobs, crypto));
         (self.bytes, self.blobs)
     }
 }
 
-/// A pack's header and trailer, written after its blobs.
-pub fn header(blobs: &[Blob]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(blobs.len() * ENTRY_LEN + TRAILER_LEN);
+/// A pack's sealed header and its trailer, written after its blobs: the
+/// entries and their BLAKE3 hash (which catches damage in unsealed
+/// stores), sealed, then the sealed length and the end magic.
+pub fn header(blobs: &[Blob], crypto: &Crypto) -> Vec<u8> {
+    let mut plain = Vec::with_capacity(blobs.len() * ENTRY_LEN + 32);
     for blob in blobs {
-        bytes.push(match blob.kind {
+        plain.push(match blob.kind {
             BlobKind::Data => 0,
             BlobKind::Tree => 1,
         });
-        bytes.push(u8::from(blob.compressed));
-        bytes.extend_from_slice(&[0, 0]);
-        bytes.extend_from_slice(&blob.stored_len.to_le_bytes());
-        bytes.extend_from_slice(blob.id.as_bytes());
+        plain.push(u8::from(blob.compressed));
+        plain.extend_from_slice(&[0, 0]);
+        plain.extend_from_slice(&blob.stored_len.to_le_bytes());
+        plain.extend_from_slice(&blob.raw_len.to_le_bytes());
+        plain.extend_from_slice(blob.id.as_bytes());
     }
-    let hash = blake3::hash(&bytes);
-    let count = u32::try_from(blobs.len()).expect("fewer than 4 billion blobs");
-    bytes.extend_from_slice(&count.to_le_bytes());
-    bytes.extend_from_slice(hash.as_bytes());
+    let hash = blake3::hash(&plain);
+    plain.extend_from_slice(hash.as_bytes());
+    let mut bytes = crypto.seal(&plain);
+    let sealed_len = u32::try_from(bytes.len()).expect("headers stay under 4 GiB");
+    bytes.extend_from_slice(&sealed_len.to_le_bytes());
     bytes.extend_from_slice(PACK_END);
     bytes
 }
 
-/// Reads the blob list from a pack's tail. `tail` must hold at least the
-/// trailer; if it holds too little of the header, `Err(Some(n))` asks for the
-/// last `n` bytes of the pack instead. `Err(None)` means the pack is damaged.
-pub fn parse_header(tail: &[u8], pack_len: u64) -> Result<Vec<Blob>, Option<usize>> {
+/// Why a pack's header could not be read from the tail given.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Give the last this many bytes of the pack.
+    NeedMore(usize),
+    Damaged(String),
+}
+
+/// Reads the blob list from a pack's tail (the last bytes of a pack of
+/// `pack_len` bytes).
+pub fn parse_header(tail: &[u8], pack_len: u64, crypto: &Crypto) -> Result<Vec<Blob>, HeaderError> {
+    let damaged = |what: &str| HeaderError::Damaged(what.into());
     let Some(trailer_at) = tail.len().checked_sub(TRAILER_LEN) else {
-        return Err(Some(TRAILER_LEN));
+        return Err(HeaderError::NeedMore(TRAILER_LEN));
     };
     let trailer = &tail[trailer_at..];
-    if &trailer[36..] != PACK_END {
-        return Err(None);
+    if &trailer[4..] != PACK_END {
+        return Err(damaged(
+            "it does not end with the pack end mark (truncated?)",
+        ));
     }
-    let count = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) as usize;
-    let header_len = count * ENTRY_LEN;
-    let needed = header_len + TRAILER_LEN;
+    let sealed_len = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) as usize;
+    let needed = sealed_len + TRAILER_LEN;
     if needed as u64 > pack_len.saturating_sub(PACK_MAGIC.len() as u64) {
-        return Err(None);
+        return Err(damaged("its header length is larger than the pack"));
     }
-    let Some(header_at) = trailer_at.checked_sub(header_len) else {
-        return Err(Some(needed));
+    let Some(header_at) = trailer_at.checked_sub(sealed_len) else {
+        return Err(HeaderError::NeedMore(needed));
     };
-    let header = &tail[header_at..trailer_at];
-    if blake3::hash(header).as_bytes() != &trailer[4..36] {
-        return Err(None);
+    let plain = crypto
+        .open(&tail[header_at..trailer_at])
+        .map_err(|what| HeaderError::Damaged(format!("its header: {what}")))?;
+    let Some(entries_len) = plain.len().checked_sub(32) else {
+        return Err(damaged("its header is too short"));
+    };
+    let (entries, hash) = plain.split_at(entries_len);
+    if blake3::hash(entries).as_bytes() != hash || !entries_len.is_multiple_of(ENTRY_LEN) {
+        return Err(damaged("its header does not match its hash"));
     }
     let mut offset = PACK_MAGIC.len() as u64;
-    let blobs_end = pack_len - needed as u64;
-    let mut blobs = Vec::with_capacity(count);
-    for entry in header.chunks_exact(ENTRY_LEN) {
+    let mut blobs = Vec::with_capacity(entries_len / ENTRY_LEN);
+    for entry in entries.chunks_exact(ENTRY_LEN) {
         let kind = match entry[0] {
             0 => BlobKind::Data,
             1 => BlobKind::Tree,
-            _ => return Err(None),
+            _ => return Err(damaged("its header names an unknown blob kind")),
         };
         let stored_len = u32::from_le_bytes(entry[4..8].try_into().expect("4 bytes"));
-        let id = ChunkId::from_bytes(entry[8..40].try_into().expect("32 bytes"));
         blobs.push(Blob {
-            id,
+            id: ChunkId::from_bytes(entry[12..44].try_into().expect("32 bytes")),
             kind,
             compressed: entry[1] & 1 == 1,
-            offset: u32::try_from(offset).map_err(|_| None)?,
+            offset: u32::try_from(offset).map_err(|_| damaged("it is larger than 4 GiB"))?,
             stored_len,
+            raw_len: u32::from_le_bytes(entry[8..12].try_into().expect("4 bytes")),
         });
         offset += u64::from(stored_len);
     }
-    if offset != blobs_end {
-        return Err(None);
+    if offset != pack_len - needed as u64 {
+        return Err(damaged("its blobs do not add up to its length"));
     }
     Ok(blobs)
 }
 
 /// Compresses a chunk for storage, or keeps it raw when zstd saves less
-/// than 1/32 of it. Returns the stored bytes and whether they are compressed.
-pub fn encode(raw: &[u8], compressor: &mut zstd::bulk::Compressor<'_>) -> (Vec<u8>, bool) {
+/// than 1/32 of it, then seals it. Returns the stored bytes and whether
+/// they are compressed.
+pub fn encode(
+    raw: &[u8],
+    compressor: &mut zstd::bulk::Compressor<'_>,
+    crypto: &Crypto,
+) -> (Vec<u8>, bool) {
     match compressor.compress(raw) {
-        Ok(packed) if packed.len() < raw.len() - raw.len() / 32 => (packed, true),
-        _ => (raw.to_vec(), false),
+        Ok(packed) if packed.len() < raw.len() - raw.len() / 32 => (crypto.seal(&packed), true),
+        _ => (crypto.seal(raw), false),
     }
 }
 
 /// Undoes [`encode`] and checks the result against the chunk's id.
-pub fn decode(id: ChunkId, stored: &[u8], compressed: bool) -> Result<Vec<u8>, String> {
-    let raw = if compressed {
-        let size = zstd::zstd_safe::get_frame_content_size(stored)
-            .ok()
-            .flatten()
-            .ok_or_else(|| "its zstd frame header is unreadable".to_string())?;
-        let size = usize::try_from(size)
-            .ok()
-            .filter(|&n| n <= 1 << 26)
-            .ok_or_else(|| format!("its zstd frame claims {size} bytes"))?;
-        zstd::bulk::decompress(stored, size).map_err(|err| format!("zstd: {err}"))?
+pub fn decode(blob: &Blob, stored: &[u8], crypto: &Crypto) -> Result<Vec<u8>, String> {
+    let opened = crypto.open(stored)?;
+    let raw = if blob.compressed {
+        zstd::bulk::decompress(&opened, blob.raw_len as usize)
+            .map_err(|err| format!("zstd: {err}"))?
     } else {
-        stored.to_vec()
+        opened
     };
-    if id.matches(&raw) {
+    if raw.len() == blob.raw_len as usize && crypto.chunk_id(&raw) == blob.id {
         Ok(raw)
     } else {
-        Err("its content does not match its BLAKE3 id".into())
+        Err("its content does not match its id".into())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::MasterKey;
+
+    fn both() -> [Crypto; 2] {
+        [Crypto::None, Crypto::sealed(&MasterKey::generate())]
+    }
 
     #[test]
     fn header_round_trips() {
-        let mut builder = PackBuilder::default();
-        let mut compressor = zstd::bulk::Compressor::new(3).expect("zstd");
-        let chunks: [&[u8]; 3] = [b"alpha", &[7u8; 5000], b""];
-        for chunk in chunks {
-            let (stored, compressed) = encode(chunk, &mut compressor);
-            builder.push(ChunkId::of(chunk), BlobKind::Data, compressed, &stored);
-        }
-        let (bytes, blobs) = builder.finish();
-        let parsed = parse_header(&bytes, bytes.len() as u64).expect("header");
-        assert_eq!(parsed, blobs);
-        assert!(blobs[1].compressed, "a run of equal bytes compresses");
-        assert!(!blobs[0].compressed, "five bytes do not");
-        for (blob, chunk) in blobs.iter().zip(chunks) {
-            let at = blob.offset as usize;
-            let stored = &bytes[at..at + blob.stored_len as usize];
-            assert_eq!(
-                decode(blob.id, stored, blob.compressed).as_deref(),
-                Ok(chunk)
-            );
+        for crypto in both() {
+            let mut builder = PackBuilder::default();
+            let mut compressor = zstd::bulk::Compressor::new(3).expect("zstd");
+            let chunks: [&[u8]; 3] = [b"alpha", &[7u8; 5000], b""];
+            for chunk in chunks {
+                let (stored, compressed) = encode(chunk, &mut compressor, &crypto);
+                let id = crypto.chunk_id(chunk);
+                builder.push(id, BlobKind::Data, compressed, chunk.len() as u32, &stored);
+            }
+            let (bytes, blobs) = builder.finish(&crypto);
+            let parsed = parse_header(&bytes, bytes.len() as u64, &crypto).expect("header");
+            assert_eq!(parsed, blobs);
+            assert!(blobs[1].compressed, "a run of equal bytes compresses");
+            assert!(!blobs[0].compressed, "five bytes do not");
+            for (blob, chunk) in blobs.iter().zip(chunks) {
+                let at = blob.offset as usize;
+                let stored = &bytes[at..at + blob.stored_len as usize];
+                assert_eq!(decode(blob, stored, &crypto).as_deref(), Ok(chunk));
+            }
         }
     }
 
     #[test]
     fn a_short_tail_asks_for_more_and_a_damaged_one_is_refused() {
-        let mut builder = PackBuilder::default();
-        builder.push(ChunkId::of(b"x"), BlobKind::Tree, false, b"x");
-        let (mut bytes, _) = builder.finish();
-        let len = bytes.len() as u64;
-        assert_eq!(
-            parse_header(&bytes[bytes.len() - TRAILER_LEN..], len),
-            Err(Some(ENTRY_LEN + TRAILER_LEN))
-        );
-        let at = bytes.len() - TRAILER_LEN - 1;
-        bytes[at] ^= 1;
-        assert_eq!(parse_header(&bytes, len), Err(None));
+        for crypto in both() {
+            let mut builder = PackBuilder::default();
+            builder.push(
+                ChunkId::of(b"x"),
+                BlobKind::Tree,
+                false,
+                1,
+                &crypto.seal(b"x"),
+            );
+            let (mut bytes, _) = builder.finish(&crypto);
+            let len = bytes.len() as u64;
+            let tail = &bytes[bytes.len() - TRAILER_LEN..];
+            assert!(matches!(
+                parse_header(tail, len, &crypto),
+                Err(HeaderError::NeedMore(_))
+            ));
+            let at = bytes.len() - TRAILER_LEN - 1;
+            bytes[at] ^= 1;
+            assert!(matches!(
+                parse_header(&bytes, len, &crypto),
+                Err(HeaderError::Damaged(_))
+            ));
+        }
     }
 
     #[test]
     fn decode_names_a_flipped_byte() {
-        let data = vec![3u8; 10_000];
-        let mut compressor = zstd::bulk::Compressor::new(3).expect("zstd");
-        let (mut stored, compressed) = encode(&data, &mut compressor);
-        let last = stored.len() - 1;
-        stored[last] ^= 0x40;
-        assert!(decode(ChunkId::of(&data), &stored, compressed).is_err());
+        for crypto in both() {
+            let data = vec![3u8; 10_000];
+            let mut compressor = zstd::bulk::Compressor::new(3).expect("zstd");
+            let (mut stored, compressed) = encode(&data, &mut compressor, &crypto);
+            let blob = Blob {
+                id: crypto.chunk_id(&data),
+                kind: BlobKind::Data,
+                compressed,
+                offset: 8,
+                stored_len: stored.len() as u32,
+                raw_len: 10_000,
+            };
+            let last = stored.len() - 1;
+            stored[last] ^= 0x40;
+            assert!(decode(&blob, &stored, &crypto).is_err());
+        }
     }
 }

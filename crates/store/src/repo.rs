@@ -4,7 +4,8 @@
 //! config                 format version, chunker, compression, pack size (TOML)
 //! data/<2 hex>/<pack id> pack files
 //! index/<id>             index files, one per backup
-//! snapshots/<id>         snapshot files (JSON), written last
+//! snapshots/<id>         snapshot files (JSON, sealed), written last
+//! keys/<id>              the master key sealed under each passphrase (JSON)
 //! tmp/                   files being written; renamed into place when whole
 //! ```
 
@@ -17,10 +18,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::ChunkId;
-use crate::config::{FORMAT_VERSION, StoreConfig};
+use crate::config::{Encryption, FORMAT_VERSION, StoreConfig};
+use crate::crypto::{Crypto, KeyFile, MasterKey, Passphrase};
 use crate::error::{IoContext, Result, StoreError};
 use crate::index::{Index, IndexFile, Location};
-use crate::pack::{self, PackId, TRAILER_LEN};
+use crate::pack::{self, HeaderError, PackId, TRAILER_LEN};
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::tree::Tree;
 
@@ -28,34 +30,59 @@ use crate::tree::Tree;
 pub struct Store {
     root: PathBuf,
     config: StoreConfig,
+    crypto: Crypto,
+    master: Option<MasterKey>,
     index: Index,
 }
 
 impl Store {
+    /// Whether `root` holds a store.
+    pub fn exists(root: &Path) -> bool {
+        root.join("config").exists()
+    }
+
     /// Creates an empty store at `root` (the directory may exist if empty).
-    pub fn init(root: &Path, mut config: StoreConfig) -> Result<Self> {
+    /// An encrypted store needs the passphrase of its first key.
+    pub fn init(
+        root: &Path,
+        mut config: StoreConfig,
+        passphrase: Option<&Passphrase>,
+    ) -> Result<Self> {
         config.validate()?;
-        let config_path = root.join("config");
-        if config_path.exists() {
+        if Self::exists(root) {
             return Err(StoreError::AlreadyExists { path: root.into() });
         }
+        let master = match (config.encryption, passphrase) {
+            (Encryption::None, _) => None,
+            (_, Some(passphrase)) => Some((MasterKey::generate(), passphrase)),
+            (_, None) => return Err(StoreError::PassphraseNeeded { path: root.into() }),
+        };
         if config.id.is_empty() {
             config.id = unique_name();
         }
-        for dir in ["data", "index", "snapshots", "tmp"] {
+        for dir in ["data", "index", "snapshots", "tmp", "keys"] {
             fs::create_dir_all(root.join(dir)).at("creating", root.join(dir))?;
         }
         let text = toml::to_string(&config).expect("the config serializes");
         let store = Self {
             root: root.into(),
+            crypto: master
+                .as_ref()
+                .map_or(Crypto::None, |(key, _)| Crypto::sealed(key)),
+            master: master.as_ref().map(|(key, _)| key.clone()),
             config,
             index: Index::default(),
         };
+        if let Some((_, passphrase)) = master {
+            store.add_key(passphrase)?;
+        }
+        // The config last: until it exists, this is no store.
         store.write_file(Path::new("config"), text.as_bytes())?;
         Ok(store)
     }
 
-    pub fn open(root: &Path) -> Result<Self> {
+    /// Opens a store; an encrypted one with the passphrase of any of its keys.
+    pub fn open(root: &Path, passphrase: Option<&Passphrase>) -> Result<Self> {
         let config_path = root.join("config");
         let text = match fs::read_to_string(&config_path) {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -78,18 +105,74 @@ impl Store {
         let mut store = Self {
             root: root.into(),
             config,
+            crypto: Crypto::None,
+            master: None,
             index: Index::default(),
         };
+        if store.config.encryption != Encryption::None {
+            let passphrase =
+                passphrase.ok_or_else(|| StoreError::PassphraseNeeded { path: root.into() })?;
+            let master = store
+                .keys()?
+                .into_iter()
+                .find_map(|(_, key)| key.unwrap(passphrase))
+                .ok_or_else(|| StoreError::WrongPassphrase { path: root.into() })?;
+            store.crypto = Crypto::sealed(&master);
+            store.master = Some(master);
+        }
         store.load_index()?;
         Ok(store)
     }
 
-    /// Opens the store, creating it with default settings if `root` holds none.
-    pub fn open_or_init(root: &Path) -> Result<Self> {
-        match Self::open(root) {
-            Err(StoreError::NotAStore { .. }) => Self::init(root, StoreConfig::new(String::new())),
-            other => other,
+    /// The store's key files, by id.
+    pub fn keys(&self) -> Result<Vec<(String, KeyFile)>> {
+        let mut keys = Vec::new();
+        for id in self.list("keys")? {
+            let path = self.root.join("keys").join(&id);
+            let bytes = fs::read(&path).at("reading", &path)?;
+            let key = serde_json::from_slice(&bytes).map_err(|err| StoreError::Corrupt {
+                path: path.clone(),
+                what: err.to_string(),
+            })?;
+            keys.push((id, key));
         }
+        Ok(keys)
+    }
+
+    /// Seals the master key under one more passphrase; returns the key's id.
+    pub fn add_key(&self, passphrase: &Passphrase) -> Result<String> {
+        let master = self.master.as_ref().ok_or(StoreError::NotEncrypted)?;
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default();
+        let key = KeyFile::wrap(master, passphrase, &host);
+        let bytes = serde_json::to_vec_pretty(&key).expect("a key serializes");
+        let id = blake3::hash(&bytes).to_hex().to_string();
+        self.write_file(&Path::new("keys").join(&id), &bytes)?;
+        Ok(id)
+    }
+
+    /// Removes the key whose id starts with `prefix`; the last key stays.
+    pub fn remove_key(&self, prefix: &str) -> Result<String> {
+        let keys = self.keys()?;
+        let matching: Vec<_> = keys
+            .iter()
+            .filter(|(id, _)| id.starts_with(prefix))
+            .collect();
+        let [(id, _)] = matching.as_slice() else {
+            return Err(StoreError::NoSuchKey(prefix.into()));
+        };
+        if keys.len() == 1 {
+            return Err(StoreError::LastKey);
+        }
+        let path = self.root.join("keys").join(id);
+        fs::remove_file(&path).at("removing", &path)?;
+        Ok(id.clone())
+    }
+
+    pub fn crypto(&self) -> &Crypto {
+        &self.crypto
     }
 
     pub fn root(&self) -> &Path {
@@ -115,8 +198,8 @@ impl Store {
         for name in self.list("index")? {
             let path = self.root.join("index").join(&name);
             let bytes = fs::read(&path).at("reading", &path)?;
-            let file =
-                IndexFile::decode(&bytes).map_err(|what| StoreError::Corrupt { path, what })?;
+            let file = IndexFile::decode(&bytes, &self.crypto)
+                .map_err(|what| StoreError::Corrupt { path, what })?;
             index.extend(file);
         }
         index.seal();
@@ -196,14 +279,15 @@ impl Store {
 
     /// Writes an index file; returns its name.
     pub(crate) fn write_index(&self, file: &IndexFile) -> Result<String> {
-        let bytes = file.encode();
+        let bytes = file.encode(&self.crypto);
         let name = blake3::hash(&bytes).to_hex().to_string();
         self.write_file(&Path::new("index").join(&name), &bytes)?;
         Ok(name)
     }
 
     pub(crate) fn write_snapshot(&self, snapshot: &Snapshot) -> Result<String> {
-        let bytes = serde_json::to_vec_pretty(snapshot).expect("a snapshot serializes");
+        let json = serde_json::to_vec_pretty(snapshot).expect("a snapshot serializes");
+        let bytes = self.crypto.seal(&json);
         let id = blake3::hash(&bytes).to_hex().to_string();
         self.write_file(&Path::new("snapshots").join(&id), &bytes)?;
         Ok(id)
@@ -215,7 +299,14 @@ impl Store {
         for id in self.list("snapshots")? {
             let path = self.root.join("snapshots").join(&id);
             let bytes = fs::read(&path).at("reading", &path)?;
-            let snapshot = serde_json::from_slice(&bytes).map_err(|err| StoreError::Corrupt {
+            let json = self
+                .crypto
+                .open(&bytes)
+                .map_err(|what| StoreError::Corrupt {
+                    path: path.clone(),
+                    what,
+                })?;
+            let snapshot = serde_json::from_slice(&json).map_err(|err| StoreError::Corrupt {
                 path: path.clone(),
                 what: err.to_string(),
             })?;
@@ -269,35 +360,17 @@ impl Store {
             .open(location.pack, &path)?
             .read_exact_at(&mut stored, u64::from(blob.offset))
             .at("reading", &path)?;
-        pack::decode(blob.id, &stored, blob.compressed).map_err(|what| StoreError::BadChunk {
+        pack::decode(&blob, &stored, &self.crypto).map_err(|what| StoreError::BadChunk {
             id: blob.id,
             pack: location.pack.to_string(),
             what,
         })
     }
 
-    /// A chunk's plaintext size, from its zstd frame header or its stored
-    /// length, without decompressing it.
-    pub fn raw_len(&self, id: ChunkId, packs: &mut PackFiles) -> Result<u64> {
+    /// A chunk's plaintext size, from the index.
+    pub fn raw_len(&self, id: ChunkId) -> Result<u64> {
         let location = self.index.get(&id).ok_or(StoreError::MissingChunk { id })?;
-        let blob = location.blob;
-        if !blob.compressed {
-            return Ok(blob.stored_len.into());
-        }
-        let path = self.pack_path(location.pack);
-        let mut head = vec![0u8; (blob.stored_len as usize).min(18)];
-        packs
-            .open(location.pack, &path)?
-            .read_exact_at(&mut head, u64::from(blob.offset))
-            .at("reading", &path)?;
-        zstd::zstd_safe::get_frame_content_size(&head)
-            .ok()
-            .flatten()
-            .ok_or_else(|| StoreError::BadChunk {
-                id,
-                pack: location.pack.to_string(),
-                what: "its zstd frame header is unreadable".into(),
-            })
+        Ok(location.blob.raw_len.into())
     }
 
     pub fn load_tree(&self, id: ChunkId, packs: &mut PackFiles) -> Result<Tree> {
@@ -324,15 +397,20 @@ impl Store {
             let mut tail = vec![0u8; take as usize];
             file.read_exact_at(&mut tail, len - take)
                 .at("reading", &path)?;
-            match pack::parse_header(&tail, len) {
+            match pack::parse_header(&tail, len, &self.crypto) {
                 Ok(blobs) => return Ok(blobs),
-                Err(Some(needed)) if (needed as u64) <= len && needed > tail.len() => want = needed,
-                Err(_) => {
+                Err(HeaderError::NeedMore(needed))
+                    if (needed as u64) <= len && needed > tail.len() =>
+                {
+                    want = needed;
+                }
+                Err(HeaderError::NeedMore(_)) => {
                     return Err(StoreError::Corrupt {
                         path,
-                        what: "its header is damaged".into(),
+                        what: "it is shorter than its header says".into(),
                     });
                 }
+                Err(HeaderError::Damaged(what)) => return Err(StoreError::Corrupt { path, what }),
             }
         }
     }

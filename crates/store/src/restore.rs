@@ -234,8 +234,6 @@ impl Store {
         };
         let chunks = &node.content[unit.first..];
         let chunks = &chunks[..chunks.len().min(CHUNKS_PER_UNIT)];
-        // Offsets come from the chunk sizes before this unit; a unit that is
-        // not the first learns them by reading the index, not the chunks.
         let mut offset = self.offset_of(node, unit.first)?;
         let mut written = 0;
         for &id in chunks {
@@ -251,16 +249,13 @@ impl Store {
         Ok(written)
     }
 
-    /// Where chunk number `first` of a file starts: the sum of the raw
-    /// sizes before it, read from the chunks' zstd frame headers or stored
-    /// lengths without decompressing.
+    /// Where chunk number `first` of a file starts: the sum of the
+    /// plaintext sizes before it, from the index.
     fn offset_of(&self, node: &Node, first: usize) -> Result<u64> {
-        let mut offset = 0;
-        let mut packs = PackFiles::default();
-        for &id in &node.content[..first] {
-            offset += self.raw_len(id, &mut packs)?;
-        }
-        Ok(offset)
+        node.content[..first]
+            .iter()
+            .map(|&id| self.raw_len(id))
+            .sum()
     }
 
     /// Restores `path` of a snapshot as a tar stream; sub-paths appear under

@@ -19,6 +19,9 @@ use std::thread;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::ChunkId;
+use crate::chunker::Chunker;
+use crate::config::ChunkerConfig;
+use crate::crypto::{Crypto, random};
 use crate::error::{IoContext, Result};
 use crate::index::{Index, IndexFile};
 use crate::pack::{self, Blob, BlobKind, PACK_MAGIC, PackId};
@@ -50,8 +53,14 @@ struct PackedChunk {
 }
 
 impl PackedChunk {
-    fn new(id: ChunkId, kind: BlobKind, data: &[u8], compressor: &mut Compressor) -> Self {
-        let (stored, compressed) = pack::encode(data, compressor);
+    fn new(
+        id: ChunkId,
+        kind: BlobKind,
+        data: &[u8],
+        compressor: &mut Compressor,
+        crypto: &Crypto,
+    ) -> Self {
+        let (stored, compressed) = pack::encode(data, compressor, crypto);
         Self {
             id,
             kind,
@@ -71,6 +80,8 @@ pub(crate) struct Sink<'a> {
     packed: Sender<PackedChunk>,
     failed: &'a AtomicBool,
     level: i32,
+    crypto: &'a Crypto,
+    chunker: ChunkerConfig,
 }
 
 impl Sink<'_> {
@@ -82,7 +93,7 @@ impl Sink<'_> {
         data: Vec<u8>,
         compressor: Option<&mut Compressor>,
     ) -> ChunkId {
-        let id = ChunkId::of(&data);
+        let id = self.crypto.chunk_id(&data);
         if self.known.contains(&id) || !self.claimed.lock().expect("not poisoned").insert(id) {
             return id;
         }
@@ -90,11 +101,16 @@ impl Sink<'_> {
         let _ = match compressor {
             Some(compressor) => self
                 .packed
-                .send(PackedChunk::new(id, kind, &data, compressor))
+                .send(PackedChunk::new(id, kind, &data, compressor, self.crypto))
                 .is_ok(),
             None => self.raw.send(RawChunk { id, kind, data }).is_ok(),
         };
         id
+    }
+
+    /// A chunker with the store's parameters and gear seed.
+    pub fn chunker(&self) -> Chunker {
+        Chunker::with_seed(self.chunker, self.crypto.chunker_seed())
     }
 
     pub fn compressor(&self) -> Compressor {
@@ -126,7 +142,8 @@ impl Store {
         thread::scope(|scope| {
             for _ in 0..pool {
                 let (rx, tx) = (raw_rx.clone(), packed_tx.clone());
-                scope.spawn(move || compress(rx, tx, level));
+                let crypto = self.crypto();
+                scope.spawn(move || compress(rx, tx, level, crypto));
             }
             drop(raw_rx);
             let packer = scope.spawn(|| self.pack(packed_rx, full_tx, &failed));
@@ -138,6 +155,8 @@ impl Store {
                 packed: packed_tx,
                 failed: &failed,
                 level,
+                crypto: self.crypto(),
+                chunker: self.config().chunker,
             };
             let outcome = work(&sink);
             drop(sink);
@@ -157,6 +176,14 @@ impl Store {
         failed: &AtomicBool,
     ) -> Result<Written> {
         let target = u64::from(self.config().pack.target_size);
+        // In an encrypted store, chunks are written in shuffled order (a
+        // window of 8), so the sequence of sizes in a pack does not follow
+        // the files they came from.
+        let shuffle = if matches!(self.crypto(), Crypto::None) {
+            1
+        } else {
+            8
+        };
         let mut open: [Option<OpenPack>; 2] = [None, None];
         let mut written = Written::default();
         let mut step = |chunk: PackedChunk, written: &mut Written| -> Result<()> {
@@ -165,12 +192,12 @@ impl Store {
                 *slot = Some(OpenPack::create(self)?);
             }
             let pack = slot.as_mut().expect("just opened");
-            pack.push(&chunk)?;
             written.chunks += 1;
             written.raw += chunk.raw_len;
             written.stored += chunk.stored.len() as u64;
+            pack.push(chunk, shuffle)?;
             if pack.len >= target {
-                let _ = full.send(slot.take().expect("open").close()?);
+                let _ = full.send(slot.take().expect("open").close(self.crypto())?);
             }
             Ok(())
         };
@@ -183,7 +210,7 @@ impl Store {
             }
         }
         for pack in open.into_iter().flatten() {
-            let _ = full.send(pack.close()?);
+            let _ = full.send(pack.close(self.crypto())?);
         }
         Ok(written)
     }
@@ -204,18 +231,11 @@ impl Store {
     }
 }
 
-fn compress(rx: Receiver<RawChunk>, tx: Sender<PackedChunk>, level: i32) {
+fn compress(rx: Receiver<RawChunk>, tx: Sender<PackedChunk>, level: i32, crypto: &Crypto) {
     let mut compressor = Compressor::new(level).expect("a valid zstd level");
     for chunk in rx {
-        if tx
-            .send(PackedChunk::new(
-                chunk.id,
-                chunk.kind,
-                &chunk.data,
-                &mut compressor,
-            ))
-            .is_err()
-        {
+        let packed = PackedChunk::new(chunk.id, chunk.kind, &chunk.data, &mut compressor, crypto);
+        if tx.send(packed).is_err() {
             return;
         }
     }
@@ -228,6 +248,8 @@ struct OpenPack {
     hasher: blake3::Hasher,
     len: u64,
     blobs: Vec<Blob>,
+    /// Chunks not yet written, when writing in shuffled order.
+    waiting: Vec<PackedChunk>,
 }
 
 /// A pack whose bytes are all written, waiting for fsync and rename.
@@ -247,6 +269,7 @@ impl OpenPack {
             hasher: blake3::Hasher::new(),
             len: 0,
             blobs: Vec::new(),
+            waiting: Vec::new(),
         };
         pack.write(PACK_MAGIC)?;
         Ok(pack)
@@ -259,21 +282,40 @@ impl OpenPack {
         Ok(())
     }
 
-    fn push(&mut self, chunk: &PackedChunk) -> Result<()> {
+    /// Queues a chunk; once `window` are waiting, writes one at random.
+    fn push(&mut self, chunk: PackedChunk, window: usize) -> Result<()> {
+        self.waiting.push(chunk);
+        if self.waiting.len() >= window {
+            self.write_one()?;
+        }
+        Ok(())
+    }
+
+    fn write_one(&mut self) -> Result<()> {
+        let pick = (u64::from_le_bytes(random()) % self.waiting.len() as u64) as usize;
+        let chunk = self.waiting.swap_remove(pick);
+        self.write_blob(&chunk)
+    }
+
+    fn write_blob(&mut self, chunk: &PackedChunk) -> Result<()> {
         let blob = Blob {
             id: chunk.id,
             kind: chunk.kind,
             compressed: chunk.compressed,
             offset: u32::try_from(self.len).expect("packs stay under 4 GiB"),
             stored_len: u32::try_from(chunk.stored.len()).expect("chunks stay under 4 GiB"),
+            raw_len: u32::try_from(chunk.raw_len).expect("chunks stay under 4 GiB"),
         };
         self.write(&chunk.stored)?;
         self.blobs.push(blob);
         Ok(())
     }
 
-    fn close(mut self) -> Result<FullPack> {
-        let header = pack::header(&self.blobs);
+    fn close(mut self, crypto: &Crypto) -> Result<FullPack> {
+        while !self.waiting.is_empty() {
+            self.write_one()?;
+        }
+        let header = pack::header(&self.blobs, crypto);
         self.write(&header)?;
         let file = self
             .out

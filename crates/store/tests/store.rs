@@ -172,7 +172,7 @@ fn a_flipped_byte_is_named_and_other_files_still_restore() {
     bytes[location.blob.offset as usize + 100] ^= 0x01;
     fs::write(&pack_path, bytes).unwrap();
 
-    let store = Store::open(&work.path().join("store")).unwrap();
+    let store = reopen(&work.path().join("store"));
     let structure = store.check(&CheckOptions::default()).unwrap();
     assert!(
         structure.is_ok(),
@@ -240,11 +240,11 @@ fn the_index_is_rebuilt_from_packs_alone() {
     for entry in fs::read_dir(root.join("index")).unwrap() {
         fs::remove_file(entry.unwrap().path()).unwrap();
     }
-    let mut store = Store::open(&root).unwrap();
+    let mut store = reopen(&root);
     assert!(store.index().is_empty());
     assert!(!store.check(&CheckOptions::default()).unwrap().is_ok());
     assert_eq!(store.rebuild_index().unwrap(), chunks);
-    let store = Store::open(&root).unwrap();
+    let store = reopen(&root);
     assert!(
         store
             .check(&CheckOptions {
@@ -358,7 +358,7 @@ fn an_unindexed_pack_from_an_interrupted_backup_is_harmless() {
     fs::create_dir_all(&stray).unwrap();
     fs::write(stray.join("ff".repeat(32)), b"half a pack").unwrap();
     fs::write(root.join("tmp/partial"), b"half a file").unwrap();
-    let store = Store::open(&root).unwrap();
+    let store = reopen(&root);
     let report = store
         .check(&CheckOptions {
             read_data: 1.0,
@@ -434,7 +434,7 @@ proptest! {
         let mut edited = data.clone();
         edited.splice(at..at, inserted.iter().copied());
         let chunks = |bytes: &[u8]| -> Vec<Vec<u8>> {
-            nightshift_store::Chunker::new(SMALL_CHUNKS)
+            nightshift_store::Chunker::with_seed(SMALL_CHUNKS, seed)
                 .chunks(bytes)
                 .collect::<std::io::Result<_>>()
                 .unwrap()
@@ -457,4 +457,113 @@ proptest! {
         let new = after.iter().filter(|c| !before.contains(*c)).count();
         prop_assert!(new <= 6, "{new} new chunks of {} after one insertion", after.len());
     }
+}
+
+/// Every file under `root`, concatenated.
+fn all_bytes(root: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.extend(fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn an_encrypted_store_shows_neither_content_nor_names() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    fs::create_dir_all(&source).unwrap();
+    let secret = noise(50_000, 77);
+    fs::write(source.join("payroll-2026.csv"), &secret).unwrap();
+    let probe = &secret[20_000..20_064];
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+
+    let sealed_root = work.path().join("sealed");
+    let mut sealed = small_store(&sealed_root);
+    let outcome = backup(&mut sealed, &source);
+    let bytes = all_bytes(&sealed_root);
+    assert!(
+        !contains(&bytes, probe),
+        "file content readable in the store"
+    );
+    assert!(
+        !contains(&bytes, b"payroll-2026"),
+        "file name readable in the store"
+    );
+    assert!(
+        !contains(&bytes, outcome.snapshot.snapshot.host.as_bytes()),
+        "host readable"
+    );
+
+    // The same check sees the content in an unencrypted store, so it can
+    // fail. (Names are in zstd-compressed trees there, so not comparable.)
+    let plain_root = work.path().join("plain");
+    let mut plain = plain_store(&plain_root);
+    backup(&mut plain, &source);
+    let bytes = all_bytes(&plain_root);
+    assert!(contains(&bytes, probe));
+    let target = work.path().join("target");
+    let snapshot = plain.find_snapshot("latest").unwrap();
+    plain
+        .restore_to_dir(&snapshot, "/", &target, 0, &Progress::default())
+        .unwrap();
+    assert_eq!(
+        fs::read(landed(&target, &source).join("payroll-2026.csv")).unwrap(),
+        secret
+    );
+}
+
+#[test]
+fn a_wrong_or_missing_passphrase_is_a_clear_error() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    small_store(&root);
+    let wrong = Store::open(&root, Some(&nightshift_store::Passphrase::new("guess"))).unwrap_err();
+    assert!(
+        matches!(wrong, StoreError::WrongPassphrase { .. }),
+        "{wrong}"
+    );
+    assert!(wrong.to_string().contains("no key of the store"), "{wrong}");
+    let missing = Store::open(&root, None).unwrap_err();
+    assert!(
+        matches!(missing, StoreError::PassphraseNeeded { .. }),
+        "{missing}"
+    );
+    assert!(
+        missing.to_string().contains("NIGHTSHIFT_PASSPHRASE"),
+        "{missing}"
+    );
+}
+
+#[test]
+fn keys_can_be_added_and_removed_but_not_the_last() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    let store = small_store(&root);
+    let second = nightshift_store::Passphrase::new("second key");
+    let added = store.add_key(&second).unwrap();
+    assert_eq!(store.keys().unwrap().len(), 2);
+    let first = store
+        .keys()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .find(|id| *id != added)
+        .unwrap();
+    store.remove_key(&first[..8]).unwrap();
+    assert!(
+        Store::open(&root, Some(&passphrase())).is_err(),
+        "the removed key no longer opens"
+    );
+    let reopened = Store::open(&root, Some(&second)).unwrap();
+    let last = reopened.remove_key(&added[..8]).unwrap_err();
+    assert!(matches!(last, StoreError::LastKey), "{last}");
 }

@@ -7,7 +7,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nightshift_store::{
-    BackupOptions, ChunkerConfig, DEFAULT_CHUNKER, PackConfig, Progress, Store, StoreConfig,
+    BackupOptions, ChunkerConfig, DEFAULT_CHUNKER, Encryption, PackConfig, Passphrase, Progress,
+    Store, StoreConfig,
 };
 
 /// Chunks of 1–16 KiB, so small test files span many chunks.
@@ -18,13 +19,33 @@ pub const SMALL_CHUNKS: ChunkerConfig = ChunkerConfig {
     ..DEFAULT_CHUNKER
 };
 
+pub fn passphrase() -> Passphrase {
+    Passphrase::new("test passphrase")
+}
+
+/// An encrypted store (the default) with small chunks and packs.
 pub fn small_store(root: &Path) -> Store {
+    Store::init(root, small_config(), Some(&passphrase())).expect("init store")
+}
+
+/// The same, unencrypted (`--no-encryption`).
+pub fn plain_store(root: &Path) -> Store {
+    let mut config = small_config();
+    config.encryption = Encryption::None;
+    Store::init(root, config, None).expect("init store")
+}
+
+fn small_config() -> StoreConfig {
     let mut config = StoreConfig::new(String::new());
     config.chunker = SMALL_CHUNKS;
     config.pack = PackConfig {
         target_size: 1 << 20,
     };
-    Store::init(root, config).expect("init store")
+    config
+}
+
+pub fn reopen(root: &Path) -> Store {
+    Store::open(root, Some(&passphrase())).expect("open store")
 }
 
 pub fn options() -> BackupOptions {

@@ -1,0 +1,201 @@
+//! Where the store's passphrase comes from, and `nightshift store key`.
+//!
+//! In order: `NIGHTSHIFT_PASSPHRASE`, the key file the config names
+//! (`[store] key_file`), the key file nightshift generated under the data
+//! dir for a store it created on its own, and last a prompt on a terminal.
+//! A new store with none of these gets a generated key file, so the quick
+//! start never prompts; the message says to keep a copy.
+
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use comfy_table::{Table, presets};
+use nightshift_store::{Encryption, Passphrase, Store, StoreConfig, StoreError};
+use serde_json::json;
+
+use crate::cli::KeyCommand;
+use crate::settings::Settings;
+
+pub const PASSPHRASE_ENV: &str = "NIGHTSHIFT_PASSPHRASE";
+
+/// Where the store lives under the data directory.
+pub fn store_dir(settings: &Settings) -> PathBuf {
+    settings.data_dir.join("store")
+}
+
+/// The key file nightshift generates for a store it creates on its own:
+/// beside the store, not in it, so a copy of the store alone is useless.
+fn generated_key_file(settings: &Settings) -> PathBuf {
+    settings.data_dir.join("store.key")
+}
+
+fn read_key_file(path: &Path) -> anyhow::Result<Passphrase> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the store key file {}", path.display()))?;
+    let text = text.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(
+        !text.is_empty(),
+        "the store key file {} is empty",
+        path.display()
+    );
+    Ok(Passphrase::new(text))
+}
+
+/// The passphrase from the environment or a key file, without prompting.
+fn configured(settings: &Settings) -> anyhow::Result<Option<Passphrase>> {
+    if let Ok(text) = std::env::var(PASSPHRASE_ENV)
+        && !text.is_empty()
+    {
+        return Ok(Some(Passphrase::new(text)));
+    }
+    if let Some(path) = &settings.config.store.key_file {
+        return read_key_file(path).map(Some);
+    }
+    let generated = generated_key_file(settings);
+    if generated.exists() {
+        return read_key_file(&generated).map(Some);
+    }
+    Ok(None)
+}
+
+fn prompt(text: &str) -> anyhow::Result<Passphrase> {
+    Ok(Passphrase::new(rpassword::prompt_password(text)?))
+}
+
+/// Opens the store, asking for the passphrase on a terminal if nothing
+/// else gives it.
+pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let root = store_dir(settings);
+    match Store::open(&root, configured(settings)?.as_ref()) {
+        Err(StoreError::PassphraseNeeded { .. }) if std::io::stdin().is_terminal() => {
+            let passphrase = prompt(&format!("passphrase for the store at {}: ", root.display()))?;
+            Ok(Store::open(&root, Some(&passphrase))?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Opens the store, creating it (encrypted unless `plain`) if there is none.
+pub fn open_or_create(settings: &Settings, plain: bool) -> anyhow::Result<Store> {
+    if Store::exists(&store_dir(settings)) {
+        return open_store(settings);
+    }
+    let mut config = StoreConfig::new(String::new());
+    if plain {
+        config.encryption = Encryption::None;
+    }
+    create(settings, config)
+}
+
+/// Creates the store; an encrypted one with the configured passphrase, or
+/// with a generated key file when none is configured.
+pub fn create(settings: &Settings, config: StoreConfig) -> anyhow::Result<Store> {
+    let root = store_dir(settings);
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    if config.encryption == Encryption::None {
+        return Ok(Store::init(&root, config, None)?);
+    }
+    let passphrase = match configured(settings)? {
+        Some(passphrase) => passphrase,
+        None => generate_key_file(settings)?,
+    };
+    Ok(Store::init(&root, config, Some(&passphrase))?)
+}
+
+fn generate_key_file(settings: &Settings) -> anyhow::Result<Passphrase> {
+    let path = generated_key_file(settings);
+    let passphrase = Passphrase::generate();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating the store key file {}", path.display()))?;
+    writeln!(file, "{}", passphrase.expose())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!(
+        "\nnightshift: created an ENCRYPTED store at {}.\n\
+         Its key is in {} (mode 0600). KEEP A COPY somewhere safe and away from\n\
+         this machine (`nightshift store key export` prints it): without it, no\n\
+         backup in this store can ever be read.\n",
+        store_dir(settings).display(),
+        path.display()
+    );
+    Ok(passphrase)
+}
+
+/// `nightshift store key add|list|remove|export`.
+pub fn run(settings: &Settings, command: KeyCommand) -> anyhow::Result<ExitCode> {
+    let store = open_store(settings)?;
+    match command {
+        KeyCommand::List { json: as_json } => {
+            let keys = store.keys()?;
+            if as_json {
+                let rows: Vec<_> = keys
+                    .iter()
+                    .map(|(id, key)| json!({"id": id, "created": key.created, "host": key.host, "kdf": key.kdf.algorithm}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                let mut table = Table::new();
+                table.load_preset(presets::NOTHING);
+                table.set_header(["ID", "CREATED", "HOST", "KDF"]);
+                for (id, key) in &keys {
+                    table.add_row([
+                        id[..8].to_string(),
+                        key.created.format("%Y-%m-%d %H:%M UTC").to_string(),
+                        key.host.clone(),
+                        format!("{} {} MiB", key.kdf.algorithm, key.kdf.memory_kib / 1024),
+                    ]);
+                }
+                println!("{table}");
+            }
+        }
+        KeyCommand::Add { key_file } => {
+            let passphrase = match key_file {
+                Some(path) => read_key_file(&path)?,
+                None => new_passphrase()?,
+            };
+            let id = store.add_key(&passphrase)?;
+            println!("added key {}", &id[..8]);
+        }
+        KeyCommand::Remove { id } => {
+            let removed = store.remove_key(&id)?;
+            println!("removed key {}", &removed[..8]);
+        }
+        KeyCommand::Export => {
+            let passphrase = configured(settings)?.context(
+                "the passphrase was typed, not stored: it is what you typed; nothing to export",
+            )?;
+            println!("{}", passphrase.expose());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn new_passphrase() -> anyhow::Result<Passphrase> {
+    if let Ok(text) = std::env::var("NIGHTSHIFT_NEW_PASSPHRASE")
+        && !text.is_empty()
+    {
+        return Ok(Passphrase::new(text));
+    }
+    anyhow::ensure!(
+        std::io::stdin().is_terminal(),
+        "give the new key with --key-file FILE or NIGHTSHIFT_NEW_PASSPHRASE, or run on a terminal"
+    );
+    let first = prompt("new passphrase: ")?;
+    let again = prompt("the same again: ")?;
+    anyhow::ensure!(
+        first.expose() == again.expose(),
+        "the two passphrases differ; nothing added"
+    );
+    anyhow::ensure!(
+        first.expose().len() >= 8,
+        "a passphrase needs at least 8 characters"
+    );
+    Ok(first)
+}
