@@ -70,8 +70,8 @@ pub enum Command {
     Diff(Pending),
     /// Restore a snapshot or part of it into a directory, verifying every chunk
     Restore(RestoreArgs),
-    /// Remove snapshots according to a retention policy [not yet available]
-    Forget(Pending),
+    /// Forget snapshots by a retention policy; --dry-run says what would go and why the rest stay
+    Forget(ForgetArgs),
     /// Maintain the backup store: init, check, stats, keys
     #[command(subcommand)]
     Store(StoreCommand),
@@ -289,6 +289,43 @@ pub enum StoreCommand {
     },
     /// Rebuild the index from the packs' own headers
     RebuildIndex,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Keep the N newest snapshots of each host and path set
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours that have one
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days that have one
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months that have one
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years that have one
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot this young, counted from the newest (30d, 12h)
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<nightshift_plan::Duration>,
+    /// Keep snapshots with this tag (repeatable)
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub keep_tags: Vec<String>,
+    /// Only this host's snapshots
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Show what would be forgotten, and why the rest is kept; change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Print the decisions as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

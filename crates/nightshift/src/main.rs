@@ -46,6 +46,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Snapshots(args) => store::snapshots(&settings, &args),
         Command::Ls(args) => store::ls(&settings, &args),
         Command::Store(command) => store::run(&settings, command),
+        Command::Forget(args) => store::forget(&settings, &args),
         other => Ok(not_yet_available(&other)),
     }
 }

@@ -10,7 +10,7 @@ use indicatif::HumanBytes;
 use nightshift_store::{CheckOptions, Encryption, NodeKind, PackFiles, StoreConfig, StoreError};
 use serde_json::json;
 
-use crate::cli::{LsArgs, SnapshotsArgs, StoreCommand};
+use crate::cli::{ForgetArgs, LsArgs, SnapshotsArgs, StoreCommand};
 use crate::keys::{self, store_dir};
 use crate::settings::Settings;
 
@@ -20,14 +20,22 @@ fn local_time(time: DateTime<Utc>) -> String {
         .to_string()
 }
 
+/// The store's snapshots, oldest first; only `host`'s when given.
+fn snapshots_of(
+    store: &nightshift_store::Store,
+    host: Option<&str>,
+) -> anyhow::Result<Vec<nightshift_store::SnapshotEntry>> {
+    Ok(store
+        .snapshots()?
+        .into_iter()
+        .filter(|e| host.is_none_or(|h| e.snapshot.host == h))
+        .collect())
+}
+
 /// `nightshift snapshots`.
 pub fn snapshots(settings: &Settings, args: &SnapshotsArgs) -> anyhow::Result<ExitCode> {
     let store = keys::open_store(settings)?;
-    let all: Vec<_> = store
-        .snapshots()?
-        .into_iter()
-        .filter(|e| args.host.as_ref().is_none_or(|h| &e.snapshot.host == h))
-        .collect();
+    let all = snapshots_of(&store, args.host.as_deref())?;
     if args.json {
         let rows: Vec<_> = all
             .iter()
@@ -305,6 +313,79 @@ fn stats(settings: &Settings, json_out: bool) -> anyhow::Result<ExitCode> {
         config.chunker.max_size / 1024,
         config.compression.level,
         HumanBytes(config.pack.target_size.into())
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `nightshift forget`: applies a retention policy to the snapshots.
+pub fn forget(settings: &Settings, args: &ForgetArgs) -> anyhow::Result<ExitCode> {
+    let policy = nightshift_store::RetentionPolicy {
+        last: args.keep_last,
+        hourly: args.keep_hourly,
+        daily: args.keep_daily,
+        weekly: args.keep_weekly,
+        monthly: args.keep_monthly,
+        yearly: args.keep_yearly,
+        within: args
+            .keep_within
+            .map(|d| chrono::Duration::from_std(d.0))
+            .transpose()
+            .context("--keep-within is too long")?,
+        tags: args.keep_tags.clone(),
+    };
+    anyhow::ensure!(
+        !policy.is_empty(),
+        "give at least one --keep-* option: a policy that keeps nothing would forget every snapshot"
+    );
+    let store = keys::open_store(settings)?;
+    let snapshots = snapshots_of(&store, args.host.as_deref())?;
+    let decisions = nightshift_store::decide(&snapshots, &policy, &Local);
+    let doomed: Vec<String> = decisions
+        .iter()
+        .filter(|d| !d.keep())
+        .map(|d| d.snapshot.id.clone())
+        .collect();
+    if args.json {
+        let rows: Vec<_> = decisions
+            .iter()
+            .map(|d| {
+                json!({
+                    "id": d.snapshot.id, "time": d.snapshot.snapshot.time,
+                    "host": d.snapshot.snapshot.host, "paths": d.snapshot.snapshot.paths,
+                    "keep": d.keep(), "reasons": d.reasons,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        let mut table = Table::new();
+        table.load_preset(presets::NOTHING);
+        table.set_header(["ID", "TIME", "HOST", "PATHS", "DECISION", "WHY"]);
+        for d in &decisions {
+            let s = &d.snapshot.snapshot;
+            table.add_row([
+                d.snapshot.short_id().to_string(),
+                local_time(s.time),
+                s.host.clone(),
+                s.paths.join(" "),
+                if d.keep() { "keep" } else { "forget" }.to_string(),
+                d.reasons.join(", "),
+            ]);
+        }
+        println!("{table}");
+    }
+    let verb = if args.dry_run {
+        "would forget"
+    } else {
+        "forgot"
+    };
+    if !args.dry_run {
+        store.forget(&doomed)?;
+    }
+    eprintln!(
+        "{verb} {} of {} snapshots; their data is freed by `nightshift store prune`",
+        doomed.len(),
+        decisions.len()
     );
     Ok(ExitCode::SUCCESS)
 }

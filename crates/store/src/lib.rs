@@ -14,6 +14,7 @@ mod chunker;
 mod config;
 mod crypto;
 mod error;
+mod forget;
 mod index;
 mod pack;
 mod repo;
@@ -32,6 +33,7 @@ pub use config::{
 };
 pub use crypto::{Crypto, KeyFile, MasterKey, Passphrase};
 pub use error::{Result, StoreError};
+pub use forget::{Decision, RetentionPolicy, decide};
 pub use index::{Index, IndexFile, Location};
 pub use pack::{Blob, BlobKind, PackId};
 pub use repo::{PackFiles, Store};

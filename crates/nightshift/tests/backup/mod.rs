@@ -300,3 +300,82 @@ fn keys_are_added_listed_and_removed_and_no_encryption_is_honoured() {
     let config = fs::read_to_string(plain.join("store/config")).expect("config");
     assert!(config.contains("encryption = \"none\""), "{config}");
 }
+
+#[test]
+fn forget_keeps_what_the_policy_says_and_dry_run_changes_nothing() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let data = work.path().join("data");
+    let source = work.path().join("src");
+    fs::create_dir_all(&source).expect("mkdir");
+    let src = source.to_str().expect("utf-8");
+    let mut ids = Vec::new();
+    for (n, tag) in ["", "pre-upgrade", "", ""].iter().enumerate() {
+        fs::write(source.join("file"), format!("version {n}")).expect("write");
+        let mut args = vec!["backup", src, "--json"];
+        if !tag.is_empty() {
+            args.extend(["--tag", tag]);
+        }
+        ids.push(
+            json(&ns(&data, &args))["id"]
+                .as_str()
+                .expect("id")
+                .to_string(),
+        );
+    }
+
+    let empty = ns(&data, &["forget"]);
+    assert_eq!(empty.status.code(), Some(1));
+    assert!(
+        stderr(&empty).contains("at least one --keep-*"),
+        "{}",
+        stderr(&empty)
+    );
+
+    let policy = [
+        "forget",
+        "--keep-last",
+        "2",
+        "--keep-tag",
+        "pre-upgrade",
+        "--json",
+    ];
+    let mut dry: Vec<&str> = policy.to_vec();
+    dry.push("--dry-run");
+    let planned = json(&ns(&data, &dry));
+    let verdict = |id: &str| {
+        planned
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|d| d["id"] == id)
+            .map(|d| (d["keep"].as_bool().expect("bool"), d["reasons"].clone()))
+            .expect("decided")
+    };
+    assert_eq!(verdict(&ids[3]), (true, serde_json::json!(["last 2"])));
+    assert_eq!(
+        verdict(&ids[1]),
+        (true, serde_json::json!(["tagged pre-upgrade"]))
+    );
+    assert_eq!(verdict(&ids[0]), (false, serde_json::json!([])));
+    let still = json(&ns(&data, &["snapshots", "--json"]));
+    assert_eq!(
+        still.as_array().map(Vec::len),
+        Some(4),
+        "a dry run forgets nothing"
+    );
+
+    json(&ns(&data, &policy));
+    let left = json(&ns(&data, &["snapshots", "--json"]));
+    let mut left: Vec<&str> = left
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id"))
+        .collect();
+    left.sort_unstable();
+    let mut expected = vec![ids[1].as_str(), ids[2].as_str(), ids[3].as_str()];
+    expected.sort_unstable();
+    assert_eq!(left, expected);
+    let check = json(&ns(&data, &["store", "check", "--json"]));
+    assert_eq!(check["ok"], true);
+}
