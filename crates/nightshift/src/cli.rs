@@ -274,9 +274,12 @@ pub enum StoreCommand {
         /// Read, decompress and hash every pack
         #[arg(long, conflicts_with = "read_data_subset")]
         read_data: bool,
-        /// Read this share of the packs (10%), chosen by pack id
+        /// Read this share of the store's bytes (5%), the packs verified longest ago first
         #[arg(long, value_name = "PERCENT")]
         read_data_subset: Option<String>,
+        /// Only report how much has never been read and verified, and the oldest verification
+        #[arg(long, conflicts_with_all = ["read_data", "read_data_subset"])]
+        status: bool,
         /// Print JSON
         #[arg(long)]
         json: bool,

@@ -178,9 +178,13 @@ pub fn run(settings: &Settings, command: StoreCommand) -> anyhow::Result<ExitCod
         }
         StoreCommand::Key(command) => keys::run(settings, command),
         StoreCommand::Check {
+            status: true, json, ..
+        } => verification_status(settings, json),
+        StoreCommand::Check {
             read_data,
             read_data_subset,
             json,
+            ..
         } => check(settings, read_data, read_data_subset.as_deref(), json),
         StoreCommand::Stats { json } => stats(settings, json),
         StoreCommand::RebuildIndex => {
@@ -253,6 +257,30 @@ fn check(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `nightshift store check --status`.
+fn verification_status(settings: &Settings, json_out: bool) -> anyhow::Result<ExitCode> {
+    let store = keys::open_store(settings)?;
+    let status = store.verification_status();
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} packs, {} stored; never read and verified: {} packs, {}",
+        status.packs,
+        HumanBytes(status.bytes),
+        status.unverified_packs,
+        HumanBytes(status.unverified_bytes)
+    );
+    match status.oldest {
+        Some(when) => println!("oldest verification: {}", local_time(when)),
+        None => println!(
+            "no pack has been verified yet: run `nightshift store check --read-data-subset 5%` daily"
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn stats(settings: &Settings, json_out: bool) -> anyhow::Result<ExitCode> {

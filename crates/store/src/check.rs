@@ -18,9 +18,9 @@ use crate::tree::NodeKind;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CheckOptions {
-    /// Share of packs whose contents are read and hashed: 0.0 reads none,
-    /// 1.0 all. The subset is chosen by pack id, so reruns with the same
-    /// share read the same packs.
+    /// Share of the store's bytes whose packs are read and hashed: 0.0
+    /// reads none, 1.0 all. A subset takes the packs verified longest ago
+    /// (or never) first, so repeated subsets cover the whole store.
     pub read_data: f64,
     pub threads: usize,
 }
@@ -255,16 +255,10 @@ impl Store {
         snapshots: &[SnapshotEntry],
         report: &mut CheckReport,
     ) -> Result<()> {
-        let limit = (options.read_data.clamp(0.0, 1.0) * f64::from(u32::MAX)) as u64;
-        let chosen: Vec<_> = by_pack
-            .iter()
-            .filter(|(pack, _)| {
-                u64::from(u32::from_be_bytes(pack.0[..4].try_into().expect("4 bytes"))) <= limit
-            })
-            .collect();
+        let chosen = self.rotation(by_pack, options.read_data);
         report.packs_read = chosen.len();
         let next = Mutex::new(chosen.into_iter());
-        let found = Mutex::new((Vec::new(), 0u64));
+        let found = Mutex::new((Vec::new(), 0u64, Vec::new()));
         let threads = if options.threads == 0 {
             thread::available_parallelism().map_or(2, |n| n.get())
         } else {
@@ -287,6 +281,9 @@ impl Store {
                             };
                             let problems = pack_problems(pack, &bytes, locations, self.crypto());
                             let mut found = found.lock().expect("not poisoned");
+                            if problems.is_empty() {
+                                found.2.push(pack);
+                            }
                             found.0.extend(problems);
                             found.1 += bytes.len() as u64;
                         }
@@ -298,8 +295,9 @@ impl Store {
                 .try_for_each(|w| w.join().expect("check workers do not panic"))
         });
         outcome?;
-        let (mut problems, bytes) = found.into_inner().expect("not poisoned");
+        let (mut problems, bytes, sound) = found.into_inner().expect("not poisoned");
         report.bytes_read = bytes;
+        self.mark_verified(&sound)?;
         self.name_needers(&mut problems, snapshots);
         report.problems.extend(problems);
         Ok(())

@@ -21,6 +21,7 @@ mod repo;
 mod restore;
 mod snapshot;
 mod tree;
+mod verified;
 mod writer;
 
 pub use backup::{BackupOptions, BackupOutcome, Progress, Skipped};
@@ -40,3 +41,4 @@ pub use repo::{PackFiles, Store};
 pub use restore::RestoreOutcome;
 pub use snapshot::{Snapshot, SnapshotEntry, Summary};
 pub use tree::{Node, NodeKind, Tree};
+pub use verified::VerificationStatus;

@@ -567,3 +567,46 @@ fn keys_can_be_added_and_removed_but_not_the_last() {
     let last = reopened.remove_key(&added[..8]).unwrap_err();
     assert!(matches!(last, StoreError::LastKey), "{last}");
 }
+
+#[test]
+fn read_data_subsets_rotate_through_every_pack() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    fs::create_dir_all(&source).unwrap();
+    for n in 0..12 {
+        fs::write(source.join(format!("f{n}")), noise(700_000, n)).unwrap();
+    }
+    let root = work.path().join("store");
+    let mut store = small_store(&root);
+    backup(&mut store, &source);
+    let store = reopen(&root);
+    let before = store.verification_status();
+    assert!(before.packs >= 8, "{before:?}");
+    assert_eq!(before.unverified_packs, before.packs);
+    assert_eq!(before.oldest, None);
+
+    let mut read = std::collections::HashSet::new();
+    for run in 1..=4 {
+        let report = store
+            .check(&CheckOptions {
+                read_data: 0.25,
+                threads: 0,
+            })
+            .unwrap();
+        assert!(report.is_ok());
+        assert!(report.packs_read < before.packs, "a subset, not everything");
+        let status = store.verification_status();
+        read.insert(status.unverified_packs);
+        if run < 4 {
+            assert!(status.unverified_packs > 0, "run {run}: {status:?}");
+        }
+    }
+    let after = store.verification_status();
+    assert_eq!(
+        after.unverified_packs, 0,
+        "four quarters cover the store: {after:?}"
+    );
+    assert_eq!(after.unverified_bytes, 0);
+    assert!(after.oldest.is_some());
+    assert_eq!(read.len(), 4, "each run verified packs the others had not");
+}

@@ -87,6 +87,9 @@ fn backup_list_restore_and_check_round_trip() {
     let check = json(&ns(&data, &["store", "check", "--read-data", "--json"]));
     assert_eq!(check["ok"], true);
     assert!(check["packs_read"].as_u64() > Some(0));
+    let status = json(&ns(&data, &["store", "check", "--status", "--json"]));
+    assert_eq!(status["unverified_packs"], 0, "{status}");
+    assert!(status["oldest"].is_string(), "{status}");
 
     let tar = ns(
         &data,
