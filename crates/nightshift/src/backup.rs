@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
-use nightshift_store::{BackupOptions, Progress, Store};
+use nightshift_store::{BackupOptions, LockKind, Progress, Store};
 use serde_json::json;
 
 use crate::cli::{BackupArgs, RestoreArgs};
@@ -24,6 +24,7 @@ pub fn backup(settings: &Settings, args: &BackupArgs) -> anyhow::Result<ExitCode
         );
     }
     let mut store = keys::open_or_create(settings, args.no_encryption)?;
+    let _lock = keys::lock(&store, LockKind::Shared, "backup")?;
     let options = BackupOptions {
         host: args.host.clone(),
         tags: args.tags.clone(),
@@ -96,6 +97,7 @@ pub fn backup(settings: &Settings, args: &BackupArgs) -> anyhow::Result<ExitCode
 /// `nightshift restore SNAPSHOT[:PATH] --to DIR`.
 pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let store = keys::open_store(settings)?;
+    let _lock = keys::lock(&store, LockKind::Shared, "restore")?;
     let (spec, path) = match args.what.split_once(':') {
         Some((spec, path)) => (spec, if path.is_empty() { "/" } else { path }),
         None => (args.what.as_str(), "/"),

@@ -72,7 +72,7 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Forget snapshots by a retention policy; --dry-run says what would go and why the rest stay
     Forget(ForgetArgs),
-    /// Maintain the backup store: init, check, stats, keys
+    /// Maintain the backup store: init, check, stats, keys, unlock
     #[command(subcommand)]
     Store(StoreCommand),
     /// Runs recorded in the catalog [not yet available]
@@ -292,6 +292,12 @@ pub enum StoreCommand {
     },
     /// Rebuild the index from the packs' own headers
     RebuildIndex,
+    /// Remove locks left by processes that are gone; --all removes every lock
+    Unlock {
+        /// Also remove locks of live or unknown processes (other hosts): only when you know they are gone
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Args)]

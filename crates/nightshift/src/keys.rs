@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use comfy_table::{Table, presets};
-use nightshift_store::{Encryption, Passphrase, Store, StoreConfig, StoreError};
+use nightshift_store::{Encryption, Lock, LockKind, Passphrase, Store, StoreConfig, StoreError};
 use serde_json::json;
 
 use crate::cli::KeyCommand;
@@ -76,6 +76,16 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         }
         other => Ok(other?),
     }
+}
+
+/// Takes a lock on the store for `command`, saying which stale locks of
+/// dead processes it cleared on the way.
+pub fn lock(store: &Store, kind: LockKind, command: &str) -> anyhow::Result<Lock> {
+    let lock = store.lock(kind, command)?;
+    for stale in &lock.cleared {
+        eprintln!("note: removed the {stale}: that process is gone");
+    }
+    Ok(lock)
 }
 
 /// Opens the store, creating it (encrypted unless `plain`) if there is none.

@@ -7,7 +7,9 @@ use anyhow::Context;
 use chrono::{DateTime, Local, Utc};
 use comfy_table::{Table, presets};
 use indicatif::HumanBytes;
-use nightshift_store::{CheckOptions, Encryption, NodeKind, PackFiles, StoreConfig, StoreError};
+use nightshift_store::{
+    CheckOptions, Encryption, LockKind, NodeKind, PackFiles, StoreConfig, StoreError,
+};
 use serde_json::json;
 
 use crate::cli::{ForgetArgs, LsArgs, SnapshotsArgs, StoreCommand};
@@ -177,6 +179,23 @@ pub fn run(settings: &Settings, command: StoreCommand) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         StoreCommand::Key(command) => keys::run(settings, command),
+        StoreCommand::Unlock { all } => {
+            let store = keys::open_store(settings)?;
+            let removed = store.unlock(all)?;
+            for info in &removed {
+                println!("removed the {info}");
+            }
+            let left = store.locks()?;
+            for (_, info) in &left {
+                println!(
+                    "kept the {info}: its process may still run (on another host, it cannot be checked from here); --all removes it"
+                );
+            }
+            if removed.is_empty() && left.is_empty() {
+                println!("the store has no locks");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         StoreCommand::Check {
             status: true, json, ..
         } => verification_status(settings, json),
@@ -189,7 +208,9 @@ pub fn run(settings: &Settings, command: StoreCommand) -> anyhow::Result<ExitCod
         StoreCommand::Stats { json } => stats(settings, json),
         StoreCommand::RebuildIndex => {
             let mut store = keys::open_store(settings)?;
+            let lock = keys::lock(&store, LockKind::Exclusive, "rebuild-index")?;
             let chunks = store.rebuild_index()?;
+            drop(lock);
             println!(
                 "index rebuilt from {} packs: {chunks} chunks",
                 store.index().packs().len()
@@ -221,6 +242,7 @@ fn check(
         None => 0.0,
     };
     let store = keys::open_store(settings)?;
+    let _lock = keys::lock(&store, LockKind::Shared, "check")?;
     let report = store.check(&CheckOptions {
         read_data: share,
         threads: 0,
@@ -366,6 +388,7 @@ pub fn forget(settings: &Settings, args: &ForgetArgs) -> anyhow::Result<ExitCode
         "give at least one --keep-* option: a policy that keeps nothing would forget every snapshot"
     );
     let store = keys::open_store(settings)?;
+    let _lock = keys::lock(&store, LockKind::Shared, "forget")?;
     let snapshots = snapshots_of(&store, args.host.as_deref())?;
     let decisions = nightshift_store::decide(&snapshots, &policy, &Local);
     let doomed: Vec<String> = decisions

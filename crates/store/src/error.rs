@@ -29,6 +29,11 @@ pub enum StoreError {
     #[error("refusing to remove the store's last key: without it the store cannot be opened")]
     LastKey,
 
+    #[error(
+        "the store is locked: {by}; wait for it to finish, or if that process is gone, `nightshift store unlock --all`"
+    )]
+    Locked { by: String },
+
     #[error("a store already exists at {path}")]
     AlreadyExists { path: PathBuf },
 

@@ -6,6 +6,7 @@
 //! index/<id>             index files, one per backup
 //! snapshots/<id>         snapshot files (JSON, sealed), written last
 //! keys/<id>              the master key sealed under each passphrase (JSON)
+//! locks/<time-pid>       who is using the store (JSON); see `lock.rs`
 //! tmp/                   files being written; renamed into place when whole
 //! ```
 
@@ -60,7 +61,7 @@ impl Store {
         if config.id.is_empty() {
             config.id = unique_name();
         }
-        for dir in ["data", "index", "snapshots", "tmp", "keys"] {
+        for dir in ["data", "index", "snapshots", "tmp", "keys", "locks"] {
             fs::create_dir_all(root.join(dir)).at("creating", root.join(dir))?;
         }
         let text = toml::to_string(&config).expect("the config serializes");

@@ -164,6 +164,12 @@ fn a_killed_backup_leaves_no_snapshot_and_a_sound_store() {
     }
     child.kill().expect("kill -9");
     child.wait().expect("reaped");
+    let locks = data.join("store/locks");
+    assert_eq!(
+        count_entries(&locks),
+        1,
+        "the killed backup's lock is left behind"
+    );
 
     let listed = json(&ns(&data, &["snapshots", "--json"]));
     assert_eq!(
@@ -171,11 +177,22 @@ fn a_killed_backup_leaves_no_snapshot_and_a_sound_store() {
         serde_json::json!([]),
         "the backup was killed before its snapshot"
     );
-    let check = json(&ns(&data, &["store", "check", "--read-data", "--json"]));
+    let check = ns(&data, &["store", "check", "--read-data", "--json"]);
+    assert!(
+        stderr(&check).contains("removed the shared lock of `backup`"),
+        "the next command clears the dead process's lock: {}",
+        stderr(&check)
+    );
+    let check = json(&check);
     assert_eq!(check["ok"], true, "{check}");
 
     let again = json(&ns(&data, &["backup", src, "--json"]));
     assert_eq!(again["summary"]["files"], 16);
+    assert_eq!(
+        count_entries(&locks),
+        0,
+        "the new backup released its own lock"
+    );
     let target = work.path().join("restored");
     let restore = ns(
         &data,
@@ -187,6 +204,10 @@ fn a_killed_backup_leaves_no_snapshot_and_a_sound_store() {
         let restored = fs::read(landed.join(format!("f{n}"))).expect("restored");
         assert!(restored == noise(4 << 20, n), "f{n} differs after restore");
     }
+}
+
+fn count_entries(dir: &Path) -> usize {
+    fs::read_dir(dir).map_or(0, |d| d.count())
 }
 
 fn count_files(dir: &Path) -> usize {
