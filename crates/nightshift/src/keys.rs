@@ -126,6 +126,7 @@ fn generate_key_file(settings: &Settings) -> anyhow::Result<Passphrase> {
         .with_context(|| format!("creating the store key file {}", path.display()))?;
     writeln!(file, "{}", passphrase.expose())
         .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::File::open(&settings.data_dir)?.sync_all())
         .with_context(|| format!("writing {}", path.display()))?;
     eprintln!(
         "\nnightshift: created an ENCRYPTED store at {}.\n\
@@ -156,7 +157,7 @@ pub fn run(settings: &Settings, command: KeyCommand) -> anyhow::Result<ExitCode>
                 table.set_header(["ID", "CREATED", "HOST", "KDF"]);
                 for (id, key) in &keys {
                     table.add_row([
-                        id[..8].to_string(),
+                        id.get(..8).unwrap_or(id).to_string(),
                         key.created.format("%Y-%m-%d %H:%M UTC").to_string(),
                         key.host.clone(),
                         format!("{} {} MiB", key.kdf.algorithm, key.kdf.memory_kib / 1024),
@@ -171,11 +172,11 @@ pub fn run(settings: &Settings, command: KeyCommand) -> anyhow::Result<ExitCode>
                 None => new_passphrase()?,
             };
             let id = store.add_key(&passphrase)?;
-            println!("added key {}", &id[..8]);
+            println!("added key {}", id.get(..8).unwrap_or(&id));
         }
         KeyCommand::Remove { id } => {
             let removed = store.remove_key(&id)?;
-            println!("removed key {}", &removed[..8]);
+            println!("removed key {}", removed.get(..8).unwrap_or(&removed));
         }
         KeyCommand::Export => {
             let passphrase = configured(settings)?.context(

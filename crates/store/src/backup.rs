@@ -201,6 +201,20 @@ impl Store {
         options: &BackupOptions,
         skipped: Vec<Skipped>,
     ) -> Result<BackupOutcome> {
+        if let Some(blob) = written
+            .index
+            .packs
+            .iter()
+            .flat_map(|(_, b)| b)
+            .find(|b| b.raw_len >= 1 << 24 || b.stored_len >= 1 << 24 || b.offset >= 1 << 30)
+        {
+            // Only a directory listing can be this large (data chunks stop
+            // at 8 MiB); refusing here writes no index and no snapshot.
+            return Err(StoreError::Setting(format!(
+                "a directory listing of {} MiB is larger than the 16 MiB a chunk may hold (a directory of roughly 100,000 entries); back up its subdirectories separately",
+                blob.raw_len >> 20
+            )));
+        }
         if !written.index.packs.is_empty() {
             self.write_index(&written.index)?;
             self.index_mut().merge(written.index);

@@ -127,7 +127,7 @@ fn decide_group<Tz: TimeZone>(
             }
         }
         if let (Some(within), Some(newest)) = (policy.within, newest)
-            && newest.signed_duration_since(snapshot.time) <= within
+            && newest.signed_duration_since(snapshot.time) < within
         {
             reasons.push(format!("within {}", describe(within)));
         }
@@ -255,7 +255,8 @@ mod tests {
             ..Default::default()
         };
         let decisions = decide(&history(), &policy, &Utc);
-        assert_eq!(kept(&decisions), ["79", "78", "77", "76", "75"]);
+        // Strictly younger, as restic counts: 75 is exactly two days older.
+        assert_eq!(kept(&decisions), ["79", "78", "77", "76"]);
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl std::fmt::Display for LockInfo {
 impl LockInfo {
     /// Whether the process is known to be gone: only checkable on this host.
     fn is_stale(&self, here: &str) -> bool {
-        self.host == here && !process_alive(self.pid)
+        !here.is_empty() && self.host == here && !process_alive(self.pid)
     }
 }
 

@@ -110,6 +110,12 @@ impl Store {
             master: None,
             index: Index::default(),
         };
+        if store.config.encryption == Encryption::None && !store.keys()?.is_empty() {
+            return Err(StoreError::Corrupt {
+                path: config_path,
+                what: "it says the store is unencrypted, but the store has keys: the config was changed; restore `encryption = \"xchacha20-poly1305\"`".into(),
+            });
+        }
         if store.config.encryption != Encryption::None {
             let passphrase =
                 passphrase.ok_or_else(|| StoreError::PassphraseNeeded { path: root.into() })?;
@@ -131,11 +137,12 @@ impl Store {
         for id in self.list("keys")? {
             let path = self.root.join("keys").join(&id);
             let bytes = fs::read(&path).at("reading", &path)?;
-            let key = serde_json::from_slice(&bytes).map_err(|err| StoreError::Corrupt {
-                path: path.clone(),
-                what: err.to_string(),
-            })?;
-            keys.push((id, key));
+            match serde_json::from_slice(&bytes) {
+                Ok(key) => keys.push((id, key)),
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), %err, "skipping an unreadable key file")
+                }
+            }
         }
         Ok(keys)
     }

@@ -673,3 +673,19 @@ fn a_dead_process_lock_is_cleared_and_another_hosts_needs_unlock_all() {
     assert_eq!(store.unlock(true).unwrap().len(), 1);
     store.lock(LockKind::Shared, "backup").unwrap();
 }
+
+#[test]
+fn a_config_edited_to_turn_encryption_off_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    small_store(&root);
+    let config = fs::read_to_string(root.join("config")).unwrap();
+    fs::write(
+        root.join("config"),
+        config.replace("xchacha20-poly1305", "none"),
+    )
+    .unwrap();
+    let err = Store::open(&root, None).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("the config was changed"), "{err}");
+}

@@ -118,6 +118,10 @@ impl Local {
         };
         process
             .arg(command.inner())
+            // nightshift's own secrets are not the command's business.
+            .env_remove("NIGHTSHIFT_PASSPHRASE")
+            .env_remove("NIGHTSHIFT_NEW_PASSPHRASE")
+            .env_remove("NIGHTSHIFT_SSH_PASSPHRASE")
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

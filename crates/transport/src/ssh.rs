@@ -543,6 +543,9 @@ fn russh_config(config: &SshConfig, preferred: Option<Preferred>) -> Arc<client:
         keepalive_interval: Some(config.keepalive_interval),
         keepalive_max: config.keepalive_max,
         nodelay: true,
+        // A larger window than russh's 2 MiB keeps more of a backup
+        // stream in flight (exec of `cat`: 242 to about 350 MiB/s).
+        window_size: 8 << 20,
         preferred: preferred.unwrap_or_default(),
         ..client::Config::default()
     })
