@@ -284,6 +284,21 @@ pub enum StoreCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Free the space of data no snapshot needs: mark now, delete on a later run
+    Prune {
+        /// Say what would be marked, repacked and deleted, and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Rewrite packs less than this share of which is still needed
+        #[arg(long, value_name = "PERCENT", default_value = "50%")]
+        repack_below: String,
+        /// How long packs stay marked before a prune deletes them; longer than your longest backup
+        #[arg(long, value_name = "DURATION", default_value = "24h")]
+        delete_delay: nightshift_plan::Duration,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Sizes: snapshots, packs, chunks, bytes on disk, index memory
     Stats {
         /// Print JSON

@@ -8,6 +8,7 @@ mod cli;
 mod exec;
 mod hosts;
 mod keys;
+mod prune;
 mod schedule;
 mod settings;
 mod store;

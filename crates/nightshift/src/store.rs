@@ -8,7 +8,7 @@ use chrono::{DateTime, Local, Utc};
 use comfy_table::{Table, presets};
 use indicatif::HumanBytes;
 use nightshift_store::{
-    CheckOptions, Encryption, LockKind, NodeKind, PackFiles, StoreConfig, StoreError,
+    CheckOptions, Encryption, LockKind, NodeKind, PackFiles, PruneOptions, StoreConfig, StoreError,
 };
 use serde_json::json;
 
@@ -16,7 +16,7 @@ use crate::cli::{ForgetArgs, LsArgs, SnapshotsArgs, StoreCommand};
 use crate::keys::{self, store_dir};
 use crate::settings::Settings;
 
-fn local_time(time: DateTime<Utc>) -> String {
+pub fn local_time(time: DateTime<Utc>) -> String {
     time.with_timezone(&Local)
         .format("%Y-%m-%d %H:%M:%S")
         .to_string()
@@ -206,6 +206,20 @@ pub fn run(settings: &Settings, command: StoreCommand) -> anyhow::Result<ExitCod
             ..
         } => check(settings, read_data, read_data_subset.as_deref(), json),
         StoreCommand::Stats { json } => stats(settings, json),
+        StoreCommand::Prune {
+            dry_run,
+            repack_below,
+            delete_delay,
+            json,
+        } => {
+            let options = PruneOptions {
+                repack_below: share(&repack_below, "--repack-below")?,
+                delete_delay: delete_delay.0,
+                dry_run,
+                threads: 0,
+            };
+            crate::prune::run(settings, &options, json)
+        }
         StoreCommand::RebuildIndex => {
             let mut store = keys::open_store(settings)?;
             let lock = keys::lock(&store, LockKind::Exclusive, "rebuild-index")?;
@@ -227,17 +241,7 @@ fn check(
     json_out: bool,
 ) -> anyhow::Result<ExitCode> {
     let share = match subset {
-        Some(text) => {
-            let number = text.trim_end_matches('%');
-            let percent: f64 = number
-                .parse()
-                .ok()
-                .filter(|p| (0.0..=100.0).contains(p))
-                .with_context(|| {
-                    format!("--read-data-subset {text}: give a percentage such as 10%")
-                })?;
-            percent / 100.0
-        }
+        Some(text) => share(text, "--read-data-subset")?,
         None if read_data => 1.0,
         None => 0.0,
     };
@@ -279,6 +283,17 @@ fn check(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A percentage such as `10%` or `10`, as a share from 0.0 to 1.0.
+pub fn share(text: &str, flag: &str) -> anyhow::Result<f64> {
+    let percent: f64 = text
+        .trim_end_matches('%')
+        .parse()
+        .ok()
+        .filter(|p| (0.0..=100.0).contains(p))
+        .with_context(|| format!("{flag} {text}: give a percentage such as 10%"))?;
+    Ok(percent / 100.0)
 }
 
 /// `nightshift store check --status`.

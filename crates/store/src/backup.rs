@@ -71,6 +71,7 @@ impl Store {
         progress: &Progress,
     ) -> Result<BackupOutcome> {
         let started = Instant::now();
+        self.prepare_backup()?;
         let paths = absolute_paths(paths)?;
         let labels: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         let parent = self.parent_for(options, &labels)?;
@@ -80,7 +81,7 @@ impl Store {
         };
         let threads = thread_count(options.threads);
         // Readers start while the walk is still finding files.
-        let (outcome, written) = self.with_writer(threads, |sink| {
+        let (outcome, written) = self.with_writer(self.index(), threads, |sink| {
             let (job_tx, job_rx) = unbounded();
             let (done_tx, done_rx) = unbounded();
             thread::scope(|scope| {
@@ -117,9 +118,10 @@ impl Store {
         progress: &Progress,
     ) -> Result<BackupOutcome> {
         let started = Instant::now();
+        self.prepare_backup()?;
         let parent = self.parent_for(options, paths)?;
         let threads = thread_count(options.threads);
-        let (outcome, written) = self.with_writer(threads, |sink| {
+        let (outcome, written) = self.with_writer(self.index(), threads, |sink| {
             let mut arena = tar_arena(reader, sink, progress)?;
             let tree = arena.write_tree(0, sink);
             Ok((tree, arena.summary()))
@@ -147,10 +149,11 @@ impl Store {
         progress: &Progress,
     ) -> Result<BackupOutcome> {
         let started = Instant::now();
+        self.prepare_backup()?;
         let labels = vec![format!("stream:{name}")];
         let parent = self.parent_for(options, &labels)?;
         let threads = thread_count(options.threads);
-        let (outcome, written) = self.with_writer(threads, |sink| {
+        let (outcome, written) = self.with_writer(self.index(), threads, |sink| {
             let mut arena = Arena::root(synthetic_dir(Vec::new()));
             let (content, size) = chunk_stream(reader, &mut sink.chunker(), sink, progress, None)
                 .at("reading stream", name)?;
@@ -173,6 +176,15 @@ impl Store {
             options,
             Vec::new(),
         )
+    }
+
+    /// Brings the index up to date before anything is deduplicated against
+    /// it: the caller holds a shared lock, so what this loads is never
+    /// older than that lock, which is what prune's deletion relies on.
+    fn prepare_backup(&mut self) -> Result<()> {
+        self.refresh_index()?;
+        self.adopt_unindexed_packs()?;
+        Ok(())
     }
 
     fn parent_for(
@@ -523,7 +535,10 @@ impl<'s> Scan<'s> {
                     && p.mtime_ns == node.mtime_ns
                     && p.ctime_ns == node.ctime_ns
                     && p.inode == node.inode
-                    && p.device == node.device =>
+                    && p.device == node.device
+                    && p.content
+                        .iter()
+                        .all(|c| self.store.index().contains_live(c)) =>
             {
                 node.content = p.content.clone();
                 self.arena.unchanged += 1;

@@ -34,6 +34,11 @@ pub enum StoreError {
     )]
     Locked { by: String },
 
+    #[error(
+        "prune stopped before changing anything: {what}; run `nightshift store check --read-data`, then `nightshift store repair`"
+    )]
+    PruneRefused { what: String },
+
     #[error("a store already exists at {path}")]
     AlreadyExists { path: PathBuf },
 

@@ -3,6 +3,7 @@
 //! lengths), searched by bisection within a bucket; on disk,
 //! zstd-compressed, sealed index files, one per backup.
 
+use std::collections::HashMap;
 use std::io::Read;
 
 use crate::ChunkId;
@@ -44,15 +45,23 @@ pub struct Location {
     pub blob: Blob,
 }
 
-/// The chunks of the packs one backup wrote, as stored in one index file.
+/// The chunks of the packs one backup wrote, as stored in one index file;
+/// prune writes one file for the whole store that replaces the others.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IndexFile {
     pub packs: Vec<(PackId, Vec<Blob>)>,
+    /// Packs of `packs` that prune marked for deletion, and when (Unix
+    /// seconds). They stay readable; backups no longer store into them.
+    pub marked: Vec<(PackId, i64)>,
+    /// Names of the index files this one replaces: readers ignore them.
+    pub supersedes: Vec<String>,
 }
 
 #[derive(Debug, Default)]
 pub struct Index {
     packs: Vec<PackId>,
+    /// When each pack was marked for deletion (Unix seconds), 0 if live.
+    marks: Vec<i64>,
     entries: Vec<Entry>,
     /// For each value of an id's first two bytes, where its entries start
     /// in `entries`: a lookup bisects one bucket (about 150 entries at ten
@@ -71,9 +80,11 @@ impl Index {
     }
 
     pub(crate) fn extend(&mut self, file: IndexFile) {
+        let marked: HashMap<PackId, i64> = file.marked.into_iter().collect();
         for (pack, blobs) in file.packs {
             let number = u32::try_from(self.packs.len()).expect("fewer than 4 billion packs");
             self.packs.push(pack);
+            self.marks.push(marked.get(&pack).copied().unwrap_or(0));
             self.entries.extend(blobs.iter().map(|blob| {
                 let v = u64::from(blob.stored_len) & LEN_MASK
                     | (u64::from(blob.raw_len) & LEN_MASK) << 24;
@@ -89,13 +100,18 @@ impl Index {
         }
     }
 
-    /// Sorts the entries and drops duplicates (a chunk stored twice by two
-    /// concurrent backups is found in the first pack that holds it).
+    /// Gives each pack one number (a pack listed by two files is live if
+    /// either says so), sorts the entries and drops duplicates: a chunk
+    /// stored twice is found in a live pack before a marked one.
     pub(crate) fn seal(&mut self) {
-        self.entries.sort_unstable_by_key(|e| e.id);
+        self.merge_packs();
+        let marks = &self.marks;
+        self.entries
+            .sort_unstable_by_key(|e| (e.id, marks[e.pack as usize] != 0, e.pack));
         self.entries.dedup_by(|a, b| a.id == b.id);
         self.entries.shrink_to_fit();
         self.packs.shrink_to_fit();
+        self.marks.shrink_to_fit();
         self.buckets = vec![0; (1 << 16) + 1];
         for entry in &self.entries {
             self.buckets[bucket(&entry.id) + 1] += 1;
@@ -105,6 +121,29 @@ impl Index {
         }
     }
 
+    fn merge_packs(&mut self) {
+        let mut first: HashMap<PackId, u32> = HashMap::with_capacity(self.packs.len());
+        let mut renumber = Vec::with_capacity(self.packs.len());
+        let (mut packs, mut marks) = (Vec::new(), Vec::<i64>::new());
+        for (&pack, &mark) in self.packs.iter().zip(&self.marks) {
+            let number = *first.entry(pack).or_insert_with(|| {
+                packs.push(pack);
+                marks.push(mark);
+                (packs.len() - 1) as u32
+            });
+            if mark == 0 {
+                marks[number as usize] = 0;
+            }
+            renumber.push(number);
+        }
+        if packs.len() != self.packs.len() {
+            for entry in &mut self.entries {
+                entry.pack = renumber[entry.pack as usize];
+            }
+        }
+        (self.packs, self.marks) = (packs, marks);
+    }
+
     /// Adds the packs of a finished backup.
     pub fn merge(&mut self, file: IndexFile) {
         self.extend(file);
@@ -112,18 +151,64 @@ impl Index {
     }
 
     pub fn get(&self, id: &ChunkId) -> Option<Location> {
+        self.position(id).map(|at| self.location(&self.entries[at]))
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Whether the chunk is in a pack not marked for deletion: only such
+    /// chunks may be named by a new snapshot without storing them again.
+    pub fn contains_live(&self, id: &ChunkId) -> bool {
+        self.position(id)
+            .is_some_and(|at| self.marks[self.entries[at].pack as usize] == 0)
+    }
+
+    /// The chunk's place in the sorted entries: a dense number for bitsets.
+    pub fn position(&self, id: &ChunkId) -> Option<usize> {
         let b = bucket(id.as_bytes());
         let (start, end) = match self.buckets.get(b..b + 2) {
             Some(&[start, end]) => (start as usize, end as usize),
             _ => return None,
         };
-        let slice = &self.entries[start..end];
-        let at = slice.binary_search_by(|e| e.id.cmp(id.as_bytes())).ok()?;
-        Some(self.location(&slice[at]))
+        let at = self.entries[start..end]
+            .binary_search_by(|e| e.id.cmp(id.as_bytes()))
+            .ok()?;
+        Some(start + at)
     }
 
-    pub fn contains(&self, id: &ChunkId) -> bool {
-        self.get(id).is_some()
+    /// When the pack was marked for deletion (Unix seconds), if it was.
+    pub fn marked(&self, pack: usize) -> Option<i64> {
+        self.marks.get(pack).copied().filter(|&m| m != 0)
+    }
+
+    /// The entry at `position`, and its pack's number.
+    pub fn at(&self, position: usize) -> (usize, Location) {
+        let entry = &self.entries[position];
+        (entry.pack as usize, self.location(entry))
+    }
+
+    /// The whole index as one file: every pack but those in `drop`, with
+    /// `marks` (by pack number) in place of the current ones.
+    pub fn to_file(&self, keep: impl Fn(usize) -> bool, marks: &[i64]) -> IndexFile {
+        let mut blobs: Vec<Vec<Blob>> = vec![Vec::new(); self.packs.len()];
+        for entry in &self.entries {
+            blobs[entry.pack as usize].push(self.location(entry).blob);
+        }
+        let mut file = IndexFile::default();
+        for (number, mut list) in blobs.into_iter().enumerate() {
+            if !keep(number) {
+                continue;
+            }
+            list.sort_unstable_by_key(|b| b.offset);
+            let pack = self.packs[number];
+            if marks[number] != 0 {
+                file.marked.push((pack, marks[number]));
+            }
+            file.packs.push((pack, list));
+        }
+        file
     }
 
     fn location(&self, entry: &Entry) -> Location {
@@ -158,6 +243,15 @@ impl Index {
         &self.packs
     }
 
+    /// Packs marked for deletion by prune, and when.
+    pub fn marked_packs(&self) -> impl Iterator<Item = (PackId, i64)> + '_ {
+        self.packs
+            .iter()
+            .zip(&self.marks)
+            .filter(|(_, m)| **m != 0)
+            .map(|(p, m)| (*p, *m))
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = Location> + '_ {
         self.entries.iter().map(|e| self.location(e))
     }
@@ -165,7 +259,7 @@ impl Index {
     /// Heap bytes held, for `store stats` and the index benchmark.
     pub fn memory_bytes(&self) -> usize {
         self.entries.capacity() * size_of::<Entry>()
-            + self.packs.capacity() * size_of::<PackId>()
+            + self.packs.capacity() * (size_of::<PackId>() + size_of::<i64>())
             + self.buckets.capacity() * size_of::<u32>()
     }
 }
@@ -190,6 +284,20 @@ impl IndexFile {
                 body.extend_from_slice(&blob.raw_len.to_le_bytes());
                 body.extend_from_slice(blob.id.as_bytes());
             }
+        }
+        body.extend_from_slice(&(self.marked.len() as u32).to_le_bytes());
+        for (pack, time) in &self.marked {
+            body.extend_from_slice(&pack.0);
+            body.extend_from_slice(&time.to_le_bytes());
+        }
+        let names: Vec<ChunkId> = self
+            .supersedes
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        body.extend_from_slice(&(names.len() as u32).to_le_bytes());
+        for id in names {
+            body.extend_from_slice(id.as_bytes());
         }
         let mut bytes = INDEX_MAGIC.to_vec();
         bytes
@@ -226,6 +334,15 @@ impl IndexFile {
                 });
             }
             file.packs.push((pack, blobs));
+        }
+        for _ in 0..read_u32(&mut body)? {
+            let pack = PackId(read_array(&mut body)?);
+            file.marked
+                .push((pack, i64::from_le_bytes(read_array(&mut body)?)));
+        }
+        for _ in 0..read_u32(&mut body)? {
+            file.supersedes
+                .push(ChunkId::from_bytes(read_array(&mut body)?).to_string());
         }
         Ok(file)
     }
@@ -274,6 +391,8 @@ mod tests {
                 (PackId([1; 32]), (0..50).map(blob).collect()),
                 (PackId([2; 32]), (50..80).map(blob).collect()),
             ],
+            marked: vec![(PackId([2; 32]), 1_700_000_000)],
+            supersedes: vec![ChunkId::of(b"old index").to_string()],
         };
         let crypto = Crypto::sealed(&crate::crypto::MasterKey::generate());
         let decoded = IndexFile::decode(&file.encode(&crypto), &crypto).expect("decode");
@@ -286,12 +405,48 @@ mod tests {
             assert_eq!(location.pack, PackId([if n < 50 { 1 } else { 2 }; 32]));
         }
         assert!(index.get(&ChunkId::of(b"absent")).is_none());
+        assert!(index.contains_live(&blob(10).id));
+        assert!(!index.contains_live(&blob(60).id), "pack 2 is marked");
+        assert_eq!(
+            index.marked_packs().collect::<Vec<_>>(),
+            [(PackId([2; 32]), 1_700_000_000)]
+        );
+    }
+
+    #[test]
+    fn a_chunk_in_a_live_and_a_marked_pack_is_found_in_the_live_one() {
+        let marked = IndexFile {
+            packs: vec![(PackId([1; 32]), vec![blob(1), blob(2)])],
+            marked: vec![(PackId([1; 32]), 5)],
+            ..IndexFile::default()
+        };
+        let live = IndexFile {
+            packs: vec![(PackId([2; 32]), vec![blob(2)])],
+            ..IndexFile::default()
+        };
+        let index = Index::from_files([marked.clone(), live]);
+        assert_eq!(
+            index.get(&blob(2).id).map(|l| l.pack),
+            Some(PackId([2; 32]))
+        );
+        assert!(index.contains_live(&blob(2).id));
+        assert!(!index.contains_live(&blob(1).id));
+        // The same pack listed live by another file is live.
+        let relisted = IndexFile {
+            packs: vec![(PackId([1; 32]), vec![blob(1)])],
+            ..IndexFile::default()
+        };
+        let index = Index::from_files([marked, relisted]);
+        assert_eq!(index.packs().len(), 1);
+        assert!(index.contains_live(&blob(1).id));
+        assert_eq!(index.len(), 2);
     }
 
     #[test]
     fn truncated_file_is_refused() {
         let file = IndexFile {
             packs: vec![(PackId([1; 32]), vec![blob(1)])],
+            ..IndexFile::default()
         };
         let bytes = file.encode(&Crypto::None);
         assert!(IndexFile::decode(&bytes[..bytes.len() - 3], &Crypto::None).is_err());

@@ -1,8 +1,10 @@
 //! Locks that do not outlive their process.
 //!
-//! Backups, restores and checks take shared locks and never wait for each
-//! other; only whole-store rewrites (rebuilding the index, and prune's
-//! final step) take an exclusive one. A lock file records host, pid, time
+//! Backups, restores, checks and forget take shared locks and never wait
+//! for each other. Prune takes a prune lock, which only excludes another
+//! prune and whole-store rewrites: it deletes in two phases (FORMAT.md), so
+//! it never blocks a backup. Only rebuilding or repairing the index takes
+//! an exclusive lock. A lock file records host, pid, time
 //! and command. A lock whose process is gone on this host is removed, with
 //! a message, by the next command that meets it; one from another host is
 //! only ever removed by `nightshift store unlock --all`, as its process
@@ -20,7 +22,17 @@ use crate::repo::Store;
 #[serde(rename_all = "lowercase")]
 pub enum LockKind {
     Shared,
+    Prune,
     Exclusive,
+}
+
+impl LockKind {
+    fn conflicts(self, other: Self) -> bool {
+        matches!(
+            (self, other),
+            (Self::Exclusive, _) | (_, Self::Exclusive) | (Self::Prune, Self::Prune)
+        )
+    }
 }
 
 /// What a lock file says.
@@ -40,6 +52,7 @@ impl std::fmt::Display for LockInfo {
             "{} lock of `{}` (pid {} on {}, since {})",
             match self.kind {
                 LockKind::Shared => "shared",
+                LockKind::Prune => "prune",
                 LockKind::Exclusive => "exclusive",
             },
             self.command,
@@ -60,7 +73,7 @@ impl LockInfo {
 /// A held lock; the file goes when this is dropped.
 #[derive(Debug)]
 pub struct Lock {
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Stale locks of dead processes removed on the way in.
     pub cleared: Vec<LockInfo>,
 }
@@ -104,7 +117,7 @@ impl Store {
             if other.is_stale(&here) {
                 std::fs::remove_file(&other_path).at("removing the stale lock", &other_path)?;
                 lock.cleared.push(other);
-            } else if kind == LockKind::Exclusive || other.kind == LockKind::Exclusive {
+            } else if kind.conflicts(other.kind) {
                 return Err(StoreError::Locked {
                     by: other.to_string(),
                 });

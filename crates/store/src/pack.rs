@@ -60,6 +60,12 @@ impl fmt::Debug for PackId {
     }
 }
 
+impl serde::Serialize for PackId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl FromStr for PackId {
     type Err = ();
 

@@ -34,6 +34,9 @@ pub struct Store {
     crypto: Crypto,
     master: Option<MasterKey>,
     index: Index,
+    /// The index files present when the index was loaded, including any
+    /// superseded by another: prune replaces them all.
+    index_files: Vec<String>,
 }
 
 impl Store {
@@ -73,6 +76,7 @@ impl Store {
             master: master.as_ref().map(|(key, _)| key.clone()),
             config,
             index: Index::default(),
+            index_files: Vec::new(),
         };
         if let Some((_, passphrase)) = master {
             store.add_key(passphrase)?;
@@ -109,6 +113,7 @@ impl Store {
             crypto: Crypto::None,
             master: None,
             index: Index::default(),
+            index_files: Vec::new(),
         };
         if store.config.encryption == Encryption::None && !store.keys()?.is_empty() {
             return Err(StoreError::Corrupt {
@@ -200,19 +205,57 @@ impl Store {
     }
 
     /// Reads the index files one at a time into the in-memory index, so
-    /// only one decoded file is held besides the index itself.
-    fn load_index(&mut self) -> Result<()> {
-        let mut index = Index::default();
-        for name in self.list("index")? {
-            let path = self.root.join("index").join(&name);
-            let bytes = fs::read(&path).at("reading", &path)?;
-            let file = IndexFile::decode(&bytes, &self.crypto)
-                .map_err(|what| StoreError::Corrupt { path, what })?;
-            index.extend(file);
+    /// only one decoded file is held besides the index itself. Files that
+    /// another file supersedes (left by a prune that was interrupted) are
+    /// skipped; finding one costs a second pass, which only happens then.
+    pub(crate) fn load_index(&mut self) -> Result<()> {
+        let names = self.index_file_names()?;
+        let mut skip = std::collections::HashSet::new();
+        loop {
+            let mut index = Index::default();
+            let mut superseded = std::collections::HashSet::new();
+            for name in names.iter().filter(|n| !skip.contains(*n)) {
+                let path = self.root.join("index").join(name);
+                let bytes = fs::read(&path).at("reading", &path)?;
+                let file = IndexFile::decode(&bytes, &self.crypto)
+                    .map_err(|what| StoreError::Corrupt { path, what })?;
+                superseded.extend(file.supersedes.iter().cloned());
+                index.extend(file);
+            }
+            if names
+                .iter()
+                .any(|n| superseded.contains(n) && !skip.contains(n))
+            {
+                skip = superseded;
+                continue;
+            }
+            index.seal();
+            self.index = index;
+            self.index_files = names;
+            return Ok(());
         }
-        index.seal();
-        self.index = index;
+    }
+
+    /// Reloads the index if its files changed since it was loaded. A
+    /// backup calls this after taking its lock, so what it deduplicates
+    /// against is never older than its lock (see prune in FORMAT.md).
+    pub(crate) fn refresh_index(&mut self) -> Result<()> {
+        let names = self.index_file_names()?;
+        if names != self.index_files {
+            self.load_index()?;
+        }
         Ok(())
+    }
+
+    /// Names of the files in `index/` that are index files (named by hash).
+    fn index_file_names(&self) -> Result<Vec<String>> {
+        let mut names = self.list("index")?;
+        names.retain(|name| name.parse::<ChunkId>().is_ok());
+        Ok(names)
+    }
+
+    pub(crate) fn index_files(&self) -> &[String] {
+        &self.index_files
     }
 
     /// File names in one of the store's directories, sorted.
@@ -423,6 +466,61 @@ impl Store {
         }
     }
 
+    /// Packs on disk that no index names (left by a backup that was killed
+    /// after writing them, or by a prune killed before deleting them) and
+    /// that are whole: the file hashes to its name and its header reads.
+    /// The rest are returned with what is wrong, for `check` and `repair`.
+    pub(crate) fn unindexed_packs(&self) -> Result<(IndexFile, Vec<(PackId, String)>)> {
+        let indexed: std::collections::HashSet<PackId> =
+            self.index.packs().iter().copied().collect();
+        let mut whole = IndexFile::default();
+        let mut damaged = Vec::new();
+        for id in self.packs_on_disk()? {
+            if indexed.contains(&id) {
+                continue;
+            }
+            let path = self.pack_path(id);
+            let bytes = match fs::read(&path) {
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                other => other.at("reading", &path)?,
+            };
+            if PackId::of(&bytes) != id {
+                damaged.push((id, "its content no longer hashes to its name".into()));
+                continue;
+            }
+            match pack::parse_header(&bytes, bytes.len() as u64, &self.crypto) {
+                Ok(blobs) => whole.packs.push((id, blobs)),
+                Err(HeaderError::Damaged(what)) => damaged.push((id, what)),
+                Err(HeaderError::NeedMore(_)) => damaged.push((id, "it is truncated".into())),
+            }
+        }
+        Ok((whole, damaged))
+    }
+
+    /// Indexes the whole packs an interrupted backup left, so the next
+    /// backup stores none of their chunks again. Skipped while a prune
+    /// runs: a pack prune has just dropped from the index must not come
+    /// back under it.
+    pub(crate) fn adopt_unindexed_packs(&mut self) -> Result<usize> {
+        let pruning = self.locks()?.iter().any(|(_, l)| {
+            matches!(
+                l.kind,
+                crate::lock::LockKind::Prune | crate::lock::LockKind::Exclusive
+            )
+        });
+        if pruning {
+            return Ok(0);
+        }
+        let (whole, _) = self.unindexed_packs()?;
+        let count = whole.packs.len();
+        if count > 0 {
+            self.write_index(&whole)?;
+            self.index.merge(whole);
+            tracing::info!(packs = count, "indexed the packs of an interrupted backup");
+        }
+        Ok(count)
+    }
+
     /// Rebuilds the index from the pack headers alone, replacing the index
     /// files. Used when index files are lost or damaged.
     pub fn rebuild_index(&mut self) -> Result<usize> {
@@ -437,7 +535,7 @@ impl Store {
                 fs::remove_file(&path).at("removing", &path)?;
             }
         }
-        self.index = Index::from_files([file]);
+        self.load_index()?;
         Ok(self.index.len())
     }
 }

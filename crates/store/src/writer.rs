@@ -94,7 +94,7 @@ impl Sink<'_> {
         compressor: Option<&mut Compressor>,
     ) -> ChunkId {
         let id = self.crypto.chunk_id(&data);
-        if self.known.contains(&id) || !self.claimed.lock().expect("not poisoned").insert(id) {
+        if self.known.contains_live(&id) || !self.claimed.lock().expect("not poisoned").insert(id) {
             return id;
         }
         // A closed channel means the packer failed; its error is reported.
@@ -126,10 +126,11 @@ impl Sink<'_> {
 impl Store {
     /// Runs `work` with a sink backed by `pool` compressor threads, one
     /// packer and one finisher; returns what `work` returned and what was
-    /// written. Nothing is visible in the index until the caller writes the
-    /// index file.
+    /// written. Chunks live in `known` are not stored again. Nothing is
+    /// visible in the index until the caller writes the index file.
     pub(crate) fn with_writer<T>(
         &self,
+        known: &Index,
         pool: usize,
         work: impl FnOnce(&Sink<'_>) -> Result<T>,
     ) -> Result<(T, Written)> {
@@ -149,7 +150,7 @@ impl Store {
             let packer = scope.spawn(|| self.pack(packed_rx, full_tx, &failed));
             let finisher = scope.spawn(|| self.finish_packs(full_rx, &failed));
             let sink = Sink {
-                known: self.index(),
+                known,
                 claimed: Mutex::default(),
                 raw: raw_tx,
                 packed: packed_tx,
