@@ -293,8 +293,9 @@ pub enum StoreCommand {
         #[arg(long, value_name = "PERCENT", default_value = "50%")]
         repack_below: String,
         /// How long packs stay marked before a prune deletes them; longer than your longest backup
-        #[arg(long, value_name = "DURATION", default_value = "24h")]
-        delete_delay: nightshift_plan::Duration,
+        #[arg(long, value_name = "DURATION", default_value = "24h",
+              value_parser = nightshift_plan::Duration::parse_allowing_zero)]
+        delete_delay: std::time::Duration,
         /// Print JSON
         #[arg(long)]
         json: bool,

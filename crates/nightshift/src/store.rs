@@ -214,7 +214,7 @@ pub fn run(settings: &Settings, command: StoreCommand) -> anyhow::Result<ExitCod
         } => {
             let options = PruneOptions {
                 repack_below: share(&repack_below, "--repack-below")?,
-                delete_delay: delete_delay.0,
+                delete_delay,
                 dry_run,
                 threads: 0,
             };
@@ -337,10 +337,12 @@ fn stats(settings: &Settings, json_out: bool) -> anyhow::Result<ExitCode> {
             .len();
     }
     let per_chunk = index.memory_bytes().checked_div(index.len()).unwrap_or(0);
+    let marked = index.marked_packs().count();
     let config = store.config();
     let value = json!({
         "snapshots": snapshots.len(),
         "packs": index.packs().len(),
+        "packs_marked_for_deletion": marked,
         "chunks": index.len(),
         "stored_bytes": stored,
         "pack_bytes_on_disk": on_disk,
@@ -358,7 +360,7 @@ fn stats(settings: &Settings, json_out: bool) -> anyhow::Result<ExitCode> {
     println!("store {} (format {})", &config.id[..8], config.version);
     println!("snapshots        {}", snapshots.len());
     println!(
-        "packs            {} ({} on disk)",
+        "packs            {} ({} on disk; {marked} marked for deletion by prune)",
         index.packs().len(),
         HumanBytes(on_disk)
     );

@@ -7,12 +7,19 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Duration(pub std::time::Duration);
 
+impl Duration {
+    /// Parses a span where zero means "at once", such as a delay.
+    pub fn parse_allowing_zero(text: &str) -> Result<std::time::Duration, String> {
+        humantime::parse_duration(text.trim())
+            .map_err(|_| format!("bad duration `{text}`; write it like `45m`, `1h30m` or `10s`"))
+    }
+}
+
 impl FromStr for Duration {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let parsed = humantime::parse_duration(text.trim())
-            .map_err(|_| format!("bad duration `{text}`; write it like `45m`, `1h30m` or `10s`"))?;
+        let parsed = Self::parse_allowing_zero(text)?;
         if parsed.is_zero() {
             return Err(format!(
                 "duration `{text}` is zero; give a positive time such as `30s`"

@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod faults;
+
 use crate::common::{stderr, stdout};
 
 fn ns(data: &Path, args: &[&str]) -> Output {
