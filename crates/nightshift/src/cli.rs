@@ -308,6 +308,12 @@ pub enum StoreCommand {
     },
     /// Rebuild the index from the packs' own headers
     RebuildIndex,
+    /// After check found damage: salvage what still reads, rebuild the index, record damaged snapshots
+    Repair {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove locks left by processes that are gone; --all removes every lock
     Unlock {
         /// Also remove locks of live or unknown processes (other hosts): only when you know they are gone

@@ -68,11 +68,22 @@ fn prompt(text: &str) -> anyhow::Result<Passphrase> {
 /// Opens the store, asking for the passphrase on a terminal if nothing
 /// else gives it.
 pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    open_with(settings, Store::open)
+}
+
+/// Opens the store without reading its index, for `store repair`.
+pub fn open_store_unindexed(settings: &Settings) -> anyhow::Result<Store> {
+    open_with(settings, Store::open_unindexed)
+}
+
+type Opener = fn(&Path, Option<&Passphrase>) -> Result<Store, StoreError>;
+
+fn open_with(settings: &Settings, open: Opener) -> anyhow::Result<Store> {
     let root = store_dir(settings);
-    match Store::open(&root, configured(settings)?.as_ref()) {
+    match open(&root, configured(settings)?.as_ref()) {
         Err(StoreError::PassphraseNeeded { .. }) if std::io::stdin().is_terminal() => {
             let passphrase = prompt(&format!("passphrase for the store at {}: ", root.display()))?;
-            Ok(Store::open(&root, Some(&passphrase))?)
+            Ok(open(&root, Some(&passphrase))?)
         }
         other => Ok(other?),
     }

@@ -1,12 +1,12 @@
-//! `nightshift store prune`: what it marked, repacked and deleted, said in
-//! bytes a sysadmin can weigh, and when the marked space comes back.
+//! `nightshift store prune` and `store repair`: what they changed, said in
+//! bytes and paths a sysadmin can weigh, and what remains to do.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use indicatif::{HumanBytes, ProgressBar};
-use nightshift_store::{LockKind, Packs, PruneOptions, PruneReport};
+use nightshift_store::{LockKind, Packs, PruneOptions, PruneReport, RepairReport};
 
 use crate::keys;
 use crate::settings::Settings;
@@ -88,6 +88,54 @@ fn print_report(r: &PruneReport, dry_run: bool) {
     if let Some(lock) = &r.deferred_by {
         println!(
             "some deletions wait for the {lock}, which is older than their mark; if that process is gone, `nightshift store unlock`"
+        );
+    }
+}
+
+/// `nightshift store repair`.
+pub fn repair(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
+    let mut store = keys::open_store_unindexed(settings)?;
+    let lock = keys::lock(&store, LockKind::Exclusive, "repair")?;
+    let report = store.repair(&lock)?;
+    drop(lock);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_repair(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_repair(r: &RepairReport) {
+    for (pack, what) in &r.damaged_packs {
+        println!("pack {pack}: {what}; moved to damaged/");
+    }
+    for name in &r.unreadable_index_files {
+        println!("index file {name} was unreadable; replaced");
+    }
+    for name in &r.unreadable_snapshots {
+        println!("snapshot file {name} was unreadable; moved to damaged/");
+    }
+    for (snapshot, paths) in &r.damaged_snapshots {
+        println!(
+            "snapshot {} is damaged: {} paths lost",
+            &snapshot[..8.min(snapshot.len())],
+            paths.len()
+        );
+        for path in paths {
+            println!("  {path}");
+        }
+    }
+    println!(
+        "{} packs read, {} damaged; {} chunks salvaged, {} lost; index rebuilt",
+        r.packs_read,
+        r.damaged_packs.len(),
+        r.chunks_salvaged,
+        r.chunks_lost
+    );
+    if !r.damaged_snapshots.is_empty() {
+        println!(
+            "the damaged snapshots stay listed and restore everything else; a new backup of the same files stores what was lost again"
         );
     }
 }

@@ -38,12 +38,14 @@ fn snapshots_of(
 pub fn snapshots(settings: &Settings, args: &SnapshotsArgs) -> anyhow::Result<ExitCode> {
     let store = keys::open_store(settings)?;
     let all = snapshots_of(&store, args.host.as_deref())?;
+    let damaged = store.damaged_snapshots();
     if args.json {
         let rows: Vec<_> = all
             .iter()
             .map(|e| {
                 let mut value = serde_json::to_value(&e.snapshot).expect("serializes");
                 value["id"] = json!(e.id);
+                value["damaged_paths"] = json!(damaged.get(&e.id).map(|d| d.lost.len()));
                 value
             })
             .collect();
@@ -62,7 +64,16 @@ pub fn snapshots(settings: &Settings, args: &SnapshotsArgs) -> anyhow::Result<Ex
             s.paths.join(" "),
             s.summary.files.to_string(),
             HumanBytes(s.summary.bytes_total).to_string(),
-            s.tags.join(","),
+            match damaged.get(&e.id) {
+                Some(damage) => format!(
+                    "{} DAMAGED: {} paths lost",
+                    s.tags.join(","),
+                    damage.lost.len()
+                )
+                .trim_start()
+                .to_string(),
+                None => s.tags.join(","),
+            },
         ]);
     }
     println!("{table}");
@@ -220,6 +231,7 @@ pub fn run(settings: &Settings, command: StoreCommand) -> anyhow::Result<ExitCod
             };
             crate::prune::run(settings, &options, json)
         }
+        StoreCommand::Repair { json } => crate::prune::repair(settings, json),
         StoreCommand::RebuildIndex => {
             let mut store = keys::open_store(settings)?;
             let lock = keys::lock(&store, LockKind::Exclusive, "rebuild-index")?;

@@ -57,6 +57,11 @@ pub enum Problem {
     PackHash {
         pack: PackId,
     },
+    /// A snapshot `store repair` found damaged: known, so not an error.
+    KnownDamage {
+        snapshot: String,
+        lost: usize,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -99,6 +104,11 @@ impl fmt::Display for Problem {
                 }
                 Ok(())
             }
+            Problem::KnownDamage { snapshot, lost } => write!(
+                f,
+                "snapshot {} lost {lost} paths to damage `store repair` recorded; `nightshift store repair --json` lists them, and `nightshift forget` removes it",
+                &snapshot[..8.min(snapshot.len())]
+            ),
             Problem::PackHash { pack } => write!(
                 f,
                 "pack {pack}: its content no longer hashes to its name (bit rot or tampering)"
@@ -111,7 +121,10 @@ impl Problem {
     /// Whether the problem means data is lost or at risk, rather than
     /// space is wasted.
     pub fn is_error(&self) -> bool {
-        !matches!(self, Problem::PackNotIndexed { .. })
+        !matches!(
+            self,
+            Problem::PackNotIndexed { .. } | Problem::KnownDamage { .. }
+        )
     }
 }
 
@@ -200,7 +213,15 @@ impl Store {
     /// Every chunk a snapshot needs, trees and file contents, is indexed.
     fn check_snapshots(&self, snapshots: &[SnapshotEntry], report: &mut CheckReport) {
         let mut seen = HashSet::new();
+        let damaged = self.damaged_snapshots();
         for entry in snapshots {
+            if let Some(damage) = damaged.get(&entry.id) {
+                report.problems.push(Problem::KnownDamage {
+                    snapshot: entry.id.clone(),
+                    lost: damage.lost.len(),
+                });
+                continue;
+            }
             self.walk_needs(entry, &mut seen, &mut |chunk, path| {
                 report.problems.push(Problem::ChunkMissing {
                     chunk,
@@ -213,7 +234,7 @@ impl Store {
 
     /// Calls `missing` for each chunk of a snapshot that is not indexed;
     /// trees in `seen` were checked already and are skipped.
-    fn walk_needs(
+    pub(crate) fn walk_needs(
         &self,
         entry: &SnapshotEntry,
         seen: &mut HashSet<ChunkId>,

@@ -266,6 +266,8 @@ impl Store {
     fn used_chunks(&self, snapshots: &[SnapshotEntry]) -> Result<Bitset> {
         let mut used = Bitset::new(self.index().len());
         let mut packs = PackFiles::default();
+        // What repair recorded as lost stays lost; the rest is kept.
+        let damaged = self.damaged_snapshots();
         let missing = |entry: &SnapshotEntry, chunk: ChunkId| StoreError::PruneRefused {
             what: format!(
                 "snapshot {} needs chunk {chunk}, which is in no pack",
@@ -273,22 +275,27 @@ impl Store {
             ),
         };
         for entry in snapshots {
+            let known = damaged.contains_key(&entry.id);
             let mut stack = vec![entry.snapshot.tree];
             while let Some(tree_id) = stack.pop() {
-                let at = self
-                    .index()
-                    .position(&tree_id)
-                    .ok_or_else(|| missing(entry, tree_id))?;
+                let Some(at) = self.index().position(&tree_id) else {
+                    if known {
+                        continue;
+                    }
+                    return Err(missing(entry, tree_id));
+                };
                 if !used.insert(at) {
                     continue; // this tree and all below it are marked
                 }
                 for node in self.load_tree(tree_id, &mut packs)?.nodes {
                     for chunk in &node.content {
-                        let at = self
-                            .index()
-                            .position(chunk)
-                            .ok_or_else(|| missing(entry, *chunk))?;
-                        used.insert(at);
+                        match self.index().position(chunk) {
+                            Some(at) => {
+                                used.insert(at);
+                            }
+                            None if known => {}
+                            None => return Err(missing(entry, *chunk)),
+                        }
                     }
                     if let (NodeKind::Dir, Some(subtree)) = (node.kind, node.subtree) {
                         stack.push(subtree);

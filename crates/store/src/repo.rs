@@ -88,6 +88,14 @@ impl Store {
 
     /// Opens a store; an encrypted one with the passphrase of any of its keys.
     pub fn open(root: &Path, passphrase: Option<&Passphrase>) -> Result<Self> {
+        let mut store = Self::open_unindexed(root, passphrase)?;
+        store.load_index()?;
+        Ok(store)
+    }
+
+    /// Opens a store without reading its index, which may be what is
+    /// damaged: for [`Store::repair`] alone.
+    pub fn open_unindexed(root: &Path, passphrase: Option<&Passphrase>) -> Result<Self> {
         let config_path = root.join("config");
         let text = match fs::read_to_string(&config_path) {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -132,7 +140,6 @@ impl Store {
             store.crypto = Crypto::sealed(&master);
             store.master = Some(master);
         }
-        store.load_index()?;
         Ok(store)
     }
 
@@ -248,7 +255,7 @@ impl Store {
     }
 
     /// Names of the files in `index/` that are index files (named by hash).
-    fn index_file_names(&self) -> Result<Vec<String>> {
+    pub(crate) fn index_file_names(&self) -> Result<Vec<String>> {
         let mut names = self.list("index")?;
         names.retain(|name| name.parse::<ChunkId>().is_ok());
         Ok(names)
@@ -348,23 +355,31 @@ impl Store {
     pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
         let mut all = Vec::new();
         for id in self.list("snapshots")? {
-            let path = self.root.join("snapshots").join(&id);
-            let bytes = fs::read(&path).at("reading", &path)?;
-            let json = self
-                .crypto
-                .open(&bytes)
-                .map_err(|what| StoreError::Corrupt {
-                    path: path.clone(),
-                    what,
-                })?;
-            let snapshot = serde_json::from_slice(&json).map_err(|err| StoreError::Corrupt {
-                path: path.clone(),
-                what: err.to_string(),
-            })?;
-            all.push(SnapshotEntry { id, snapshot });
+            all.push(self.read_snapshot(&id)?);
         }
         all.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
         Ok(all)
+    }
+
+    /// Reads and opens one snapshot file.
+    pub(crate) fn read_snapshot(&self, id: &str) -> Result<SnapshotEntry> {
+        let path = self.root.join("snapshots").join(id);
+        let bytes = fs::read(&path).at("reading", &path)?;
+        let json = self
+            .crypto
+            .open(&bytes)
+            .map_err(|what| StoreError::Corrupt {
+                path: path.clone(),
+                what,
+            })?;
+        let snapshot = serde_json::from_slice(&json).map_err(|err| StoreError::Corrupt {
+            path: path.clone(),
+            what: err.to_string(),
+        })?;
+        Ok(SnapshotEntry {
+            id: id.to_string(),
+            snapshot,
+        })
     }
 
     /// Finds a snapshot by id prefix, `latest`, or `HOST@latest`.

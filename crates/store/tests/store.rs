@@ -35,6 +35,23 @@ fn awkward_tree(root: &Path) {
     .unwrap();
 }
 
+/// The awkward tree backed up once into a new small store.
+fn awkward_backup() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    Store,
+    nightshift_store::BackupOutcome,
+) {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    awkward_tree(&source);
+    let root = work.path().join("store");
+    let mut store = small_store(&root);
+    let outcome = backup(&mut store, &source);
+    (work, source, root, store, outcome)
+}
+
 fn restore_all(store: &Store, id: &str, target: &Path) -> nightshift_store::RestoreOutcome {
     let snapshot = store.find_snapshot(id).unwrap();
     store
@@ -226,16 +243,151 @@ fn a_flipped_byte_is_named_and_other_files_still_restore() {
         fs::read(landed(&target, &source).join("bystander")).unwrap(),
         noise(3000, 2)
     );
+
+    // Repair copies every other chunk out and records the one file lost.
+    let root = work.path().join("store");
+    let (mut store, repaired) = repair(&root);
+    assert_eq!(repaired.damaged_packs.len(), 1, "{repaired:?}");
+    assert_eq!(repaired.damaged_packs[0].0, location.pack);
+    assert_eq!(repaired.chunks_lost, 1, "{repaired:?}");
+    assert!(repaired.chunks_salvaged >= 1, "{repaired:?}");
+    assert_eq!(
+        repaired.damaged_snapshots[&outcome.snapshot.id],
+        vec![format!("{}/victim", source.display())]
+    );
+    assert!(
+        root.join("damaged")
+            .join(location.pack.to_string())
+            .exists()
+    );
+    assert!(!pack_path.exists());
+    let after = full_check(&store);
+    assert!(
+        after
+            .problems
+            .iter()
+            .any(|p| matches!(p, Problem::KnownDamage { lost: 1, .. })),
+        "{:?}",
+        after.problems
+    );
+    let again = work.path().join("again");
+    let restored = store
+        .restore_to_dir(&outcome.snapshot, "/", &again, 0, &Progress::default())
+        .unwrap();
+    assert_eq!(restored.failed.len(), 1, "{:?}", restored.failed);
+    assert_eq!(
+        fs::read(landed(&again, &source).join("bystander")).unwrap(),
+        noise(3000, 2)
+    );
+    let pruned = prune_now(&mut store);
+    assert_eq!(pruned.deleted.packs, 0, "{pruned:?}");
+}
+
+#[test]
+fn a_truncated_pack_is_named_and_repair_keeps_every_chunk_before_the_cut() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    noise_files(&source, 6, 120_000);
+    let root = work.path().join("store");
+    let mut store = small_store(&root);
+    let outcome = backup(&mut store, &source);
+    let first = store
+        .node_at(&outcome.snapshot, &format!("{}/f0", source.display()))
+        .unwrap()
+        .content[0];
+    let pack = store.index().get(&first).unwrap().pack;
+    let path = store.pack_path(pack);
+    let len = fs::metadata(&path).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+
+    let structure = store.check(&CheckOptions::default()).unwrap();
+    assert!(
+        structure.problems.iter().any(|p| matches!(
+            p, Problem::PackHeader { pack: p, what } if *p == pack && what.contains("truncated")
+        )),
+        "{:?}",
+        structure.problems
+    );
+    let report = store
+        .check(&CheckOptions {
+            read_data: 1.0,
+            threads: 0,
+        })
+        .unwrap();
+    let lost_files: std::collections::BTreeSet<String> = report
+        .problems
+        .iter()
+        .filter_map(|p| match p {
+            Problem::BadChunk { needed_by, .. } => Some(needed_by.clone()),
+            _ => None,
+        })
+        .flatten()
+        .map(|(snapshot, path)| {
+            assert_eq!(snapshot, outcome.snapshot.id);
+            path
+        })
+        .collect();
+    assert!(!lost_files.is_empty(), "{:?}", report.problems);
+
+    let (store, repaired) = repair(&root);
+    assert_eq!(repaired.damaged_packs.len(), 1, "{repaired:?}");
+    assert!(
+        repaired.chunks_salvaged > 0 && repaired.chunks_lost > 0,
+        "{repaired:?}"
+    );
+    let recorded: std::collections::BTreeSet<String> = repaired.damaged_snapshots
+        [&outcome.snapshot.id]
+        .iter()
+        .cloned()
+        .collect();
+    assert_eq!(recorded, lost_files, "repair and check name the same files");
+    full_check(&store);
+    let target = work.path().join("target");
+    let restored = store
+        .restore_to_dir(&outcome.snapshot, "/", &target, 0, &Progress::default())
+        .unwrap();
+    assert_eq!(restored.failed.len(), lost_files.len());
+    for n in 0..6 {
+        let name = format!("{}/f{n}", source.display());
+        if !lost_files.contains(&name) {
+            let back = fs::read(landed(&target, &source).join(format!("f{n}"))).unwrap();
+            assert!(back == noise(120_000, n), "f{n} is whole after repair");
+        }
+    }
+}
+
+#[test]
+fn repair_opens_a_store_whose_index_file_is_garbage() {
+    let (work, source, root, store, outcome) = awkward_backup();
+    let chunks = store.index().len();
+    let index = fs::read_dir(root.join("index"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    fs::write(&index, b"NSINDEX\x01 and then noise").unwrap();
+    drop(store);
+    let err = Store::open(&root, Some(&passphrase())).unwrap_err();
+    assert!(err.to_string().contains("store check"), "{err}");
+    let (store, repaired) = repair(&root);
+    assert_eq!(repaired.unreadable_index_files.len(), 1);
+    assert!(repaired.damaged_snapshots.is_empty(), "{repaired:?}");
+    assert_eq!(store.index().len(), chunks);
+    full_check(&store);
+    let target = work.path().join("target");
+    restore_all(&reopen(&root), &outcome.snapshot.id, &target);
+    assert_eq!(describe(&landed(&target, &source)), describe(&source));
 }
 
 #[test]
 fn the_index_is_rebuilt_from_packs_alone() {
-    let work = tempfile::tempdir().unwrap();
-    let source = work.path().join("source");
-    awkward_tree(&source);
-    let root = work.path().join("store");
-    let mut store = small_store(&root);
-    let outcome = backup(&mut store, &source);
+    let (work, source, root, store, outcome) = awkward_backup();
     let chunks = store.index().len();
     for entry in fs::read_dir(root.join("index")).unwrap() {
         fs::remove_file(entry.unwrap().path()).unwrap();
@@ -566,10 +718,7 @@ fn keys_can_be_added_and_removed_but_not_the_last() {
 fn read_data_subsets_rotate_through_every_pack() {
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("source");
-    fs::create_dir_all(&source).unwrap();
-    for n in 0..12 {
-        fs::write(source.join(format!("f{n}")), noise(700_000, n)).unwrap();
-    }
+    noise_files(&source, 12, 700_000);
     let root = work.path().join("store");
     let mut store = small_store(&root);
     backup(&mut store, &source);
@@ -684,6 +833,18 @@ fn a_config_edited_to_turn_encryption_off_is_refused() {
     assert!(err.to_string().contains("the config was changed"), "{err}");
 }
 
+/// `nightshift store repair`: opens without the index, which may be
+/// what is damaged, and repairs under an exclusive lock.
+fn repair(root: &Path) -> (Store, nightshift_store::RepairReport) {
+    let mut store = Store::open_unindexed(root, Some(&passphrase())).unwrap();
+    let lock = store
+        .lock(nightshift_store::LockKind::Exclusive, "repair")
+        .unwrap();
+    let report = store.repair(&lock).unwrap();
+    drop(lock);
+    (store, report)
+}
+
 fn prune_now(store: &mut Store) -> nightshift_store::PruneReport {
     let lock = store
         .lock(nightshift_store::LockKind::Prune, "prune")
@@ -782,10 +943,7 @@ fn prune_marks_first_and_deletes_on_a_later_run() {
 fn a_mostly_unneeded_pack_is_repacked_and_what_is_needed_survives() {
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("source");
-    fs::create_dir_all(&source).unwrap();
-    for n in 0..5 {
-        fs::write(source.join(format!("f{n}")), noise(150_000, n)).unwrap();
-    }
+    noise_files(&source, 5, 150_000);
     let mut store = small_store(&work.path().join("store"));
     let first = backup(&mut store, &source).snapshot.id;
     for n in 1..5 {

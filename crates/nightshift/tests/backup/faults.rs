@@ -252,3 +252,71 @@ fn prune_killed_at_random_moments_loses_nothing_a_snapshot_needs() {
         assert!(out.status.success(), "snapshot {id}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn a_truncated_pack_is_named_by_check_and_repair_records_the_damaged_snapshot() {
+    let (work, data, source) = small_pack_store();
+    let src = source.to_str().expect("utf-8");
+    write_files(&source, 0..24, 9, 100 << 10);
+    let id = json(&ns(&data, &["backup", src, "--json"]))["id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    let packs = data.join("store/data");
+    let biggest = fs::read_dir(&packs)
+        .expect("packs")
+        .flat_map(|dir| fs::read_dir(dir.expect("dir").path()).expect("pack dir"))
+        .map(|pack| pack.expect("pack").path())
+        .max_by_key(|pack| fs::metadata(pack).expect("size").len())
+        .expect("a pack");
+    let name = biggest
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .to_string();
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(&biggest)
+        .expect("open");
+    let len = file.metadata().expect("size").len();
+    file.set_len(len / 2).expect("truncate");
+
+    let check = ns(&data, &["store", "check", "--read-data"]);
+    assert!(!check.status.success(), "damage fails the check");
+    let text = super::stdout(&check);
+    assert!(text.contains(&name), "check names the pack: {text}");
+    assert!(
+        text.contains(&id[..8]) && text.contains(src),
+        "and the snapshot and files: {text}"
+    );
+
+    let repair = json(&ns(&data, &["store", "repair", "--json"]));
+    assert_eq!(repair["damaged_packs"][0][0], name.as_str(), "{repair}");
+    let lost = repair["damaged_snapshots"][&id].as_array().expect("paths");
+    assert!(!lost.is_empty() && lost.len() < 24, "{repair}");
+    assert!(data.join("store/damaged").join(&name).exists());
+
+    let listed = json(&ns(&data, &["snapshots", "--json"]));
+    assert_eq!(listed[0]["damaged_paths"], lost.len(), "{listed}");
+    check_ok(&data, true, "after repair the damage is known");
+    let target = work.path().join("restored");
+    let restore = ns(
+        &data,
+        &["restore", &id, "--to", target.to_str().expect("utf-8")],
+    );
+    assert!(
+        !restore.status.success(),
+        "a restore that lost files says so"
+    );
+    let restored = target.join(source.strip_prefix("/").expect("absolute"));
+    let whole = (0..24)
+        .filter(|n| {
+            fs::read(restored.join(format!("f{n:02}"))).ok() == Some(noise(100 << 10, 900 + n))
+        })
+        .count();
+    assert_eq!(
+        whole,
+        24 - lost.len(),
+        "every file repair did not list is whole"
+    );
+}

@@ -63,6 +63,14 @@ pub fn backup(store: &mut Store, path: &Path) -> nightshift_store::BackupOutcome
     outcome
 }
 
+/// `count` files `f0`, `f1`, … of `len` bytes of noise, seeded by number.
+pub fn noise_files(dir: &Path, count: u64, len: usize) {
+    fs::create_dir_all(dir).expect("mkdir");
+    for n in 0..count {
+        fs::write(dir.join(format!("f{n}")), noise(len, n)).expect("write");
+    }
+}
+
 /// Deterministic bytes that do not compress.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
