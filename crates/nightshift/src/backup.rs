@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
-use nightshift_store::{BackupOptions, LockKind, Progress, Store};
+use nightshift_store::{BackupOptions, LockKind, Progress, Store, StoreError};
 use serde_json::json;
 
 use crate::cli::{BackupArgs, RestoreArgs};
@@ -35,6 +35,12 @@ pub fn backup(settings: &Settings, args: &BackupArgs) -> anyhow::Result<ExitCode
     let outcome = with_progress(&progress, "backing up", || match &args.stream {
         Some(name) => store.backup_stream(name, std::io::stdin().lock(), &options, &progress),
         None => store.backup_paths(&args.paths, &options, &progress),
+    })
+    .map_err(|err| match err {
+        StoreError::DiskFull { .. } => anyhow::Error::new(err).context(
+            "the backup stopped: no snapshot was written, and the next backup reuses every pack already written",
+        ),
+        other => other.into(),
     })?;
     for skipped in &outcome.skipped {
         eprintln!("warning: skipped {}: {}", skipped.path, skipped.error);

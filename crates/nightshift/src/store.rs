@@ -341,10 +341,10 @@ fn stats(settings: &Settings, json_out: bool) -> anyhow::Result<ExitCode> {
     for pack in store.packs_on_disk()? {
         let path = store.pack_path(pack);
         on_disk += std::fs::metadata(&path)
-            .map_err(|source| StoreError::Io {
+            .map_err(|error| StoreError::Io {
                 action: "reading",
                 path,
-                source,
+                error,
             })?
             .len();
     }

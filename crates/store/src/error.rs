@@ -54,13 +54,19 @@ pub enum StoreError {
     #[error("{path}: {what}; the file is damaged: run `nightshift store check`")]
     Corrupt { path: PathBuf, what: String },
 
-    #[error("{action} {path}: {source}")]
+    /// The cause is part of the message, not a separate source, so a
+    /// report of the whole chain does not say it twice.
+    #[error("{action} {path}: {error}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
+
+    #[error(
+        "no space left on the disk holding {path} (or its quota is used up): free space, then run the command again"
+    )]
+    DiskFull { path: PathBuf },
 
     #[error("chunk {id} is not in the index: run `nightshift store check`")]
     MissingChunk { id: ChunkId },
@@ -102,10 +108,19 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn at(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| StoreError::Io {
-            action,
-            path: path.into(),
-            source,
+        self.map_err(|error| {
+            let full = [nix::errno::Errno::ENOSPC, nix::errno::Errno::EDQUOT]
+                .iter()
+                .any(|e| error.raw_os_error() == Some(*e as i32));
+            if full {
+                StoreError::DiskFull { path: path.into() }
+            } else {
+                StoreError::Io {
+                    action,
+                    path: path.into(),
+                    error,
+                }
+            }
         })
     }
 }

@@ -305,26 +305,28 @@ impl Store {
     /// is fsynced so the rename itself survives a crash.
     pub(crate) fn write_file(&self, relative: &Path, bytes: &[u8]) -> Result<()> {
         let (tmp, mut file) = self.temp_file()?;
-        file.write_all(bytes).at("writing", &tmp)?;
-        self.install(&tmp, &file, relative)
+        file.write_all(bytes).at("writing", tmp.path())?;
+        self.install(tmp, &file, relative)
     }
 
-    /// A new file under `tmp/`, to be [`Store::install`]ed when whole.
-    pub(crate) fn temp_file(&self) -> Result<(PathBuf, File)> {
-        let tmp = self.root.join("tmp").join(unique_name());
-        let file = File::create(&tmp).at("creating", &tmp)?;
-        Ok((tmp, file))
+    /// A new file under `tmp/`, to be [`Store::install`]ed when whole; it
+    /// is removed if it never is (a killed process leaves it to prune).
+    pub(crate) fn temp_file(&self) -> Result<(TempFile, File)> {
+        let path = self.root.join("tmp").join(unique_name());
+        let file = File::create(&path).at("creating", &path)?;
+        Ok((TempFile { path }, file))
     }
 
     /// Fsyncs a finished temporary file and renames it to `relative`.
-    pub(crate) fn install(&self, tmp: &Path, file: &File, relative: &Path) -> Result<()> {
-        file.sync_all().at("syncing", tmp)?;
+    pub(crate) fn install(&self, tmp: TempFile, file: &File, relative: &Path) -> Result<()> {
+        file.sync_all().at("syncing", tmp.path())?;
         let dest = self.root.join(relative);
         let dir = dest.parent().expect("store files live in a directory");
         if !dir.exists() {
             fs::create_dir_all(dir).at("creating", dir)?;
         }
-        fs::rename(tmp, &dest).at("renaming into place", &dest)?;
+        fs::rename(tmp.path(), &dest).at("renaming into place", &dest)?;
+        std::mem::forget(tmp);
         File::open(dir)
             .and_then(|d| d.sync_all())
             .at("syncing", dir)
@@ -552,6 +554,25 @@ impl Store {
         }
         self.load_index()?;
         Ok(self.index.len())
+    }
+}
+
+/// A file being written under `tmp/`; removed when dropped, so a write
+/// that fails (a full disk) leaves no partial file taking space.
+#[derive(Debug)]
+pub(crate) struct TempFile {
+    path: PathBuf,
+}
+
+impl TempFile {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
     }
 }
 

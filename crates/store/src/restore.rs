@@ -492,7 +492,7 @@ impl<W: Write> TarWriter<'_, W> {
         let io_err = |err| StoreError::Io {
             action: "writing",
             path: "the tar stream".into(),
-            source: err,
+            error: err,
         };
         match node.kind {
             NodeKind::Dir => {

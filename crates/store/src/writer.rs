@@ -11,7 +11,6 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -25,7 +24,7 @@ use crate::crypto::{Crypto, random};
 use crate::error::{IoContext, Result};
 use crate::index::{Index, IndexFile};
 use crate::pack::{self, Blob, BlobKind, PACK_MAGIC, PackId};
-use crate::repo::Store;
+use crate::repo::{Store, TempFile};
 
 pub(crate) type Compressor = zstd::bulk::Compressor<'static>;
 
@@ -221,7 +220,7 @@ impl Store {
         let mut index = IndexFile::default();
         for pack in &rx {
             let relative = Store::pack_relative(pack.id);
-            if let Err(err) = self.install(&pack.tmp, &pack.file, &relative) {
+            if let Err(err) = self.install(pack.tmp, &pack.file, &relative) {
                 failed.store(true, Ordering::Relaxed);
                 rx.iter().for_each(drop);
                 return Err(err);
@@ -244,7 +243,7 @@ fn compress(rx: Receiver<RawChunk>, tx: Sender<PackedChunk>, level: i32, crypto:
 
 /// A pack being written to its temporary file, hashed as it goes.
 struct OpenPack {
-    tmp: PathBuf,
+    tmp: TempFile,
     out: BufWriter<File>,
     hasher: blake3::Hasher,
     len: u64,
@@ -255,7 +254,7 @@ struct OpenPack {
 
 /// A pack whose bytes are all written, waiting for fsync and rename.
 struct FullPack {
-    tmp: PathBuf,
+    tmp: TempFile,
     file: File,
     id: PackId,
     blobs: Vec<Blob>,
@@ -277,7 +276,7 @@ impl OpenPack {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.out.write_all(bytes).at("writing", &self.tmp)?;
+        self.out.write_all(bytes).at("writing", self.tmp.path())?;
         self.hasher.update(bytes);
         self.len += bytes.len() as u64;
         Ok(())
@@ -322,7 +321,7 @@ impl OpenPack {
             .out
             .into_inner()
             .map_err(|err| err.into_error())
-            .at("writing", &self.tmp)?;
+            .at("writing", self.tmp.path())?;
         Ok(FullPack {
             tmp: self.tmp,
             file,

@@ -320,3 +320,83 @@ fn a_truncated_pack_is_named_by_check_and_repair_records_the_damaged_snapshot() 
         "every file repair did not list is whole"
     );
 }
+
+/// A tmpfs of a given size, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// Mounts one, or says why it cannot (not root, no mount rights):
+    /// the test is then skipped, except in CI, where it is required.
+    fn mount(at: &Path, mib: u32) -> Option<Self> {
+        fs::create_dir_all(at).expect("mkdir");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(at)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(Self(at.to_path_buf())),
+            other => {
+                let why = format!("cannot mount a tmpfs: {other:?}");
+                assert!(
+                    std::env::var("CI").is_err(),
+                    "{why}; CI must run this test as root"
+                );
+                eprintln!("skipped: {why}");
+                None
+            }
+        }
+    }
+
+    fn grow(&self, mib: u32) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={mib}m")])
+            .arg(&self.0)
+            .output()
+            .expect("mount runs");
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_backup_cleanly_and_the_next_one_after_space_is_freed_works() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let Some(disk) = SmallDisk::mount(&work.path().join("disk"), 12) else {
+        return;
+    };
+    let data = work.path().join("disk/data");
+    let source = work.path().join("src");
+    fs::create_dir_all(&source).expect("mkdir");
+    write_files(&source, 0..12, 4, 2 << 20);
+    let src = source.to_str().expect("utf-8");
+    let init = ns(&data, &["store", "init", "--pack-size", "1"]);
+    assert!(init.status.success(), "{}", stderr(&init));
+
+    let full = ns(&data, &["backup", src]);
+    assert!(!full.status.success(), "24 MiB do not fit on 12 MiB");
+    let message = stderr(&full);
+    assert!(
+        message.contains("no space left on the disk holding")
+            && message.contains("no snapshot was written"),
+        "{message}"
+    );
+    assert_eq!(snapshot_count(&data), 0, "no partial snapshot");
+    check_ok(&data, true, "after the disk filled up");
+    let leftovers = fs::read_dir(data.join("store/tmp")).expect("tmp").count();
+    assert_eq!(leftovers, 0, "the failed backup removed its partial files");
+
+    disk.grow(64);
+    let last = json(&ns(&data, &["backup", src, "--json"]));
+    assert!(
+        last["summary"]["new_bytes_raw"].as_u64() < Some(24 << 20),
+        "the packs written before the disk filled are reused: {last}"
+    );
+    check_ok(&data, true, "after space was freed");
+    let id = last["id"].as_str().expect("an id");
+    restore_matches(&data, id, &source, &work.path().join("restored"));
+}
