@@ -189,9 +189,14 @@ impl Index {
         (entry.pack as usize, self.location(entry))
     }
 
-    /// The whole index as one file: every pack but those in `drop`, with
-    /// `marks` (by pack number) in place of the current ones.
-    pub fn to_file(&self, keep: impl Fn(usize) -> bool, marks: &[i64]) -> IndexFile {
+    /// Replaces the marks of the first `marks.len()` packs (by number);
+    /// takes effect on lookups at the next [`Index::merge`].
+    pub(crate) fn set_marks(&mut self, marks: &[i64]) {
+        self.marks[..marks.len()].copy_from_slice(marks);
+    }
+
+    /// The whole index as one file, with the packs `keep` keeps.
+    pub fn to_file(&self, keep: impl Fn(usize) -> bool) -> IndexFile {
         let mut blobs: Vec<Vec<Blob>> = vec![Vec::new(); self.packs.len()];
         for entry in &self.entries {
             blobs[entry.pack as usize].push(self.location(entry).blob);
@@ -203,8 +208,8 @@ impl Index {
             }
             list.sort_unstable_by_key(|b| b.offset);
             let pack = self.packs[number];
-            if marks[number] != 0 {
-                file.marked.push((pack, marks[number]));
+            if self.marks[number] != 0 {
+                file.marked.push((pack, self.marks[number]));
             }
             file.packs.push((pack, list));
         }

@@ -193,9 +193,9 @@ impl Store {
         now: i64,
         options: &PruneOptions,
     ) -> Result<()> {
-        let copied = self.repack(actions, used, options.threads)?;
+        let (copied, copied_name) = self.repack(actions, used, options.threads)?;
         let packs = self.index().packs().to_vec();
-        let mut marks: Vec<i64> = (0..packs.len())
+        let marks: Vec<i64> = (0..packs.len())
             .map(|number| match actions[number] {
                 Action::Mark | Action::Repack => now,
                 Action::Keep | Action::Recover => 0,
@@ -203,17 +203,19 @@ impl Store {
             })
             .collect();
         adopted.marked = adopted.packs.iter().map(|(p, _)| (*p, now)).collect();
-        // New packs (copies and adopted ones) come after the old numbers.
+        // Marks first, so a chunk both in a repacked pack and in its copy
+        // is found in the copy; new packs come after the old numbers.
         let index = self.index_mut();
+        index.set_marks(&marks);
         index.merge(copied);
         index.merge(adopted);
-        let index = self.index();
-        marks.extend((packs.len()..index.packs().len()).map(|n| index.marked(n).unwrap_or(0)));
         let keep = |number: usize| actions.get(number) != Some(&Action::Delete);
-        let mut combined = index.to_file(keep, &marks);
-        combined.supersedes = self.index_files().to_vec();
+        let mut combined = self.index().to_file(keep);
+        let mut superseded = self.index_files().to_vec();
+        superseded.extend(copied_name);
+        combined.supersedes = superseded.clone();
         self.write_index(&combined)?;
-        for name in self.index_files() {
+        for name in &superseded {
             let path = self.root().join("index").join(name);
             remove_if_present(&path)?;
         }
@@ -227,8 +229,13 @@ impl Store {
 
     /// Copies the needed chunks of the packs to repack into new packs and
     /// indexes them (an index file of their own, so a prune killed after
-    /// this has lost nothing); returns that file.
-    fn repack(&self, actions: &[Action], used: &Bitset, threads: usize) -> Result<IndexFile> {
+    /// this has lost nothing); returns that file and its name.
+    fn repack(
+        &self,
+        actions: &[Action],
+        used: &Bitset,
+        threads: usize,
+    ) -> Result<(IndexFile, Option<String>)> {
         let mut chunks: Vec<Location> = used
             .ones()
             .map(|at| self.index().at(at))
@@ -236,7 +243,7 @@ impl Store {
             .map(|(_, location)| location)
             .collect();
         if chunks.is_empty() {
-            return Ok(IndexFile::default());
+            return Ok((IndexFile::default(), None));
         }
         chunks.sort_unstable_by_key(|l| (l.pack, l.blob.offset));
         let threads = if threads == 0 {
@@ -253,10 +260,12 @@ impl Store {
             }
             Ok(())
         })?;
-        if !written.index.packs.is_empty() {
-            self.write_index(&written.index)?;
-        }
-        Ok(written.index)
+        let name = if written.index.packs.is_empty() {
+            None
+        } else {
+            Some(self.write_index(&written.index)?)
+        };
+        Ok((written.index, name))
     }
 
     /// Marks every chunk the snapshots need, trees and file contents, in a

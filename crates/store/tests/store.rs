@@ -957,7 +957,12 @@ fn a_mostly_unneeded_pack_is_repacked_and_what_is_needed_survives() {
         (140_000..200_000).contains(&report.rewritten_bytes),
         "one file of five is copied: {report:?}"
     );
-    prune_now(&mut store);
+    let deleted = prune_now(&mut store);
+    assert_eq!(
+        (deleted.deleted.packs, deleted.recovered.packs),
+        (report.repacked.packs + report.marked.packs, 0),
+        "the copy is found, not the repacked pack: {deleted:?}"
+    );
     full_check(&store);
     let target = work.path().join("restored");
     restore_all(&reopen(&work.path().join("store")), &second, &target);
