@@ -7,6 +7,17 @@
 //! build time) and typed access to the records; it knows nothing of SSH or
 //! chunk formats.
 
+mod query;
+mod record;
+mod state;
+
+pub use query::{HistoryEvent, HostState, JobDetail, RunDetail, RunFilter, RunRow, StepRow};
+pub use record::{
+    Interrupted, JobId, JobStatus, NewRun, OUTPUT_EDGE, RunId, RunStatus, StepEnd, StepId,
+    StepKind, StepStatus, Trigger,
+};
+pub use state::{PackageChange, PackageState, RestoreRecord, SnapshotRecord};
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -34,6 +45,12 @@ pub enum CatalogError {
     },
     #[error("catalog query failed: {0}")]
     Query(#[from] sqlx::Error),
+}
+
+/// A time as the catalog stores it: UTC, RFC 3339 with milliseconds, so
+/// text order is time order.
+pub fn stamp(time: chrono::DateTime<chrono::Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 /// An open catalog: one writer connection and a pool of readers, both on the

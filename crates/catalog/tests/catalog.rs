@@ -46,3 +46,405 @@ async fn audit_log_refuses_to_be_rewritten() {
         .expect_err("deleting audit rows must fail");
     assert!(err.to_string().contains("append-only"), "{err}");
 }
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use nightshift_catalog::{
+    JobStatus, NewRun, PackageChange, PackageState, RunFilter, RunStatus, SnapshotRecord, StepEnd,
+    StepKind, StepStatus, Trigger,
+};
+
+fn at(hour: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 20, hour, 0, 0).unwrap()
+}
+
+async fn fresh() -> (tempfile::TempDir, Catalog) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = Catalog::open(&dir.path().join(CATALOG_FILE))
+        .await
+        .expect("open");
+    (dir, catalog)
+}
+
+fn ended(status: StepStatus, output: &[u8], finished: DateTime<Utc>) -> StepEnd<'_> {
+    StepEnd {
+        status,
+        exit_code: Some(i32::from(status != StepStatus::Ok)),
+        signal: None,
+        attempts: 1,
+        changed: status == StepStatus::Ok,
+        output,
+        finished,
+    }
+}
+
+/// A patch run over web1 (update ok) and web2 (update failed).
+async fn patch_run(catalog: &Catalog) -> nightshift_catalog::RunId {
+    let run = catalog
+        .begin_run(&NewRun {
+            playbook: "web-patch",
+            trigger: Trigger::Schedule,
+            operator: None,
+            window: Some("nightly"),
+            started: at(2),
+        })
+        .await
+        .expect("run");
+    for (host, status) in [("web1", StepStatus::Ok), ("web2", StepStatus::Failed)] {
+        let job = catalog
+            .begin_job(run, host, None, 1, at(2))
+            .await
+            .expect("job");
+        let step = catalog
+            .begin_step(job, 0, "patch", StepKind::Update, at(2))
+            .await
+            .expect("step");
+        let output = format!("{host}: {}", "apt output line\n".repeat(1000));
+        catalog
+            .finish_step(step, &ended(status, output.as_bytes(), at(3)))
+            .await
+            .expect("finish step");
+        let (job_status, kind) = match status {
+            StepStatus::Ok => (JobStatus::Ok, None),
+            _ => (JobStatus::Failed, Some("exit")),
+        };
+        catalog
+            .finish_job(job, job_status, kind, at(3))
+            .await
+            .expect("finish job");
+    }
+    catalog
+        .finish_run(run, RunStatus::Failed, None, at(3))
+        .await
+        .expect("finish run");
+    run
+}
+
+#[tokio::test]
+async fn a_run_is_recorded_per_host_and_step_and_read_back() {
+    let (_dir, catalog) = fresh().await;
+    let run = patch_run(&catalog).await;
+    let runs = catalog.runs(&RunFilter::default()).await.expect("runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!((runs[0].hosts, runs[0].hosts_failed), (2, 1));
+    assert_eq!(runs[0].status, "failed");
+    let failed = catalog
+        .runs(&RunFilter {
+            failed_only: true,
+            host: Some("web1".into()),
+            ..RunFilter::default()
+        })
+        .await
+        .expect("runs");
+    assert_eq!(failed.len(), 1, "web1 took part in a run that failed");
+    let none = catalog
+        .runs(&RunFilter {
+            playbook: Some("db-backup".into()),
+            ..RunFilter::default()
+        })
+        .await
+        .expect("runs");
+    assert!(none.is_empty());
+
+    let detail = catalog
+        .run_detail(run.0)
+        .await
+        .expect("detail")
+        .expect("a run");
+    let hosts: Vec<_> = detail
+        .jobs
+        .iter()
+        .map(|j| (j.host.as_str(), j.status.as_str()))
+        .collect();
+    assert_eq!(hosts, [("web1", "ok"), ("web2", "failed")]);
+    let step = &detail.jobs[1].steps[0];
+    assert_eq!((step.kind.as_str(), step.exit_code), ("update", Some(1)));
+    let tail = step.output_tail.as_deref().expect("a tail");
+    assert!(tail.len() <= nightshift_catalog::OUTPUT_EDGE && tail.ends_with("apt output line\n"));
+
+    let fleet = catalog.fleet_state().await.expect("fleet");
+    let web1 = fleet.iter().find(|h| h.host == "web1").expect("web1");
+    let web2 = fleet.iter().find(|h| h.host == "web2").expect("web2");
+    assert!(
+        web1.last_patch_at
+            .as_deref()
+            .is_some_and(|t| t.starts_with("2026-11-20T03"))
+    );
+    assert_eq!(web2.last_patch_at, None, "a failed update is no patch");
+    assert_eq!(web2.last_error_kind.as_deref(), Some("exit"));
+}
+
+#[tokio::test]
+async fn a_run_cut_short_reads_as_interrupted_on_the_next_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(CATALOG_FILE);
+    let catalog = Catalog::open(&path).await.expect("open");
+    let run = catalog
+        .begin_run(&NewRun {
+            playbook: "web-patch",
+            trigger: Trigger::Manual,
+            operator: Some("alice"),
+            window: None,
+            started: at(2),
+        })
+        .await
+        .expect("run");
+    let job = catalog
+        .begin_job(run, "web1", None, 1, at(2))
+        .await
+        .expect("job");
+    catalog
+        .begin_step(job, 0, "patch", StepKind::Update, at(2))
+        .await
+        .expect("step");
+    // The controller dies here: nothing finishes.
+    drop(catalog);
+
+    let catalog = Catalog::open(&path).await.expect("reopen");
+    let found = catalog.interrupt(at(4)).await.expect("interrupt");
+    assert_eq!((found.runs, found.jobs, found.steps), (1, 1, 1));
+    let detail = catalog
+        .run_detail(run.0)
+        .await
+        .expect("detail")
+        .expect("a run");
+    assert_eq!(detail.run.status, "interrupted");
+    assert_eq!(detail.jobs[0].status, "interrupted");
+    assert_eq!(detail.jobs[0].steps[0].status, "interrupted");
+    assert_eq!(catalog.interrupt(at(5)).await.expect("again").runs, 0);
+}
+
+#[tokio::test]
+async fn pending_updates_keep_when_they_were_first_seen_until_applied() {
+    let (_dir, catalog) = fresh().await;
+    let run = patch_run(&catalog).await;
+    let pending = |version: &str| {
+        vec![
+            PackageState {
+                name: "openssl".into(),
+                installed: Some("3.0.1".into()),
+                upgradable: Some(version.into()),
+                security: true,
+            },
+            PackageState {
+                name: "curl".into(),
+                installed: Some("7.88".into()),
+                upgradable: None,
+                security: false,
+            },
+        ]
+    };
+    catalog
+        .record_packages("web1", &pending("3.0.2"), at(1))
+        .await
+        .expect("seen");
+    catalog
+        .record_packages("web1", &pending("3.0.3"), at(5))
+        .await
+        .expect("seen again");
+    let fleet = catalog.fleet_state().await.expect("fleet");
+    let web1 = fleet.iter().find(|h| h.host == "web1").expect("web1");
+    assert_eq!((web1.pending_updates, web1.pending_security), (1, 1));
+    assert!(
+        web1.oldest_pending_security
+            .as_deref()
+            .is_some_and(|t| t.starts_with("2026-11-20T01")),
+        "pending since it was first seen, not last: {web1:?}"
+    );
+
+    let detail = catalog
+        .run_detail(run.0)
+        .await
+        .expect("detail")
+        .expect("run");
+    let job = nightshift_catalog::JobId(detail.jobs[0].id);
+    let change = PackageChange {
+        name: "openssl".into(),
+        from: Some("3.0.1".into()),
+        to: Some("3.0.3".into()),
+        security: true,
+    };
+    catalog
+        .record_package_changes(job, "web1", &[change], at(6))
+        .await
+        .expect("changes");
+    let fleet = catalog.fleet_state().await.expect("fleet");
+    let web1 = fleet.iter().find(|h| h.host == "web1").expect("web1");
+    assert_eq!(web1.pending_security, 0);
+    let history = catalog.history("web1", 0).await.expect("history");
+    let patch = history
+        .iter()
+        .find(|e| e.kind == "patch")
+        .expect("a patch event");
+    assert_eq!(patch.detail, "openssl 3.0.1 -> 3.0.3 (security)");
+    assert_eq!(patch.run_id, Some(run.0));
+
+    catalog
+        .set_reboot_required("web1", Some("kernel 6.1.0-27"), at(6))
+        .await
+        .expect("reboot");
+    catalog
+        .set_reboot_required("web1", Some("kernel 6.1.0-28"), at(8))
+        .await
+        .expect("reboot");
+    let fleet = catalog.fleet_state().await.expect("fleet");
+    let web1 = fleet.iter().find(|h| h.host == "web1").expect("web1");
+    assert!(
+        web1.reboot_required_since
+            .as_deref()
+            .is_some_and(|t| t.starts_with("2026-11-20T06"))
+    );
+    catalog
+        .set_reboot_required("web1", None, at(9))
+        .await
+        .expect("rebooted");
+    let fleet = catalog.fleet_state().await.expect("fleet");
+    assert!(fleet.iter().all(|h| h.reboot_required_since.is_none()));
+}
+
+fn snapshot(id: &str, host: &str, hour: u32) -> SnapshotRecord {
+    SnapshotRecord {
+        id: id.repeat(64 / id.len()),
+        host: host.into(),
+        time: at(hour),
+        paths: vec!["/etc".into()],
+        tags: vec![],
+        parent: None,
+        files: 10,
+        bytes_total: 1000,
+        new_bytes_stored: 100,
+        job: None,
+        damaged_paths: None,
+    }
+}
+
+#[tokio::test]
+async fn rebuilding_snapshots_follows_the_store() {
+    let (_dir, catalog) = fresh().await;
+    for s in [
+        snapshot("a", "web1", 1),
+        snapshot("b", "web1", 2),
+        snapshot("c", "db1", 2),
+    ] {
+        catalog.record_snapshot(&s).await.expect("record");
+    }
+    // The store has lost b (forgotten) and gained d, and c is damaged.
+    let mut damaged = snapshot("c", "db1", 2);
+    damaged.damaged_paths = Some(3);
+    let store = [snapshot("a", "web1", 1), damaged, snapshot("d", "web1", 4)];
+    let (changed, forgotten) = catalog
+        .rebuild_snapshots(&store, at(5))
+        .await
+        .expect("rebuild");
+    assert_eq!((changed, forgotten), (2, 1));
+    assert_eq!(
+        catalog
+            .rebuild_snapshots(&store, at(6))
+            .await
+            .expect("again"),
+        (0, 0)
+    );
+    let history = catalog.history("web1", 0).await.expect("history");
+    let backups: Vec<_> = history
+        .iter()
+        .filter(|e| e.kind == "backup")
+        .map(|e| (e.detail[..8].to_string(), e.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        backups,
+        [
+            ("dddddddd".into(), "ok"),
+            ("bbbbbbbb".into(), "forgotten"),
+            ("aaaaaaaa".into(), "ok")
+        ]
+    );
+    let fleet = catalog.fleet_state().await.expect("fleet");
+    let web1 = fleet.iter().find(|h| h.host == "web1").expect("web1");
+    assert_eq!(
+        web1.last_backup_snapshot.as_deref(),
+        Some("d".repeat(64).as_str())
+    );
+}
+
+#[tokio::test]
+async fn full_output_goes_after_its_retention_and_head_and_tail_stay() {
+    let (dir, catalog) = fresh().await;
+    let run = patch_run(&catalog).await;
+    let pruned = catalog
+        .prune_output(at(3) + Duration::days(90))
+        .await
+        .expect("prune");
+    assert_eq!(pruned, 2, "both steps had long output");
+    assert_eq!(
+        catalog
+            .prune_output(at(3) + Duration::days(91))
+            .await
+            .expect("again"),
+        0
+    );
+    let detail = catalog
+        .run_detail(run.0)
+        .await
+        .expect("detail")
+        .expect("run");
+    assert!(detail.jobs.iter().all(|j| j.steps[0].output_tail.is_some()));
+    drop(dir);
+}
+
+/// A catalog made at each earlier schema version, with data in it, is
+/// brought up to date by opening it, and its data survives.
+#[tokio::test]
+async fn every_earlier_schema_version_upgrades_with_its_data() {
+    use sqlx::Connection;
+    let all = sqlx::migrate::Migrator::new(std::path::Path::new("../../migrations"))
+        .await
+        .expect("migrations");
+    let latest = Catalog::expected_schema_version();
+    for version in all.iter().map(|m| m.version).filter(|v| *v < latest) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(CATALOG_FILE);
+        let mut older = sqlx::migrate::Migrator::new(std::path::Path::new("../../migrations"))
+            .await
+            .expect("migrations");
+        older.migrations = older
+            .iter()
+            .filter(|m| m.version <= version)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("connect");
+        older
+            .run(&mut conn)
+            .await
+            .expect("migrate to the older version");
+        // Data every version has had since 0001.
+        for sql in [
+            "INSERT INTO hosts (id, name, first_seen, last_seen) VALUES (1, 'web1', '2026-01-01T00:00:00.000Z', '2026-01-02T00:00:00.000Z')",
+            "INSERT INTO runs (id, playbook, trigger, started, finished, status) VALUES (7, 'web-patch', 'schedule', '2026-01-02T02:00:00.000Z', '2026-01-02T02:10:00.000Z', 'ok')",
+            "INSERT INTO jobs (id, run_id, host_id, batch, status, started, finished) VALUES (1, 7, 1, 1, 'ok', '2026-01-02T02:00:00.000Z', '2026-01-02T02:10:00.000Z')",
+            "INSERT INTO steps (job_id, position, name, kind, status, attempts, output_head) VALUES (1, 0, 'patch', 'update', 'ok', 1, 'done')",
+            "INSERT INTO audit_log (at, actor, action, arguments, outcome) VALUES ('2026-01-02T02:00:00.000Z', 'cron', 'run', '{}', 'ok')",
+        ] {
+            sqlx::query(sql)
+                .execute(&mut conn)
+                .await
+                .expect("fixture row");
+        }
+        conn.close().await.expect("close");
+
+        let catalog = Catalog::open(&path).await.expect("upgrade");
+        assert_eq!(catalog.schema_version().await.expect("version"), latest);
+        let detail = catalog
+            .run_detail(7)
+            .await
+            .expect("detail")
+            .expect("run 7 survived");
+        assert_eq!(detail.jobs[0].host, "web1", "from version {version}");
+        assert_eq!(detail.jobs[0].steps[0].output_tail.as_deref(), Some("done"));
+        assert_eq!(catalog.audit_len().await.expect("audit"), 1);
+        assert_eq!(catalog.fleet_state().await.expect("fleet").len(), 1);
+        catalog.close().await;
+    }
+}
