@@ -46,6 +46,10 @@ pub fn backup(settings: &Settings, args: &BackupArgs) -> anyhow::Result<ExitCode
         eprintln!("warning: skipped {}: {}", skipped.path, skipped.error);
     }
     let entry = &outcome.snapshot;
+    let row = crate::runs::record(entry, None);
+    crate::runs::note(settings, "snapshot", |c| async move {
+        Ok(c.record_snapshot(&row).await?)
+    });
     let s = &entry.snapshot.summary;
     if args.json {
         let mut value = serde_json::to_value(&entry.snapshot)?;
@@ -119,6 +123,7 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCo
     for (path, error) in &outcome.failed {
         eprintln!("error: {path}: {error}");
     }
+    record_restore(settings, &entry, path, to, &outcome);
     if args.json {
         let value = json!({
             "snapshot": entry.id,
@@ -155,6 +160,43 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCo
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Writes the restore to the catalog's restores table and audit log.
+fn record_restore(
+    settings: &Settings,
+    entry: &nightshift_store::SnapshotEntry,
+    path: &str,
+    to: &std::path::Path,
+    outcome: &nightshift_store::RestoreOutcome,
+) {
+    let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let ok = outcome.failed.is_empty();
+    let row = nightshift_catalog::RestoreRecord {
+        at: chrono::Utc::now(),
+        operator,
+        snapshot: entry.id.clone(),
+        paths: vec![path.to_string()],
+        target_host: "localhost".into(),
+        target_path: to.display().to_string(),
+        files: outcome.files,
+        bytes: outcome.bytes,
+        outcome: if ok { "ok" } else { "partial" }.into(),
+        verified: if ok { "all" } else { "some" }.into(),
+        error: outcome.failed.first().map(|(p, e)| format!("{p}: {e}")),
+    };
+    crate::runs::note(settings, "restore", |c| async move {
+        c.record_restore(&row).await?;
+        let arguments = json!({"snapshot": row.snapshot, "path": path, "to": row.target_path});
+        c.audit(
+            &row.operator,
+            "restore",
+            &arguments.to_string(),
+            &row.outcome,
+        )
+        .await?;
+        Ok(())
+    });
 }
 
 /// `nightshift restore SNAPSHOT[:PATH] --tar FILE`: the same entries as a

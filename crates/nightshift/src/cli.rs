@@ -75,8 +75,13 @@ pub enum Command {
     /// Maintain the backup store: init, check, stats, keys, unlock
     #[command(subcommand)]
     Store(StoreCommand),
-    /// Runs recorded in the catalog [not yet available]
-    Runs(Pending),
+    /// Runs recorded in the catalog, newest first; `runs show RUN` for one in detail
+    Runs(RunsArgs),
+    /// One host's maintenance record: runs, patches, backups, restores, reboots
+    History(HistoryArgs),
+    /// Maintain the catalog: prune old step output, rebuild snapshots from the store
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
     /// Ask the running daemon to start a run now [not yet available]
     Trigger(Pending),
     /// Run schedules, only ever inside their maintenance windows [not yet available]
@@ -102,6 +107,8 @@ impl Command {
             Self::Forget(_) => "forget",
             Self::Store(_) => "store",
             Self::Runs(_) => "runs",
+            Self::History(_) => "history",
+            Self::Catalog(_) => "catalog",
             Self::Trigger(_) => "trigger",
             Self::Daemon(_) => "daemon",
             Self::Report(_) => "report",
@@ -320,6 +327,65 @@ pub enum StoreCommand {
         #[arg(long)]
         all: bool,
     },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RunsArgs {
+    #[command(subcommand)]
+    pub show: Option<RunsCommand>,
+    /// Only runs that touched this host
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only runs of this playbook
+    #[arg(long)]
+    pub playbook: Option<String>,
+    /// Only runs started since then: a date (2026-11-01), a time (RFC 3339), or an age (7d)
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Only runs that failed, halted or were interrupted, or in which a host failed
+    #[arg(long)]
+    pub failed: bool,
+    /// At most this many runs
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// One run per host and step: status, timings, error kind, output tail
+    Show {
+        run: i64,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    pub host: String,
+    /// At most this many events, newest first
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Delete steps' full output older than the retention period (90 days); heads and tails stay
+    Prune {
+        /// Instead of the configured `[catalog] output_retention`
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<nightshift_plan::Duration>,
+    },
+    /// Refill the catalog's snapshot tables from the store, which is the truth about backups
+    RebuildSnapshots,
 }
 
 #[derive(Debug, Args)]

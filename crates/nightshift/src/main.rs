@@ -9,6 +9,7 @@ mod exec;
 mod hosts;
 mod keys;
 mod prune;
+mod runs;
 mod schedule;
 mod settings;
 mod store;
@@ -48,6 +49,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ls(args) => store::ls(&settings, &args),
         Command::Store(command) => store::run(&settings, command),
         Command::Forget(args) => store::forget(&settings, &args),
+        Command::Runs(args) => runs::runs(&settings, &args),
+        Command::History(args) => runs::history(&settings, &args),
+        Command::Catalog(command) => runs::catalog(&settings, command),
         other => Ok(not_yet_available(&other)),
     }
 }

@@ -2,6 +2,7 @@
 //! of its messages (snapshots).
 
 mod backup;
+mod catalog;
 mod common;
 
 use common::{nightshift, stderr, stdout};

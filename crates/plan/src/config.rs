@@ -23,6 +23,30 @@ pub struct Config {
     pub ssh: SshSettings,
     #[serde(default)]
     pub store: StoreSettings,
+    #[serde(default)]
+    pub catalog: CatalogSettings,
+}
+
+/// `[catalog]`: the SQLite record of runs under the data dir.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSettings {
+    /// How long steps' full output is kept; their first and last 4 KiB
+    /// are kept forever.
+    #[serde(default = "default_output_retention")]
+    pub output_retention: crate::Duration,
+}
+
+impl Default for CatalogSettings {
+    fn default() -> Self {
+        Self {
+            output_retention: default_output_retention(),
+        }
+    }
+}
+
+fn default_output_retention() -> crate::Duration {
+    crate::Duration(std::time::Duration::from_secs(90 * 24 * 3600))
 }
 
 /// `[store]`: the backup store under the data dir.
@@ -95,6 +119,7 @@ impl Default for Config {
             playbooks: default_playbooks(),
             schedules: default_schedules(),
             ssh: SshSettings::default(),
+            catalog: CatalogSettings::default(),
         }
     }
 }
@@ -122,6 +147,7 @@ impl Config {
             store: StoreSettings {
                 key_file: self.store.key_file.map(|p| base.join(p)),
             },
+            catalog: self.catalog,
         }
     }
 }

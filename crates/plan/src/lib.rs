@@ -20,7 +20,7 @@ pub mod window;
 
 pub use validate::validate;
 
-pub use config::{Config, DEFAULT_CONFIG_FILE, SshSettings, StoreSettings};
+pub use config::{CatalogSettings, Config, DEFAULT_CONFIG_FILE, SshSettings, StoreSettings};
 pub use diagnostic::{Diagnostic, Source};
 pub use duration::Duration;
 pub use playbook::{

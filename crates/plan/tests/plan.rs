@@ -59,6 +59,7 @@ fn check_mangled(original: &Path, text: &str) {
         schedules: dir.path().join("schedules"),
         ssh: Default::default(),
         store: Default::default(),
+        catalog: Default::default(),
     };
     // Errors are expected; a panic is the failure.
     let _ = check_paths(&[target], None, &config);
@@ -116,6 +117,7 @@ fn files_are_what_their_directory_says_whatever_their_name() {
         schedules: root.join("cron.d"),
         ssh: Default::default(),
         store: Default::default(),
+        catalog: Default::default(),
     };
     let report = check_paths(&[], None, &config).expect("readable");
     let problems: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
