@@ -8,27 +8,14 @@ use std::time::{Duration, Instant};
 
 mod faults;
 
-use crate::common::{stderr, stdout};
+use crate::common::{in_data_dir, json, stderr, stdout};
 
 fn ns(data: &Path, args: &[&str]) -> Output {
     ns_env(data, args, &[])
 }
 
 fn ns_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nightshift"))
-        .args(args)
-        .env("NIGHTSHIFT_DATA_DIR", data)
-        .env_remove("NIGHTSHIFT_LOG")
-        .env_remove("NIGHTSHIFT_PASSPHRASE")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .expect("nightshift runs")
-}
-
-fn json(output: &Output) -> serde_json::Value {
-    assert!(output.status.success(), "{}", stderr(output));
-    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+    in_data_dir(data, args, env)
 }
 
 /// Bytes that do not compress, from a seed.

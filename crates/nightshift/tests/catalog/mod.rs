@@ -2,29 +2,17 @@
 //! catalog file, seeded through the catalog's own API as a run would.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use chrono::{TimeZone, Utc};
 use nightshift_catalog::{
     CATALOG_FILE, Catalog, JobStatus, NewRun, RunStatus, StepEnd, StepKind, StepStatus, Trigger,
 };
 
-use crate::common::{stderr, stdout};
+use crate::common::{in_data_dir, json, stderr, stdout};
 
 fn ns(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nightshift"))
-        .args(args)
-        .env("NIGHTSHIFT_DATA_DIR", data)
-        .env("TZ", "UTC")
-        .env_remove("NIGHTSHIFT_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("nightshift runs")
-}
-
-fn json(output: &Output) -> serde_json::Value {
-    assert!(output.status.success(), "{}", stderr(output));
-    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+    in_data_dir(data, args, &[])
 }
 
 /// A halted patch run: web1's update went through, web2's failed.

@@ -20,6 +20,26 @@ pub fn nightshift(args: &[&str]) -> Output {
         .expect("nightshift runs")
 }
 
+/// `nightshift ARGS` with `data` as its data dir, in UTC, no stdin.
+pub fn in_data_dir(data: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nightshift"))
+        .args(args)
+        .env("NIGHTSHIFT_DATA_DIR", data)
+        .env("TZ", "UTC")
+        .env_remove("NIGHTSHIFT_LOG")
+        .env_remove("NIGHTSHIFT_PASSPHRASE")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("nightshift runs")
+}
+
+/// The JSON a successful command printed.
+pub fn json(output: &Output) -> serde_json::Value {
+    assert!(output.status.success(), "{}", stderr(output));
+    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
