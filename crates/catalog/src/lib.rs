@@ -47,6 +47,29 @@ pub enum CatalogError {
     Query(#[from] sqlx::Error),
 }
 
+/// A copy of `value` with every field whose name suggests a secret
+/// replaced, at any depth.
+pub fn redacted(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    const SECRET: [&str; 5] = ["passphrase", "password", "token", "secret", "key"];
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(name, v)| {
+                    let lower = name.to_ascii_lowercase();
+                    if SECRET.iter().any(|s| lower.contains(s)) {
+                        (name.clone(), Value::String("[redacted]".into()))
+                    } else {
+                        (name.clone(), redacted(v))
+                    }
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redacted).collect()),
+        other => other.clone(),
+    }
+}
+
 /// A time as the catalog stores it: UTC, RFC 3339 with milliseconds, so
 /// text order is time order.
 pub fn stamp(time: chrono::DateTime<chrono::Utc>) -> String {
@@ -120,12 +143,14 @@ impl Catalog {
         MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
     }
 
-    /// Appends one entry to the audit log.
+    /// Appends one entry to the audit log. Arguments whose names suggest a
+    /// secret (passphrase, password, token, secret, key) are replaced by
+    /// `"[redacted]"` before anything is written.
     pub async fn audit(
         &self,
         actor: &str,
         action: &str,
-        arguments: &str,
+        arguments: &serde_json::Value,
         outcome: &str,
     ) -> Result<i64, CatalogError> {
         let id = sqlx::query_scalar(
@@ -134,7 +159,7 @@ impl Catalog {
         )
         .bind(actor)
         .bind(action)
-        .bind(arguments)
+        .bind(redacted(arguments).to_string())
         .bind(outcome)
         .fetch_one(&self.writer)
         .await?;

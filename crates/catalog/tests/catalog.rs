@@ -13,7 +13,12 @@ async fn creates_migrates_and_reopens_a_real_file() {
         Catalog::expected_schema_version()
     );
     catalog
-        .audit("alice", "check", "{}", "ok")
+        .audit(
+            "alice",
+            "store key add",
+            &serde_json::json!({"key_file": "/root/k", "new_passphrase": "hunter22", "hosts": [{"token": "t"}]}),
+            "ok",
+        )
         .await
         .expect("audit");
     catalog.close().await;
@@ -21,6 +26,22 @@ async fn creates_migrates_and_reopens_a_real_file() {
     assert!(path.is_file(), "the catalog is a file on disk");
     let reopened = Catalog::open(&path).await.expect("reopen");
     assert_eq!(reopened.audit_len().await.expect("count"), 1);
+    reopened.close().await;
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+        "sqlite://{}",
+        path.display()
+    ))
+    .await
+    .expect("raw connection");
+    let written: String = sqlx::query_scalar("SELECT arguments FROM audit_log")
+        .fetch_one(&mut conn)
+        .await
+        .expect("the entry");
+    assert!(
+        !written.contains("hunter22") && !written.contains("\"t\""),
+        "{written}"
+    );
+    assert!(written.contains("[redacted]"), "{written}");
 }
 
 #[tokio::test]
@@ -29,7 +50,7 @@ async fn audit_log_refuses_to_be_rewritten() {
     let path = dir.path().join(CATALOG_FILE);
     let catalog = Catalog::open(&path).await.expect("open");
     catalog
-        .audit("bob", "restore", "{}", "ok")
+        .audit("bob", "restore", &serde_json::json!({}), "ok")
         .await
         .expect("audit");
     catalog.close().await;

@@ -188,13 +188,8 @@ fn record_restore(
     crate::runs::note(settings, "restore", |c| async move {
         c.record_restore(&row).await?;
         let arguments = json!({"snapshot": row.snapshot, "path": path, "to": row.target_path});
-        c.audit(
-            &row.operator,
-            "restore",
-            &arguments.to_string(),
-            &row.outcome,
-        )
-        .await?;
+        c.audit(&row.operator, "restore", &arguments, &row.outcome)
+            .await?;
         Ok(())
     });
 }

@@ -263,6 +263,17 @@ fn check(
         read_data: share,
         threads: 0,
     })?;
+    let figures = json!({
+        "snapshots": report.snapshots, "packs": report.packs, "chunks": report.chunks,
+        "packs_read": report.packs_read, "bytes_read": report.bytes_read,
+        "errors": report.problems.iter().filter(|p| p.is_error()).count(),
+    });
+    let ok = report.is_ok();
+    crate::runs::note(settings, "check", |c| async move {
+        c.record_verification("store_check", None, None, ok, &figures, Utc::now())
+            .await?;
+        Ok(())
+    });
     if json_out {
         let value = json!({
             "ok": report.is_ok(),
