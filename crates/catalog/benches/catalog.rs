@@ -156,7 +156,7 @@ async fn generate(path: &Path) {
     .await;
     for night in 0..NIGHTS {
         night_rows(&pool, night).await;
-        if night % 30 == 0 {
+        if night.is_multiple_of(30) {
             eprintln!("night {night} of {NIGHTS}");
         }
     }
@@ -198,7 +198,7 @@ async fn night_rows(pool: &SqlitePool, night: usize) {
         "INSERT INTO jobs (id, run_id, host_id, batch, status, started, finished) ",
         0..HOSTS,
         |b, h| {
-            let failed = (h + night) % 97 == 0;
+            let failed = (h + night).is_multiple_of(97);
             b.push_bind(base + h as i64 + 1)
                 .push_bind(run)
                 .push_bind(h as i64 + 1)
@@ -262,12 +262,12 @@ async fn packages(pool: &SqlitePool) {
         0..HOSTS * PACKAGES,
         |b, i| {
             let (host, package) = (i / PACKAGES, i % PACKAGES);
-            let upgradable = (package + host) % 50 == 0;
+            let upgradable = (package + host).is_multiple_of(50);
             b.push_bind(host as i64 + 1)
                 .push_bind(format!("package{package:03}"))
                 .push_bind("1.0-1")
                 .push_bind(upgradable.then_some("1.0-2"))
-                .push_bind(upgradable && (package + host) % 200 == 0)
+                .push_bind(upgradable && (package + host).is_multiple_of(200))
                 .push_bind(upgradable.then(|| pending.clone()))
                 .push_bind(seen.clone());
         },
