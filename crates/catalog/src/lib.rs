@@ -13,8 +13,8 @@ mod state;
 
 pub use query::{HistoryEvent, HostState, JobDetail, RunDetail, RunFilter, RunRow, StepRow};
 pub use record::{
-    Interrupted, JobId, JobStatus, NewRun, OUTPUT_EDGE, RunId, RunStatus, StepEnd, StepId,
-    StepKind, StepStatus, Trigger,
+    FinishedJob, FinishedStep, Interrupted, JobId, JobStatus, NewRun, OUTPUT_EDGE, RunId,
+    RunStatus, StepEnd, StepId, StepKind, StepStatus, Trigger,
 };
 pub use state::{PackageChange, PackageState, RestoreRecord, SnapshotRecord};
 

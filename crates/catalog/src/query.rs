@@ -218,16 +218,19 @@ impl Catalog {
     /// keep current: one row per host, no scan of runs or steps.
     pub async fn fleet_state(&self) -> Result<Vec<HostState>, CatalogError> {
         Ok(sqlx::query_as(
-            "SELECT h.name AS host, h.last_seen, h.last_job_status, h.last_error_kind,
+            "WITH pending AS (
+                 SELECT host_id, COUNT(*) AS updates, SUM(security) AS security,
+                     MIN(CASE WHEN security THEN pending_since END) AS oldest_security
+                 FROM packages WHERE upgradable IS NOT NULL GROUP BY host_id)
+             SELECT h.name AS host, h.last_seen, h.last_job_status, h.last_error_kind,
                  h.last_patch_at, h.last_backup_at, h.last_backup_snapshot,
-                 (SELECT COUNT(*) FROM packages p WHERE p.host_id = h.id
-                     AND p.upgradable IS NOT NULL) AS pending_updates,
-                 (SELECT COUNT(*) FROM packages p WHERE p.host_id = h.id
-                     AND p.upgradable IS NOT NULL AND p.security) AS pending_security,
-                 (SELECT MIN(p.pending_since) FROM packages p WHERE p.host_id = h.id
-                     AND p.upgradable IS NOT NULL AND p.security) AS oldest_pending_security,
+                 COALESCE(p.updates, 0) AS pending_updates,
+                 COALESCE(p.security, 0) AS pending_security,
+                 p.oldest_security AS oldest_pending_security,
                  b.since AS reboot_required_since
-             FROM hosts h LEFT JOIN reboot_required b ON b.host_id = h.id
+             FROM hosts h
+             LEFT JOIN pending p ON p.host_id = h.id
+             LEFT JOIN reboot_required b ON b.host_id = h.id
              ORDER BY h.name",
         )
         .fetch_all(&self.readers)

@@ -3,8 +3,11 @@
 //! killed mid-run leaves rows that say `running`; [`Catalog::interrupt`]
 //! turns them into `interrupted` on the next start.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sqlx::{QueryBuilder, Sqlite};
 
 use crate::{Catalog, CatalogError, stamp};
 
@@ -96,6 +99,42 @@ pub struct Interrupted {
     pub runs: u64,
     pub jobs: u64,
     pub steps: u64,
+}
+
+/// Brings the hosts of the finished jobs given (a JSON array of job ids)
+/// up to date: last job, and last patch when an update step succeeded.
+const HOST_SUMMARY: &str = "UPDATE hosts SET last_job_id = j.id, last_job_status = j.status,
+        last_seen = j.finished, last_error_kind = j.error_kind,
+        last_patch_at = CASE WHEN j.patched THEN j.finished ELSE hosts.last_patch_at END,
+        last_patch_job_id = CASE WHEN j.patched THEN j.id ELSE hosts.last_patch_job_id END
+    FROM (SELECT jobs.id, jobs.host_id, jobs.status, jobs.error_kind, jobs.finished,
+              EXISTS (SELECT 1 FROM steps s WHERE s.job_id = jobs.id
+                      AND s.kind = 'update' AND s.status = 'ok') AS patched
+          FROM jobs WHERE jobs.id IN (SELECT value FROM json_each(?1))) AS j
+    WHERE hosts.id = j.host_id";
+
+/// Rows per multi-row INSERT, within SQLite's 32,766 bound values.
+const ROWS: usize = 2_000;
+
+/// A host's job and its steps, finished: what the engine flushes in one
+/// transaction when it records a batch of hosts at once.
+#[derive(Debug, Clone)]
+pub struct FinishedJob<'a> {
+    pub host: &'a str,
+    pub batch: u32,
+    pub status: JobStatus,
+    pub error_kind: Option<&'a str>,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub steps: Vec<FinishedStep<'a>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FinishedStep<'a> {
+    pub name: &'a str,
+    pub kind: StepKind,
+    pub started: DateTime<Utc>,
+    pub end: StepEnd<'a>,
 }
 
 impl Catalog {
@@ -224,24 +263,10 @@ impl Catalog {
             .bind(job.0)
             .execute(&mut *tx)
             .await?;
-        // A patch counts when an update step of this job succeeded.
-        sqlx::query(
-            "UPDATE hosts SET last_job_id = ?1, last_job_status = ?2, last_seen = ?3,
-                 last_error_kind = ?4,
-                 last_patch_at = CASE WHEN EXISTS (SELECT 1 FROM steps
-                     WHERE job_id = ?1 AND kind = 'update' AND status = 'ok')
-                     THEN ?3 ELSE last_patch_at END,
-                 last_patch_job_id = CASE WHEN EXISTS (SELECT 1 FROM steps
-                     WHERE job_id = ?1 AND kind = 'update' AND status = 'ok')
-                     THEN ?1 ELSE last_patch_job_id END
-             WHERE id = (SELECT host_id FROM jobs WHERE id = ?1)",
-        )
-        .bind(job.0)
-        .bind(status.as_str())
-        .bind(&at)
-        .bind(error_kind)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(HOST_SUMMARY)
+            .bind(format!("[{}]", job.0))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -261,6 +286,59 @@ impl Catalog {
             .execute(&self.writer)
             .await?;
         Ok(())
+    }
+
+    /// Records many finished jobs of a run, with their steps, in one
+    /// transaction: a few multi-row statements rather than a dozen
+    /// round trips per host. Returns the jobs' ids in the order given.
+    pub async fn record_jobs(
+        &self,
+        run: RunId,
+        jobs: &[FinishedJob<'_>],
+    ) -> Result<Vec<JobId>, CatalogError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let hosts = upsert_hosts(&mut tx, jobs).await?;
+        let mut ids = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(ROWS) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO jobs (run_id, host_id, batch, status, error_kind, started, finished) ",
+            );
+            insert.push_values(chunk, |mut b, job| {
+                b.push_bind(run.0)
+                    .push_bind(hosts[job.host])
+                    .push_bind(job.batch)
+                    .push_bind(job.status.as_str())
+                    .push_bind(job.error_kind)
+                    .push_bind(stamp(job.started))
+                    .push_bind(stamp(job.finished));
+            });
+            insert.push(" RETURNING id, host_id");
+            let rows: Vec<(i64, i64)> = insert.build_query_as().fetch_all(&mut *tx).await?;
+            let by_host: HashMap<i64, i64> =
+                rows.into_iter().map(|(id, host)| (host, id)).collect();
+            ids.extend(chunk.iter().map(|job| JobId(by_host[&hosts[job.host]])));
+        }
+        let steps: Vec<(JobId, u32, &FinishedStep<'_>)> = jobs
+            .iter()
+            .zip(&ids)
+            .flat_map(|(job, id)| (0u32..).zip(&job.steps).map(move |(n, s)| (*id, n, s)))
+            .collect();
+        for chunk in steps.chunks(ROWS) {
+            insert_steps(&mut tx, chunk).await?;
+        }
+        let list = format!(
+            "[{}]",
+            ids.iter()
+                .map(|id| id.0.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        sqlx::query(HOST_SUMMARY)
+            .bind(list)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(ids)
     }
 
     /// Marks what a dead controller left running as interrupted. Call it
@@ -292,6 +370,83 @@ impl Catalog {
         tx.commit().await?;
         Ok(done)
     }
+}
+
+type Tx<'c> = sqlx::Transaction<'c, Sqlite>;
+
+/// Records the jobs' hosts (new ones first seen now); returns their ids.
+async fn upsert_hosts<'j>(
+    tx: &mut Tx<'_>,
+    jobs: &[FinishedJob<'j>],
+) -> Result<HashMap<&'j str, i64>, CatalogError> {
+    let mut names: Vec<&str> = jobs.iter().map(|j| j.host).collect();
+    names.sort_unstable();
+    names.dedup();
+    let now = stamp(Utc::now());
+    for chunk in names.chunks(ROWS) {
+        let mut upsert =
+            QueryBuilder::<Sqlite>::new("INSERT INTO hosts (name, first_seen, last_seen) ");
+        upsert.push_values(chunk, |mut b, name| {
+            b.push_bind(*name).push_bind(&now).push_bind(&now);
+        });
+        upsert.push(" ON CONFLICT (name) DO NOTHING");
+        upsert.build().execute(&mut **tx).await?;
+    }
+    let json = serde_json::to_string(&names).expect("names serialize");
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT name, id FROM hosts WHERE name IN (SELECT value FROM json_each(?))")
+            .bind(json)
+            .fetch_all(&mut **tx)
+            .await?;
+    let ids: HashMap<String, i64> = rows.into_iter().collect();
+    Ok(names.into_iter().map(|n| (n, ids[n])).collect())
+}
+
+/// Inserts finished steps, and the full output of those with long output.
+async fn insert_steps(
+    tx: &mut Tx<'_>,
+    steps: &[(JobId, u32, &FinishedStep<'_>)],
+) -> Result<(), CatalogError> {
+    let mut insert = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO steps (job_id, position, name, kind, status, exit_code, signal, attempts,
+             changed, started, finished, output_head, output_tail) ",
+    );
+    insert.push_values(steps, |mut b, (job, position, step)| {
+        let (head, tail) = edges(step.end.output);
+        b.push_bind(job.0)
+            .push_bind(*position)
+            .push_bind(step.name)
+            .push_bind(step.kind.as_str())
+            .push_bind(step.end.status.as_str())
+            .push_bind(step.end.exit_code)
+            .push_bind(step.end.signal)
+            .push_bind(step.end.attempts)
+            .push_bind(step.end.changed)
+            .push_bind(stamp(step.started))
+            .push_bind(stamp(step.end.finished))
+            .push_bind(head)
+            .push_bind(tail);
+    });
+    // RETURNING gives rows in no promised order: match them by key.
+    insert.push(" RETURNING id, job_id, position");
+    let rows: Vec<(i64, i64, u32)> = insert.build_query_as().fetch_all(&mut **tx).await?;
+    let ids: HashMap<(i64, u32), i64> = rows.into_iter().map(|(id, j, p)| ((j, p), id)).collect();
+    let long: Vec<_> = steps
+        .iter()
+        .filter(|(_, _, s)| s.end.output.len() > 2 * OUTPUT_EDGE)
+        .map(|step| (ids[&(step.0.0, step.1)], step))
+        .collect();
+    for chunk in long.chunks(ROWS) {
+        let mut output =
+            QueryBuilder::<Sqlite>::new("INSERT INTO step_output (step_id, at, output) ");
+        output.push_values(chunk, |mut b, (id, (_, _, s))| {
+            b.push_bind(*id)
+                .push_bind(stamp(s.end.finished))
+                .push_bind(s.end.output);
+        });
+        output.build().execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// The first and last [`OUTPUT_EDGE`] bytes of an output, as text; the

@@ -469,3 +469,89 @@ async fn every_earlier_schema_version_upgrades_with_its_data() {
         catalog.close().await;
     }
 }
+
+#[tokio::test]
+async fn many_finished_jobs_are_recorded_in_one_go() {
+    use nightshift_catalog::{FinishedJob, FinishedStep};
+    let (_dir, catalog) = fresh().await;
+    let run = catalog
+        .begin_run(&NewRun {
+            playbook: "web-patch",
+            trigger: Trigger::Api,
+            operator: Some("ci"),
+            window: None,
+            started: at(1),
+        })
+        .await
+        .expect("run");
+    let long = "x".repeat(3 * nightshift_catalog::OUTPUT_EDGE);
+    let hosts: Vec<String> = (0..2500).map(|n| format!("h{n:04}")).collect();
+    let jobs: Vec<FinishedJob<'_>> = hosts
+        .iter()
+        .enumerate()
+        .map(|(n, host)| {
+            let ok = n % 10 != 0;
+            let status = if ok {
+                StepStatus::Ok
+            } else {
+                StepStatus::Failed
+            };
+            let output = if n == 7 {
+                long.as_bytes()
+            } else {
+                b"fine\n".as_slice()
+            };
+            FinishedJob {
+                host,
+                batch: (n / 1000) as u32,
+                status: if ok { JobStatus::Ok } else { JobStatus::Failed },
+                error_kind: (!ok).then_some("exit"),
+                started: at(1),
+                finished: at(2),
+                steps: vec![
+                    FinishedStep {
+                        name: "refresh",
+                        kind: StepKind::Command,
+                        started: at(1),
+                        end: ended(StepStatus::Ok, output, at(1)),
+                    },
+                    FinishedStep {
+                        name: "patch",
+                        kind: StepKind::Update,
+                        started: at(1),
+                        end: ended(status, b"done\n", at(2)),
+                    },
+                ],
+            }
+        })
+        .collect();
+    let ids = catalog.record_jobs(run, &jobs).await.expect("record");
+    assert_eq!(ids.len(), 2500);
+    let detail = catalog
+        .run_detail(run.0)
+        .await
+        .expect("detail")
+        .expect("run");
+    assert_eq!(detail.jobs.len(), 2500);
+    let h0007 = detail
+        .jobs
+        .iter()
+        .find(|j| j.host == "h0007")
+        .expect("h0007");
+    assert_eq!(h0007.id, ids[7].0, "ids come back in the order given");
+    assert_eq!(h0007.steps.len(), 2);
+    assert!(
+        h0007.steps[0]
+            .output_tail
+            .as_deref()
+            .is_some_and(|t| t.len() == nightshift_catalog::OUTPUT_EDGE)
+    );
+    let fleet = catalog.fleet_state().await.expect("fleet");
+    let patched = fleet.iter().filter(|h| h.last_patch_at.is_some()).count();
+    assert_eq!(patched, 2250, "every host whose update succeeded");
+    assert_eq!(
+        catalog.prune_output(at(3)).await.expect("prune"),
+        1,
+        "one long output kept in full"
+    );
+}

@@ -105,10 +105,20 @@ impl Index {
     /// stored twice is found in a live pack before a marked one.
     pub(crate) fn seal(&mut self) {
         self.merge_packs();
+        self.entries.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        // Marks are looked up only for duplicates, which are rare, so the
+        // sort itself stays a plain one by id.
         let marks = &self.marks;
-        self.entries
-            .sort_unstable_by_key(|e| (e.id, marks[e.pack as usize] != 0, e.pack));
-        self.entries.dedup_by(|a, b| a.id == b.id);
+        self.entries.dedup_by(|later, kept| {
+            if later.id != kept.id {
+                return false;
+            }
+            let marked = |e: &Entry| marks[e.pack as usize] != 0;
+            if marked(kept) && !marked(later) {
+                std::mem::swap(later, kept);
+            }
+            true
+        });
         self.entries.shrink_to_fit();
         self.packs.shrink_to_fit();
         self.marks.shrink_to_fit();
