@@ -105,7 +105,7 @@ impl Index {
     /// stored twice is found in a live pack before a marked one.
     pub(crate) fn seal(&mut self) {
         self.merge_packs();
-        self.entries.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        self.entries.sort_unstable_by_key(|e| e.id);
         // Marks are looked up only for duplicates, which are rare, so the
         // sort itself stays a plain one by id.
         let marks = &self.marks;
