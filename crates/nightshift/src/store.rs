@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::cli::{ForgetArgs, LsArgs, SnapshotsArgs, StoreCommand};
 use crate::keys::{self, store_dir};
 use crate::settings::Settings;
+use nightshift_plan::inventory::Retention;
 
 pub fn local_time(time: DateTime<Utc>) -> String {
     time.with_timezone(&Local)
@@ -308,6 +309,58 @@ fn check(
     })
 }
 
+/// The store's form of a policy. A `keep_within` beyond chrono's range
+/// (some 292 billion years) keeps everything, as it means to.
+fn policy_of(r: Retention) -> nightshift_store::RetentionPolicy {
+    nightshift_store::RetentionPolicy {
+        last: r.keep_last,
+        hourly: r.keep_hourly,
+        daily: r.keep_daily,
+        weekly: r.keep_weekly,
+        monthly: r.keep_monthly,
+        yearly: r.keep_yearly,
+        within: r
+            .keep_within
+            .map(|d| chrono::Duration::from_std(d.0).unwrap_or(chrono::Duration::MAX)),
+        tags: r.keep_tags,
+    }
+}
+
+/// Decisions by each host's inventory policy; a host without one keeps
+/// every snapshot, and says so.
+fn by_inventory(
+    settings: &Settings,
+    snapshots: &[nightshift_store::SnapshotEntry],
+) -> anyhow::Result<Vec<nightshift_store::Decision>> {
+    let inventory = settings.load_inventory()?;
+    let mut hosts: Vec<&str> = snapshots.iter().map(|s| s.snapshot.host.as_str()).collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    let mut decisions = Vec::new();
+    for host in hosts {
+        let mine: Vec<_> = snapshots
+            .iter()
+            .filter(|s| s.snapshot.host == host)
+            .cloned()
+            .collect();
+        match inventory.retention(host) {
+            Some(r) => decisions.extend(nightshift_store::decide(&mine, &policy_of(r), &Local)),
+            None => {
+                eprintln!(
+                    "note: no retention policy for host {host} in the inventory: its snapshots are kept"
+                );
+                let why = format!("no retention policy for host {host}");
+                decisions.extend(mine.into_iter().map(|snapshot| nightshift_store::Decision {
+                    snapshot,
+                    reasons: vec![why.clone()],
+                }));
+            }
+        }
+    }
+    decisions.sort_by_key(|d| d.snapshot.snapshot.time);
+    Ok(decisions)
+}
+
 /// A percentage such as `10%` or `10`, as a share from 0.0 to 1.0.
 pub fn share(text: &str, flag: &str) -> anyhow::Result<f64> {
     let percent: f64 = text
@@ -407,30 +460,27 @@ fn stats(settings: &Settings, json_out: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `nightshift forget`: applies a retention policy to the snapshots.
+/// `nightshift forget`: applies a retention policy to the snapshots: the
+/// one the options give, or without options each host's from the inventory.
 pub fn forget(settings: &Settings, args: &ForgetArgs) -> anyhow::Result<ExitCode> {
-    let policy = nightshift_store::RetentionPolicy {
-        last: args.keep_last,
-        hourly: args.keep_hourly,
-        daily: args.keep_daily,
-        weekly: args.keep_weekly,
-        monthly: args.keep_monthly,
-        yearly: args.keep_yearly,
-        within: args
-            .keep_within
-            .map(|d| chrono::Duration::from_std(d.0))
-            .transpose()
-            .context("--keep-within is too long")?,
-        tags: args.keep_tags.clone(),
-    };
-    anyhow::ensure!(
-        !policy.is_empty(),
-        "give at least one --keep-* option: a policy that keeps nothing would forget every snapshot"
-    );
+    let policy = policy_of(Retention {
+        keep_last: args.keep_last,
+        keep_hourly: args.keep_hourly,
+        keep_daily: args.keep_daily,
+        keep_weekly: args.keep_weekly,
+        keep_monthly: args.keep_monthly,
+        keep_yearly: args.keep_yearly,
+        keep_within: args.keep_within,
+        keep_tags: args.keep_tags.clone(),
+    });
     let store = keys::open_store(settings)?;
     let _lock = keys::lock(&store, LockKind::Shared, "forget")?;
     let snapshots = snapshots_of(&store, args.host.as_deref())?;
-    let decisions = nightshift_store::decide(&snapshots, &policy, &Local);
+    let decisions = if policy.is_empty() {
+        by_inventory(settings, &snapshots)?
+    } else {
+        nightshift_store::decide(&snapshots, &policy, &Local)
+    };
     let doomed: Vec<String> = decisions
         .iter()
         .filter(|d| !d.keep())

@@ -89,11 +89,77 @@ pub struct BackupSettings {
     #[serde(default)]
     pub keep_last: Option<u32>,
     #[serde(default)]
+    pub keep_hourly: Option<u32>,
+    #[serde(default)]
     pub keep_daily: Option<u32>,
     #[serde(default)]
     pub keep_weekly: Option<u32>,
     #[serde(default)]
     pub keep_monthly: Option<u32>,
+    #[serde(default)]
+    pub keep_yearly: Option<u32>,
+    #[serde(default)]
+    pub keep_within: Option<crate::Duration>,
+    #[serde(default)]
+    pub keep_tags: Vec<String>,
+}
+
+impl BackupSettings {
+    /// The retention rules these settings state.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+            keep_within: self.keep_within,
+            keep_tags: self.keep_tags.clone(),
+        }
+    }
+}
+
+/// A retention policy as the inventory states it, restic's rules: keep the
+/// newest N, the newest of each of the last N hours, days, ISO weeks,
+/// months, years, everything within a span of the newest, and tagged ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    pub keep_within: Option<crate::Duration>,
+    pub keep_tags: Vec<String>,
+}
+
+impl Retention {
+    /// Whether the policy states any rule at all.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The more generous of two policies, rule by rule: a host in two
+    /// groups never loses a snapshot because of the second.
+    fn widen(self, other: &Self) -> Self {
+        let max = |a: Option<u32>, b: Option<u32>| a.max(b);
+        let mut tags = self.keep_tags;
+        tags.extend(other.keep_tags.iter().cloned());
+        tags.sort();
+        tags.dedup();
+        Self {
+            keep_last: max(self.keep_last, other.keep_last),
+            keep_hourly: max(self.keep_hourly, other.keep_hourly),
+            keep_daily: max(self.keep_daily, other.keep_daily),
+            keep_weekly: max(self.keep_weekly, other.keep_weekly),
+            keep_monthly: max(self.keep_monthly, other.keep_monthly),
+            keep_yearly: max(self.keep_yearly, other.keep_yearly),
+            keep_within: self.keep_within.max(other.keep_within),
+            keep_tags: tags,
+        }
+    }
 }
 
 impl Inventory {
@@ -126,6 +192,28 @@ impl Inventory {
                 .flat_map(|h| h.groups.iter().map(|g| g.get_ref().as_str())),
         );
         names
+    }
+
+    /// A host's retention policy: its own when it states one, else the
+    /// most generous merge of the policies of every group it is in
+    /// (directly or through child groups). `None` when nothing applies.
+    pub fn retention(&self, host: &str) -> Option<Retention> {
+        let own = self
+            .hosts
+            .get(host)?
+            .backup
+            .as_ref()
+            .map(BackupSettings::retention);
+        if let Some(own) = own.filter(|r| !r.is_empty()) {
+            return Some(own);
+        }
+        let targets = self.targets();
+        self.groups
+            .iter()
+            .filter(|(name, _)| targets.group_hosts(name).contains(host))
+            .filter_map(|(_, group)| group.backup.as_ref().map(BackupSettings::retention))
+            .filter(|r| !r.is_empty())
+            .reduce(|merged, r| merged.widen(&r))
     }
 
     /// An index for resolving many targets against this inventory.
@@ -272,6 +360,38 @@ mod tests {
             .into_iter()
             .map(String::from)
             .collect()
+    }
+
+    #[test]
+    fn retention_is_the_hosts_own_or_the_widest_of_its_groups() {
+        let inventory: Inventory = toml::from_str(
+            r#"
+            [hosts.web1]
+            groups = ["web", "frontline"]
+            [hosts.db1]
+            groups = ["web"]
+            backup = { keep_last = 2 }
+            [hosts.lone]
+            [groups.web]
+            backup = { keep_daily = 7, keep_weekly = 4, keep_tags = ["pre-upgrade"] }
+            [groups.frontline]
+            backup = { keep_daily = 14, keep_within = "2d", keep_tags = ["audit"] }
+            "#,
+        )
+        .expect("inventory");
+        let web1 = inventory.retention("web1").expect("a policy");
+        assert_eq!(web1.keep_daily, Some(14), "the more generous group wins");
+        assert_eq!(web1.keep_weekly, Some(4));
+        assert_eq!(web1.keep_tags, ["audit", "pre-upgrade"]);
+        assert_eq!(web1.keep_within.map(|d| d.0.as_secs()), Some(2 * 86400));
+        let db1 = inventory.retention("db1").expect("its own");
+        assert_eq!(
+            (db1.keep_last, db1.keep_daily),
+            (Some(2), None),
+            "a host's own policy wins"
+        );
+        assert_eq!(inventory.retention("lone"), None);
+        assert_eq!(inventory.retention("unknown"), None);
     }
 
     #[test]

@@ -92,6 +92,12 @@ pub struct Backup {
     pub streams: Vec<Stream>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// After a successful backup, forget the host's snapshots by its
+    /// inventory retention policy (`[hosts.X.backup]` or its groups'). The
+    /// engine that runs playbooks applies it (issue 8); parsed and checked
+    /// here.
+    #[serde(default)]
+    pub forget: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -315,6 +315,40 @@ fn keys_are_added_listed_and_removed_and_no_encryption_is_honoured() {
 }
 
 #[test]
+fn forget_without_options_applies_the_inventory_policy_of_the_hosts_group() {
+    let tree = crate::common::Tree::new(
+        "[hosts.localhost]\naddress = \"localhost\"\ngroups = [\"local\"]\n\
+         [groups.local]\nbackup = { keep_last = 2, keep_tags = [\"pre-upgrade\"] }\n",
+        "",
+    );
+    let source = tree.dir.path().join("src");
+    fs::create_dir_all(&source).expect("mkdir");
+    let src = source.to_str().expect("utf-8");
+    for n in 0..4 {
+        fs::write(source.join("file"), format!("version {n}")).expect("write");
+        let tag = if n == 0 { "pre-upgrade" } else { "nightly" };
+        let out = tree.run(&["backup", src, "--tag", tag]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let dry = json(&tree.run(&["forget", "--dry-run", "--json"]));
+    let kept: Vec<bool> = dry
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["keep"].as_bool().expect("keep"))
+        .collect();
+    assert_eq!(
+        kept,
+        [true, false, true, true],
+        "the tagged one, and the last 2: {dry}"
+    );
+    let done = tree.run(&["forget"]);
+    assert!(done.status.success(), "{}", stderr(&done));
+    let left = json(&tree.run(&["snapshots", "--json"]));
+    assert_eq!(left.as_array().map(Vec::len), Some(3));
+}
+
+#[test]
 fn forget_keeps_what_the_policy_says_and_dry_run_changes_nothing() {
     let work = tempfile::tempdir().expect("tempdir");
     let data = work.path().join("data");
@@ -336,13 +370,19 @@ fn forget_keeps_what_the_policy_says_and_dry_run_changes_nothing() {
         );
     }
 
-    let empty = ns(&data, &["forget"]);
-    assert_eq!(empty.status.code(), Some(1));
+    // Without options, the inventory's policy applies; the embedded
+    // inventory has none, so everything is kept, and it says why.
+    let none = ns(&data, &["forget", "--json"]);
+    let rows = json(&none);
     assert!(
-        stderr(&empty).contains("at least one --keep-*"),
-        "{}",
-        stderr(&empty)
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .all(|r| r["keep"] == true
+                && r["reasons"][0] == "no retention policy for host localhost"),
+        "{rows}"
     );
+    assert!(stderr(&none).contains("no retention policy for host localhost"));
 
     let policy = [
         "forget",
