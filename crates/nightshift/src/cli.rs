@@ -299,6 +299,9 @@ pub enum StoreCommand {
         /// Rewrite packs less than this share of which is still needed
         #[arg(long, value_name = "PERCENT", default_value = "50%")]
         repack_below: String,
+        /// Then repack the least needed packs until unneeded bytes are at most this share of needed ones
+        #[arg(long, value_name = "PERCENT", default_value = "5%")]
+        max_unused: String,
         /// How long packs stay marked before a prune deletes them; longer than your longest backup
         #[arg(long, value_name = "DURATION", default_value = "24h",
               value_parser = nightshift_plan::Duration::parse_allowing_zero)]

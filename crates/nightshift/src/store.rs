@@ -221,11 +221,13 @@ pub fn run(settings: &Settings, command: StoreCommand) -> anyhow::Result<ExitCod
         StoreCommand::Prune {
             dry_run,
             repack_below,
+            max_unused,
             delete_delay,
             json,
         } => {
             let options = PruneOptions {
                 repack_below: share(&repack_below, "--repack-below")?,
+                max_unused: share(&max_unused, "--max-unused")?,
                 delete_delay,
                 dry_run,
                 threads: 0,

@@ -29,6 +29,10 @@ pub struct PruneOptions {
     /// are rewritten: their needed chunks copied to new packs, the rest
     /// freed with them.
     pub repack_below: f64,
+    /// Then the least needed packs are repacked too, until the bytes no
+    /// snapshot needs are at most this share of those needed (restic's
+    /// `--max-unused`): space comes back without rewriting everything.
+    pub max_unused: f64,
     /// How long a pack stays marked before a prune may delete it.
     pub delete_delay: Duration,
     pub dry_run: bool,
@@ -40,6 +44,7 @@ impl Default for PruneOptions {
     fn default() -> Self {
         Self {
             repack_below: 0.5,
+            max_unused: 0.05,
             delete_delay: Duration::from_secs(24 * 3600),
             dry_run: false,
             threads: 0,
@@ -147,6 +152,7 @@ impl Store {
             };
             actions.push(action);
         }
+        repack_to_limit(&mut actions, &sizes, &live, options.max_unused);
         let (adopted, damaged) = self.unindexed_packs()?;
         report.damaged_unindexed = damaged;
         for (pack, _) in &adopted.packs {
@@ -388,6 +394,28 @@ impl Store {
             }
         }
         Ok(stale)
+    }
+}
+
+/// Turns kept packs into repacked ones, least needed first, until what
+/// stays unneeded in kept packs is at most `max_unused` of what is needed.
+fn repack_to_limit(actions: &mut [Action], sizes: &[u64], live: &[u64], max_unused: f64) {
+    let needed: u64 = live.iter().sum();
+    let limit = (max_unused * needed as f64) as u64;
+    let mut kept: Vec<usize> = (0..actions.len())
+        .filter(|&n| actions[n] == Action::Keep && live[n] < sizes[n])
+        .collect();
+    let mut unused: u64 = kept.iter().map(|&n| sizes[n] - live[n]).sum();
+    kept.sort_by(|&a, &b| {
+        let share = |n: usize| live[n] as f64 / sizes[n].max(1) as f64;
+        share(a).total_cmp(&share(b))
+    });
+    for n in kept {
+        if unused <= limit {
+            break;
+        }
+        actions[n] = Action::Repack;
+        unused -= sizes[n] - live[n];
     }
 }
 

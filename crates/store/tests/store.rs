@@ -1077,3 +1077,44 @@ fn whole_packs_of_an_interrupted_backup_are_reused_by_the_next() {
     );
     full_check(&store);
 }
+
+#[test]
+fn packs_mostly_needed_are_repacked_only_while_unused_space_exceeds_the_limit() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    noise_files(&source, 10, 90_000);
+    let mut store = small_store(&work.path().join("store"));
+    let first = backup(&mut store, &source).snapshot.id;
+    for n in 0..3 {
+        fs::remove_file(source.join(format!("f{n}"))).unwrap();
+    }
+    let second = backup(&mut store, &source).snapshot.id;
+    store.forget(&[first]).unwrap();
+    let prune = |store: &mut Store, max_unused: f64, dry_run: bool| {
+        let lock = store
+            .lock(nightshift_store::LockKind::Prune, "prune")
+            .unwrap();
+        let options = nightshift_store::PruneOptions {
+            delete_delay: std::time::Duration::ZERO,
+            max_unused,
+            dry_run,
+            ..nightshift_store::PruneOptions::default()
+        };
+        store.prune(&lock, &options).unwrap()
+    };
+    let lenient = prune(&mut store, 1.0, true);
+    assert_eq!(
+        lenient.repacked.packs, 0,
+        "70 % needed is above 50 %: {lenient:?}"
+    );
+    let strict = prune(&mut store, 0.05, false);
+    assert!(
+        strict.repacked.packs >= 1,
+        "30 % unused is above 5 %: {strict:?}"
+    );
+    prune(&mut store, 0.05, false);
+    full_check(&store);
+    let target = work.path().join("restored");
+    restore_all(&reopen(&work.path().join("store")), &second, &target);
+    assert_eq!(describe(&landed(&target, &source)), describe(&source));
+}
