@@ -23,6 +23,10 @@ use crate::repo::{PackFiles, Store};
 use crate::snapshot::SnapshotEntry;
 use crate::tree::NodeKind;
 
+/// Seconds after a mark's time during which a new lock still holds its
+/// deletion back: covers writing and syncing the index that carries it.
+const MARK_MARGIN: i64 = 60;
+
 #[derive(Debug, Clone, Copy)]
 pub struct PruneOptions {
     /// Packs whose share of bytes still needed is below this (0.0 to 1.0)
@@ -140,7 +144,7 @@ impl Store {
                 Some(_) if live > 0 => Action::Recover,
                 Some(mark) if now.saturating_sub(mark) < delay => Action::Pending,
                 Some(mark) => match &oldest {
-                    Some(info) if info.time.timestamp() <= mark => {
+                    Some(info) if info.time.timestamp() <= mark + MARK_MARGIN => {
                         report.deferred_by = Some(info.clone());
                         Action::Pending
                     }
@@ -152,7 +156,8 @@ impl Store {
             };
             actions.push(action);
         }
-        repack_to_limit(&mut actions, &sizes, &live, options.max_unused);
+        let indexed = self.indexed_bytes();
+        repack_to_limit(&mut actions, &indexed, &live, options.max_unused);
         let (adopted, damaged) = self.unindexed_packs()?;
         report.damaged_unindexed = damaged;
         for (pack, _) in &adopted.packs {
@@ -200,6 +205,10 @@ impl Store {
         options: &PruneOptions,
     ) -> Result<()> {
         let (copied, copied_name) = self.repack(actions, used, options.threads)?;
+        // The mark's time is taken when the index that carries it is about
+        // to be written, not when prune started: a backup that took its
+        // lock before this may still have loaded the index without marks.
+        let now = now.max(Utc::now().timestamp());
         let packs = self.index().packs().to_vec();
         let marks: Vec<i64> = (0..packs.len())
             .map(|number| match actions[number] {
@@ -341,6 +350,16 @@ impl Store {
             .collect()
     }
 
+    /// Stored bytes of every indexed chunk, per pack number.
+    fn indexed_bytes(&self) -> Vec<u64> {
+        let mut bytes = vec![0u64; self.index().packs().len()];
+        for at in 0..self.index().len() {
+            let (pack, location) = self.index().at(at);
+            bytes[pack] += u64::from(location.blob.stored_len);
+        }
+        bytes
+    }
+
     /// Stored bytes of needed chunks, per pack number.
     fn live_bytes(&self, used: &Bitset) -> Vec<u64> {
         let mut live = vec![0u64; self.index().packs().len()];
@@ -399,6 +418,8 @@ impl Store {
 
 /// Turns kept packs into repacked ones, least needed first, until what
 /// stays unneeded in kept packs is at most `max_unused` of what is needed.
+/// `sizes` are the stored bytes of each pack's chunks: headers are not
+/// unused space, or small-file packs would be repacked on every run.
 fn repack_to_limit(actions: &mut [Action], sizes: &[u64], live: &[u64], max_unused: f64) {
     let needed: u64 = live.iter().sum();
     let limit = (max_unused * needed as f64) as u64;

@@ -81,6 +81,7 @@ impl Store {
             }
         }
         let copied = self.salvage(&salvage, &mut report)?;
+        let copied_ids: Vec<PackId> = copied.packs.iter().map(|(id, _)| *id).collect();
         sound.packs.extend(copied.packs);
         sound.supersedes = self.index_file_names()?;
         self.write_index(&sound)?;
@@ -88,7 +89,11 @@ impl Store {
             let path = self.root().join("index").join(name);
             fs::remove_file(&path).at("removing", &path)?;
         }
-        for (id, _, _) in &salvage {
+        // In an unencrypted store a salvaged pack can come out byte for
+        // byte what the damaged one should have been, under the same name:
+        // then the rename has already replaced the damaged file.
+        let rewritten: std::collections::HashSet<PackId> = copied_ids.iter().copied().collect();
+        for (id, _, _) in salvage.iter().filter(|(id, _, _)| !rewritten.contains(id)) {
             self.quarantine(&self.pack_path(*id), &id.to_string())?;
         }
         self.load_index()?;

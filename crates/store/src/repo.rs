@@ -216,18 +216,32 @@ impl Store {
     /// another file supersedes (left by a prune that was interrupted) are
     /// skipped; finding one costs a second pass, which only happens then.
     pub(crate) fn load_index(&mut self) -> Result<()> {
-        let names = self.index_file_names()?;
+        let mut names = self.index_file_names()?;
         let mut skip = std::collections::HashSet::new();
         loop {
             let mut index = Index::default();
             let mut superseded = std::collections::HashSet::new();
+            let mut vanished = false;
             for name in names.iter().filter(|n| !skip.contains(*n)) {
                 let path = self.root.join("index").join(name);
-                let bytes = fs::read(&path).at("reading", &path)?;
+                // A prune removes the files it superseded after writing
+                // the one that replaces them: list again.
+                let bytes = match fs::read(&path) {
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                        vanished = true;
+                        break;
+                    }
+                    other => other.at("reading", &path)?,
+                };
                 let file = IndexFile::decode(&bytes, &self.crypto)
                     .map_err(|what| StoreError::Corrupt { path, what })?;
                 superseded.extend(file.supersedes.iter().cloned());
                 index.extend(file);
+            }
+            if vanished {
+                names = self.index_file_names()?;
+                skip.clear();
+                continue;
             }
             if names
                 .iter()

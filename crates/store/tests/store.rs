@@ -1118,3 +1118,18 @@ fn packs_mostly_needed_are_repacked_only_while_unused_space_exceeds_the_limit() 
     restore_all(&reopen(&work.path().join("store")), &second, &target);
     assert_eq!(describe(&landed(&target, &source)), describe(&source));
 }
+
+#[test]
+fn a_store_of_small_files_is_left_alone_by_a_second_prune() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    noise_files(&source, 1000, 300);
+    let mut store = small_store(&work.path().join("store"));
+    backup(&mut store, &source);
+    let first = prune_now(&mut store);
+    assert_eq!(
+        (first.repacked.packs, first.marked.packs),
+        (0, 0),
+        "pack headers are not unused space: {first:?}"
+    );
+}
