@@ -87,13 +87,10 @@ async fn main() {
     );
 }
 
-/// A 1,000-host run's results, flushed as the engine flushes a batch.
-async fn record_batched(catalog: &Catalog) -> f64 {
-    let now = Utc::now();
-    let output = b"Reading package lists...\n0 upgraded, 0 newly installed\n".repeat(4);
-    let names: Vec<String> = (0..1_000).map(host_name).collect();
-    let started = Instant::now();
-    let run = catalog
+const OUTPUT: &[u8] = b"Reading package lists...\n0 upgraded, 0 newly installed\n";
+
+async fn bench_run(catalog: &Catalog, now: DateTime<Utc>) -> nightshift_catalog::RunId {
+    catalog
         .begin_run(&NewRun {
             playbook: "bench",
             trigger: Trigger::Manual,
@@ -102,7 +99,28 @@ async fn record_batched(catalog: &Catalog) -> f64 {
             started: now,
         })
         .await
-        .expect("run");
+        .expect("run")
+}
+
+fn step_ok(output: &[u8], finished: DateTime<Utc>) -> StepEnd<'_> {
+    StepEnd {
+        status: StepStatus::Ok,
+        exit_code: Some(0),
+        signal: None,
+        attempts: 1,
+        changed: false,
+        output,
+        finished,
+    }
+}
+
+/// A 1,000-host run's results, flushed as the engine flushes a batch.
+async fn record_batched(catalog: &Catalog) -> f64 {
+    let now = Utc::now();
+    let output = OUTPUT.repeat(4);
+    let names: Vec<String> = (0..1_000).map(host_name).collect();
+    let started = Instant::now();
+    let run = bench_run(catalog, now).await;
     let jobs: Vec<FinishedJob<'_>> = names
         .iter()
         .map(|host| FinishedJob {
@@ -118,15 +136,7 @@ async fn record_batched(catalog: &Catalog) -> f64 {
                     name,
                     kind: StepKind::parse(kind).expect("a kind"),
                     started: now,
-                    end: StepEnd {
-                        status: StepStatus::Ok,
-                        exit_code: Some(0),
-                        signal: None,
-                        attempts: 1,
-                        changed: false,
-                        output: &output,
-                        finished: now,
-                    },
+                    end: step_ok(&output, now),
                 })
                 .collect(),
         })
@@ -143,17 +153,8 @@ async fn record_batched(catalog: &Catalog) -> f64 {
 async fn record_run(catalog: &Catalog, hosts: usize) -> f64 {
     let now = Utc::now();
     let started = Instant::now();
-    let run = catalog
-        .begin_run(&NewRun {
-            playbook: "bench",
-            trigger: Trigger::Manual,
-            operator: Some("bench"),
-            window: None,
-            started: now,
-        })
-        .await
-        .expect("run");
-    let output = b"Reading package lists...\n0 upgraded, 0 newly installed\n".repeat(4);
+    let run = bench_run(catalog, now).await;
+    let output = OUTPUT.repeat(4);
     for host in 0..hosts {
         let job = catalog
             .begin_job(run, &host_name(host), None, 1, now)
@@ -165,15 +166,7 @@ async fn record_run(catalog: &Catalog, hosts: usize) -> f64 {
                 .begin_step(job, position as u32, name, kind, now)
                 .await
                 .expect("step");
-            let end = StepEnd {
-                status: StepStatus::Ok,
-                exit_code: Some(0),
-                signal: None,
-                attempts: 1,
-                changed: false,
-                output: &output,
-                finished: now,
-            };
+            let end = step_ok(&output, now);
             catalog.finish_step(step, &end).await.expect("finish step");
         }
         catalog

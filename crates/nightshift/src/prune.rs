@@ -87,7 +87,7 @@ fn print_report(r: &PruneReport, dry_run: bool) {
     }
     if let Some(lock) = &r.deferred_by {
         println!(
-            "some deletions wait for the {lock}, which is older than their mark; if that process is gone, `nightshift store unlock`"
+            "some deletions wait for the {lock}, which is older than their mark; if that process is gone, `nightshift store unlock` (with --all when the lock is from another host)"
         );
     }
 }

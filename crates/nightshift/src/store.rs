@@ -236,7 +236,8 @@ pub fn run(settings: &Settings, command: StoreCommand) -> anyhow::Result<ExitCod
         }
         StoreCommand::Repair { json } => crate::prune::repair(settings, json),
         StoreCommand::RebuildIndex => {
-            let mut store = keys::open_store(settings)?;
+            // The index may be what is damaged: do not read it first.
+            let mut store = keys::open_store_unindexed(settings)?;
             let lock = keys::lock(&store, LockKind::Exclusive, "rebuild-index")?;
             let chunks = store.rebuild_index()?;
             drop(lock);

@@ -314,6 +314,10 @@ impl IndexFile {
         for id in names {
             body.extend_from_slice(id.as_bytes());
         }
+        // As in packs: no two index files are ever the same file, so a
+        // backup can never recreate, under its name, one prune deletes.
+        // Readers ignore what follows the superseded list.
+        body.extend_from_slice(&crate::crypto::random::<16>());
         let mut bytes = INDEX_MAGIC.to_vec();
         bytes
             .extend(crypto.seal(&zstd::encode_all(&body[..], 3).expect("compressing into memory")));
@@ -455,6 +459,20 @@ mod tests {
         assert_eq!(index.packs().len(), 1);
         assert!(index.contains_live(&blob(1).id));
         assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn the_same_entries_never_encode_to_the_same_file() {
+        let file = IndexFile {
+            packs: vec![(PackId([1; 32]), vec![blob(1)])],
+            ..IndexFile::default()
+        };
+        let (first, second) = (file.encode(&Crypto::None), file.encode(&Crypto::None));
+        assert_ne!(first, second);
+        assert_eq!(
+            IndexFile::decode(&second, &Crypto::None).as_ref(),
+            Ok(&file)
+        );
     }
 
     #[test]

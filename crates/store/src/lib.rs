@@ -39,7 +39,7 @@ pub use crypto::{Crypto, KeyFile, MasterKey, Passphrase};
 pub use error::{Result, StoreError};
 pub use forget::{Decision, RetentionPolicy, decide};
 pub use index::{Index, IndexFile, Location};
-pub use lock::{Lock, LockInfo, LockKind};
+pub use lock::{Lock, LockInfo, LockKind, RemovedLock};
 pub use pack::{Blob, BlobKind, PackId};
 pub use prune::{Packs, PruneOptions, PruneReport};
 pub use repair::{Damage, RepairReport};

@@ -128,6 +128,22 @@ impl Store {
 
     /// Every lock file and what it says.
     pub fn locks(&self) -> Result<Vec<(PathBuf, LockInfo)>> {
+        self.lock_files()?
+            .into_iter()
+            .map(|(path, info)| match info {
+                Ok(info) => Ok((path, info)),
+                Err(what) => Err(StoreError::Corrupt {
+                    what: format!(
+                        "unreadable lock: {what}; `nightshift store unlock --all` removes it"
+                    ),
+                    path,
+                }),
+            })
+            .collect()
+    }
+
+    /// Every lock file and what it says, or why it does not parse.
+    fn lock_files(&self) -> Result<Vec<(PathBuf, std::result::Result<LockInfo, String>)>> {
         let dir = self.root().join("locks");
         if !dir.exists() {
             return Ok(Vec::new());
@@ -138,32 +154,41 @@ impl Store {
             let Ok(bytes) = std::fs::read(&path) else {
                 continue; // released while listing
             };
-            match serde_json::from_slice(&bytes) {
-                Ok(info) => out.push((path, info)),
-                Err(err) => {
-                    return Err(StoreError::Corrupt {
-                        path,
-                        what: format!(
-                            "unreadable lock: {err}; `nightshift store unlock --all` removes it"
-                        ),
-                    });
-                }
-            }
+            let info = serde_json::from_slice(&bytes).map_err(|err| err.to_string());
+            out.push((path, info));
         }
         Ok(out)
     }
 
-    /// Removes stale locks, or with `all` every lock; returns what went.
-    pub fn unlock(&self, all: bool) -> Result<Vec<LockInfo>> {
+    /// Removes stale locks, or with `all` every lock, unreadable ones
+    /// included; returns what went.
+    pub fn unlock(&self, all: bool) -> Result<Vec<RemovedLock>> {
         let here = host_name();
         let mut removed = Vec::new();
-        for (path, info) in self.locks()? {
-            if all || info.is_stale(&here) {
+        for (path, info) in self.lock_files()? {
+            let stale = info.as_ref().is_ok_and(|info| info.is_stale(&here));
+            if all || stale {
                 std::fs::remove_file(&path).at("removing the lock", &path)?;
-                removed.push(info);
+                removed.push(RemovedLock { path, info });
             }
         }
         Ok(removed)
+    }
+}
+
+/// A lock [`Store::unlock`] removed: what it said, or why it could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedLock {
+    pub path: PathBuf,
+    pub info: std::result::Result<LockInfo, String>,
+}
+
+impl std::fmt::Display for RemovedLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.info {
+            Ok(info) => write!(f, "{info}"),
+            Err(what) => write!(f, "unreadable lock {} ({what})", self.path.display()),
+        }
     }
 }
 

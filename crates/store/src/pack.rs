@@ -17,6 +17,11 @@ pub const PACK_END: &[u8; 8] = b"NSPKEND\x01";
 pub const ENTRY_LEN: usize = 44;
 /// Length of the sealed header, end magic.
 pub const TRAILER_LEN: usize = 4 + 8;
+/// Random bytes after a header's entries, so that no two packs are ever
+/// the same file, even in an unencrypted store where the same chunks
+/// would otherwise pack to the same bytes (and a backup's new pack could
+/// replace, under the same name, one that prune is about to delete).
+pub const SALT_LEN: usize = 16;
 
 /// What a chunk holds: file content, or a directory listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -125,10 +130,10 @@ impl PackBuilder {
 }
 
 /// A pack's sealed header and its trailer, written after its blobs: the
-/// entries and their BLAKE3 hash (which catches damage in unsealed
-/// stores), sealed, then the sealed length and the end magic.
+/// entries, a random salt and their BLAKE3 hash (which catches damage in
+/// unsealed stores), sealed, then the sealed length and the end magic.
 pub fn header(blobs: &[Blob], crypto: &Crypto) -> Vec<u8> {
-    let mut plain = Vec::with_capacity(blobs.len() * ENTRY_LEN + 32);
+    let mut plain = Vec::with_capacity(blobs.len() * ENTRY_LEN + SALT_LEN + 32);
     for blob in blobs {
         plain.push(match blob.kind {
             BlobKind::Data => 0,
@@ -140,6 +145,7 @@ pub fn header(blobs: &[Blob], crypto: &Crypto) -> Vec<u8> {
         plain.extend_from_slice(&blob.raw_len.to_le_bytes());
         plain.extend_from_slice(blob.id.as_bytes());
     }
+    plain.extend_from_slice(&crate::crypto::random::<SALT_LEN>());
     let hash = blake3::hash(&plain);
     plain.extend_from_slice(hash.as_bytes());
     let mut bytes = crypto.seal(&plain);
@@ -181,15 +187,22 @@ pub fn parse_header(tail: &[u8], pack_len: u64, crypto: &Crypto) -> Result<Vec<B
     let plain = crypto
         .open(&tail[header_at..trailer_at])
         .map_err(|what| HeaderError::Damaged(format!("its header: {what}")))?;
-    let Some(entries_len) = plain.len().checked_sub(32) else {
+    let Some(hashed_len) = plain.len().checked_sub(32) else {
         return Err(damaged("its header is too short"));
     };
-    let (entries, hash) = plain.split_at(entries_len);
-    if blake3::hash(entries).as_bytes() != hash || !entries_len.is_multiple_of(ENTRY_LEN) {
+    let (hashed, hash) = plain.split_at(hashed_len);
+    if blake3::hash(hashed).as_bytes() != hash {
         return Err(damaged("its header does not match its hash"));
     }
+    // Packs written before the salt have entries only; 16 is not a
+    // multiple of 44, so the two layouts cannot be confused.
+    let entries = match hashed_len % ENTRY_LEN {
+        0 => hashed,
+        SALT_LEN => &hashed[..hashed_len - SALT_LEN],
+        _ => return Err(damaged("its header's length fits no layout")),
+    };
     let mut offset = PACK_MAGIC.len() as u64;
-    let mut blobs = Vec::with_capacity(entries_len / ENTRY_LEN);
+    let mut blobs = Vec::with_capacity(entries.len() / ENTRY_LEN);
     for entry in entries.chunks_exact(ENTRY_LEN) {
         let kind = match entry[0] {
             0 => BlobKind::Data,
@@ -274,6 +287,40 @@ mod tests {
                 assert_eq!(decode(blob, stored, &crypto).as_deref(), Ok(chunk));
             }
         }
+    }
+
+    #[test]
+    fn the_same_chunks_never_pack_to_the_same_file() {
+        let pack = || {
+            let mut builder = PackBuilder::default();
+            builder.push(ChunkId::of(b"x"), BlobKind::Data, false, 1, b"x");
+            builder.finish(&Crypto::None).0
+        };
+        let (first, second) = (pack(), pack());
+        assert_ne!(PackId::of(&first), PackId::of(&second));
+        for bytes in [first, second] {
+            let blobs = parse_header(&bytes, bytes.len() as u64, &Crypto::None).expect("header");
+            assert_eq!(blobs.len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_pack_written_before_the_salt_still_reads() {
+        let stored = b"x";
+        let mut entries = vec![0u8, 0, 0, 0];
+        entries.extend_from_slice(&1u32.to_le_bytes());
+        entries.extend_from_slice(&1u32.to_le_bytes());
+        entries.extend_from_slice(ChunkId::of(b"x").as_bytes());
+        let mut plain = entries.clone();
+        plain.extend_from_slice(blake3::hash(&entries).as_bytes());
+        let mut bytes = PACK_MAGIC.to_vec();
+        bytes.extend_from_slice(stored);
+        bytes.extend_from_slice(&plain);
+        bytes.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(PACK_END);
+        let blobs = parse_header(&bytes, bytes.len() as u64, &Crypto::None).expect("header");
+        assert_eq!(blobs[0].id, ChunkId::of(b"x"));
+        assert_eq!(blobs[0].offset, 8);
     }
 
     #[test]

@@ -164,7 +164,7 @@ impl Store {
             report.adopted.add(file_len(&self.pack_path(*pack)));
         }
         let tmp = self.stale_temp_files(now, delay, oldest.as_ref())?;
-        self.tally(&actions, &sizes, &used, &mut report);
+        Self::tally(&actions, &sizes, &live, &mut report);
         let earliest = actions
             .iter()
             .enumerate()
@@ -370,8 +370,7 @@ impl Store {
         live
     }
 
-    fn tally(&self, actions: &[Action], sizes: &[u64], used: &Bitset, report: &mut PruneReport) {
-        let live = self.live_bytes(used);
+    fn tally(actions: &[Action], sizes: &[u64], live: &[u64], report: &mut PruneReport) {
         for (number, action) in actions.iter().enumerate() {
             let size = sizes[number];
             match action {

@@ -303,6 +303,9 @@ impl Store {
         let mut packs = Vec::new();
         for dir in self.list("data")? {
             let path = self.root.join("data").join(&dir);
+            if !path.is_dir() {
+                continue; // not a pack directory (an editor's or OS's file)
+            }
             for entry in fs::read_dir(&path).at("listing", &path)? {
                 let entry = entry.at("listing", &path)?;
                 if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {

@@ -61,6 +61,6 @@ pub struct SnapshotEntry {
 
 impl SnapshotEntry {
     pub fn short_id(&self) -> &str {
-        &self.id[..8]
+        self.id.get(..8).unwrap_or(&self.id)
     }
 }

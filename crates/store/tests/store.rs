@@ -818,6 +818,29 @@ fn a_dead_process_lock_is_cleared_and_another_hosts_needs_unlock_all() {
 }
 
 #[test]
+fn an_unreadable_lock_blocks_with_advice_and_unlock_all_removes_it() {
+    use nightshift_store::LockKind;
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    let store = small_store(&root);
+    fs::create_dir_all(root.join("locks")).unwrap();
+    fs::write(root.join("locks/1-1"), b"{ half a lock").unwrap();
+    let err = store.lock(LockKind::Shared, "backup").unwrap_err();
+    assert!(err.to_string().contains("unlock --all"), "{err}");
+    assert!(store.unlock(false).unwrap().is_empty());
+    let removed = store.unlock(true).unwrap();
+    assert_eq!(removed.len(), 1);
+    assert!(removed[0].info.is_err());
+    assert!(
+        removed[0].to_string().contains("unreadable lock"),
+        "{}",
+        removed[0]
+    );
+    assert!(!root.join("locks/1-1").exists());
+    store.lock(LockKind::Shared, "backup").unwrap();
+}
+
+#[test]
 fn a_config_edited_to_turn_encryption_off_is_refused() {
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("store");
@@ -845,15 +868,24 @@ fn repair(root: &Path) -> (Store, nightshift_store::RepairReport) {
     (store, report)
 }
 
-fn prune_now(store: &mut Store) -> nightshift_store::PruneReport {
+/// Prunes under a prune lock, as `nightshift store prune` does.
+fn prune_with(
+    store: &mut Store,
+    options: &nightshift_store::PruneOptions,
+) -> nightshift_store::Result<nightshift_store::PruneReport> {
     let lock = store
         .lock(nightshift_store::LockKind::Prune, "prune")
         .unwrap();
+    store.prune(&lock, options)
+}
+
+/// Without the delete delay, so a second run deletes what the first marked.
+fn prune_now(store: &mut Store) -> nightshift_store::PruneReport {
     let options = nightshift_store::PruneOptions {
         delete_delay: std::time::Duration::ZERO,
         ..nightshift_store::PruneOptions::default()
     };
-    store.prune(&lock, &options).unwrap()
+    prune_with(store, &options).unwrap()
 }
 
 fn packs_on_disk(store: &Store) -> std::collections::BTreeSet<String> {
@@ -899,16 +931,11 @@ fn prune_marks_first_and_deletes_on_a_later_run() {
     let before = packs_on_disk(&store);
     store.forget(&[first]).unwrap();
 
-    let dry = {
-        let lock = store
-            .lock(nightshift_store::LockKind::Prune, "prune")
-            .unwrap();
-        let options = nightshift_store::PruneOptions {
-            dry_run: true,
-            ..nightshift_store::PruneOptions::default()
-        };
-        store.prune(&lock, &options).unwrap()
+    let dry_run = nightshift_store::PruneOptions {
+        dry_run: true,
+        ..nightshift_store::PruneOptions::default()
     };
+    let dry = prune_with(&mut store, &dry_run).unwrap();
     assert!(dry.marked.packs >= 2, "{dry:?}");
     assert_eq!(packs_on_disk(&store), before, "a dry run changes nothing");
 
@@ -1039,12 +1066,7 @@ fn prune_refuses_to_run_when_a_snapshot_needs_a_missing_pack() {
     let tree = store.index().get(&snapshot.snapshot.tree).unwrap();
     fs::remove_file(store.pack_path(tree.pack)).unwrap();
     let before = packs_on_disk(&store);
-    let lock = store
-        .lock(nightshift_store::LockKind::Prune, "prune")
-        .unwrap();
-    let err = store
-        .prune(&lock, &nightshift_store::PruneOptions::default())
-        .unwrap_err();
+    let err = prune_with(&mut store, &nightshift_store::PruneOptions::default()).unwrap_err();
     assert!(matches!(err, StoreError::PruneRefused { .. }), "{err}");
     assert!(err.to_string().contains("store repair"), "{err}");
     assert_eq!(packs_on_disk(&store), before);
@@ -1091,16 +1113,13 @@ fn packs_mostly_needed_are_repacked_only_while_unused_space_exceeds_the_limit() 
     let second = backup(&mut store, &source).snapshot.id;
     store.forget(&[first]).unwrap();
     let prune = |store: &mut Store, max_unused: f64, dry_run: bool| {
-        let lock = store
-            .lock(nightshift_store::LockKind::Prune, "prune")
-            .unwrap();
         let options = nightshift_store::PruneOptions {
             delete_delay: std::time::Duration::ZERO,
             max_unused,
             dry_run,
             ..nightshift_store::PruneOptions::default()
         };
-        store.prune(&lock, &options).unwrap()
+        prune_with(store, &options).unwrap()
     };
     let lenient = prune(&mut store, 1.0, true);
     assert_eq!(
@@ -1132,4 +1151,14 @@ fn a_store_of_small_files_is_left_alone_by_a_second_prune() {
         (0, 0),
         "pack headers are not unused space: {first:?}"
     );
+}
+
+#[test]
+fn a_stray_file_among_the_pack_directories_is_ignored() {
+    let (work, source, root, mut store, _) = awkward_backup();
+    fs::write(root.join("data/.DS_Store"), b"finder").unwrap();
+    full_check(&store);
+    backup(&mut store, &source);
+    prune_now(&mut store);
+    drop(work);
 }

@@ -400,3 +400,26 @@ fn a_full_disk_stops_the_backup_cleanly_and_the_next_one_after_space_is_freed_wo
     let id = last["id"].as_str().expect("an id");
     restore_matches(&data, id, &source, &work.path().join("restored"));
 }
+
+#[test]
+fn rebuild_index_replaces_a_garbage_index_file_from_the_packs() {
+    let (work, data, source) = small_pack_store();
+    let src = source.to_str().expect("utf-8");
+    write_files(&source, 0..6, 4, 300 << 10);
+    let id = json(&ns(&data, &["backup", src, "--json"]))["id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    let index = data.join("store/index");
+    for entry in fs::read_dir(&index).expect("index dir") {
+        fs::write(entry.expect("entry").path(), b"not an index").expect("garble");
+    }
+    let broken = ns(&data, &["snapshots"]);
+    assert!(!broken.status.success(), "a garbage index is an error");
+
+    let rebuilt = ns(&data, &["store", "rebuild-index"]);
+    assert!(rebuilt.status.success(), "{}", stderr(&rebuilt));
+    assert_eq!(fs::read_dir(&index).expect("index dir").count(), 1);
+    check_ok(&data, true, "after rebuild-index");
+    restore_matches(&data, &id, &source, &work.path().join("restored"));
+}
