@@ -140,14 +140,17 @@ pub struct FinishedStep<'a> {
 impl Catalog {
     pub async fn begin_run(&self, run: &NewRun<'_>) -> Result<RunId, CatalogError> {
         let id = sqlx::query_scalar(
-            "INSERT INTO runs (playbook, trigger, operator, window, started, status)
-             VALUES (?, ?, ?, ?, ?, 'running') RETURNING id",
+            "INSERT INTO runs (playbook, trigger, operator, window, started, status,
+                 controller, controller_pid)
+             VALUES (?, ?, ?, ?, ?, 'running', ?, ?) RETURNING id",
         )
         .bind(run.playbook)
         .bind(run.trigger.as_str())
         .bind(run.operator)
         .bind(run.window)
         .bind(stamp(run.started))
+        .bind(this_host())
+        .bind(std::process::id())
         .fetch_one(&self.writer)
         .await?;
         Ok(RunId(id))
@@ -341,16 +344,57 @@ impl Catalog {
         Ok(ids)
     }
 
-    /// Marks what a dead controller left running as interrupted. Call it
-    /// once at start-up, before any new run begins.
+    /// Marks everything left running as interrupted, whoever ran it. For
+    /// a single controller at start-up; [`Catalog::interrupt_orphans`]
+    /// leaves the runs of live processes alone.
     pub async fn interrupt(&self, now: DateTime<Utc>) -> Result<Interrupted, CatalogError> {
+        self.interrupt_where(now, "1").await
+    }
+
+    /// Marks as interrupted the runs (with their jobs and steps) left
+    /// running by a controller process that is gone: one on this host
+    /// whose pid no longer exists, or one that did not record itself. Runs
+    /// of other hosts' controllers cannot be judged from here and are left
+    /// alone. Call it before a new run begins.
+    pub async fn interrupt_orphans(&self, now: DateTime<Utc>) -> Result<Interrupted, CatalogError> {
+        let running: Vec<(i64, Option<String>, Option<i64>)> = sqlx::query_as(
+            "SELECT id, controller, controller_pid FROM runs WHERE status = 'running'",
+        )
+        .fetch_all(&self.writer)
+        .await?;
+        let here = this_host();
+        let gone: Vec<i64> = running
+            .into_iter()
+            .filter(|(_, host, pid)| match (host, pid) {
+                (Some(host), Some(pid)) => *host == here && !process_alive(*pid),
+                _ => true,
+            })
+            .map(|(id, _, _)| id)
+            .collect();
+        if gone.is_empty() {
+            return Ok(Interrupted::default());
+        }
+        let ids = serde_json::to_string(&gone).expect("ids serialize");
+        let runs = format!("(SELECT value FROM json_each('{ids}'))");
+        self.interrupt_where(now, &format!("run_id IN {runs}"))
+            .await
+    }
+
+    /// Interrupts the running runs matching `runs_filter` (on `run_id`),
+    /// their jobs and their steps.
+    async fn interrupt_where(
+        &self,
+        now: DateTime<Utc>,
+        runs_filter: &str,
+    ) -> Result<Interrupted, CatalogError> {
         let at = stamp(now);
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let mut done = Interrupted::default();
-        for (table, count) in [
-            ("steps", &mut done.steps),
-            ("jobs", &mut done.jobs),
-            ("runs", &mut done.runs),
+        let jobs = format!("(SELECT id FROM jobs WHERE {runs_filter})");
+        for (table, count, filter) in [
+            ("steps", &mut done.steps, format!("job_id IN {jobs}")),
+            ("jobs", &mut done.jobs, runs_filter.to_string()),
+            ("runs", &mut done.runs, runs_filter.replace("run_id", "id")),
         ] {
             let statuses = if table == "runs" {
                 "('running')"
@@ -359,7 +403,7 @@ impl Catalog {
             };
             let sql = format!(
                 "UPDATE {table} SET status = 'interrupted', finished = COALESCE(finished, ?)
-                 WHERE status IN {statuses}"
+                 WHERE status IN {statuses} AND {filter}"
             );
             *count = sqlx::query(&sql)
                 .bind(&at)
@@ -370,6 +414,18 @@ impl Catalog {
         tx.commit().await?;
         Ok(done)
     }
+}
+
+/// This machine's name, as runs record their controller.
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Whether a process of this machine still exists: `/proc/PID` is there.
+fn process_alive(pid: i64) -> bool {
+    pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 type Tx<'c> = sqlx::Transaction<'c, Sqlite>;

@@ -555,3 +555,69 @@ async fn many_finished_jobs_are_recorded_in_one_go() {
         "one long output kept in full"
     );
 }
+
+/// Only the runs of a controller that is gone are interrupted: a run of a
+/// live process (a daemon beside a manual run) is left running.
+#[tokio::test]
+async fn only_runs_of_gone_controllers_read_as_interrupted() {
+    let (dir, catalog) = fresh().await;
+    let begin = |playbook: &'static str| {
+        let catalog = catalog.clone();
+        async move {
+            catalog
+                .begin_run(&NewRun {
+                    playbook,
+                    trigger: Trigger::Manual,
+                    operator: None,
+                    window: None,
+                    started: at(2),
+                })
+                .await
+                .expect("run")
+        }
+    };
+    let live = begin("live").await;
+    let dead = begin("dead").await;
+    let foreign = begin("foreign").await;
+    let mut gone = std::process::Command::new("true").spawn().expect("spawn");
+    let dead_pid = gone.id();
+    gone.wait().expect("reaped");
+    let url = format!("sqlite://{}", dir.path().join(CATALOG_FILE).display());
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("connect");
+    sqlx::query("UPDATE runs SET controller_pid = ? WHERE id = ?")
+        .bind(dead_pid)
+        .bind(dead.0)
+        .execute(&pool)
+        .await
+        .expect("plant a dead pid");
+    sqlx::query(
+        "UPDATE runs SET controller = 'elsewhere.example', controller_pid = 1 WHERE id = ?",
+    )
+    .bind(foreign.0)
+    .execute(&pool)
+    .await
+    .expect("plant another host");
+    pool.close().await;
+
+    let found = catalog.interrupt_orphans(at(3)).await.expect("interrupt");
+    assert_eq!(found.runs, 1);
+    let status = |run: nightshift_catalog::RunId| {
+        let catalog = catalog.clone();
+        async move {
+            catalog
+                .run_detail(run.0)
+                .await
+                .expect("detail")
+                .expect("a run")
+                .run
+                .status
+        }
+    };
+    assert_eq!(status(dead).await, "interrupted");
+    assert_eq!(status(live).await, "running", "this process is alive");
+    assert_eq!(
+        status(foreign).await,
+        "running",
+        "another host's run is not judged here"
+    );
+}
