@@ -6,8 +6,14 @@
 //! catalog records and the CLI renders. It parses no command lines and draws
 //! nothing on a terminal.
 
+mod action;
 pub mod adhoc;
 mod batch;
+pub mod event;
+mod job;
+pub mod packages;
 pub mod reach;
+pub mod rollout;
+mod step;
 
 pub use batch::batches;

@@ -170,7 +170,7 @@ fn record_restore(
     to: &std::path::Path,
     outcome: &nightshift_store::RestoreOutcome,
 ) {
-    let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let operator = crate::operator();
     let ok = outcome.failed.is_empty();
     let row = nightshift_catalog::RestoreRecord {
         at: chrono::Utc::now(),

@@ -51,8 +51,8 @@ pub enum Command {
     /// Show when schedules fire next, and in which window
     #[command(subcommand)]
     Schedule(ScheduleCommand),
-    /// Roll a playbook out over its hosts, batch by batch [not yet available]
-    Run(Pending),
+    /// Roll a playbook out over its hosts, batch by batch: nightshift run playbooks/web-patch.toml
+    Run(RunArgs),
     /// Run an ad-hoc command on hosts: nightshift exec 'group:web,!web3' -- uptime
     Exec(ExecArgs),
     /// List inventory hosts; trust their SSH host keys
@@ -121,6 +121,24 @@ pub struct CheckArgs {
     /// Files or directories to check [default: the playbooks and schedules the config names]
     pub paths: Vec<PathBuf>,
     /// Print diagnostics as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The playbook: its file (playbooks/web-patch.toml) or its name (web-patch)
+    pub playbook: String,
+    /// Only these of its hosts: names, group:NAME, globs, exclusions like !db3, comma-separated
+    #[arg(long, value_name = "TARGETS")]
+    pub limit: Option<String>,
+    /// Connect and report what would happen (upgrades, backup size, reboots); change nothing
+    #[arg(long)]
+    pub check: bool,
+    /// Hosts worked on at once [default: the config's ssh.forks, 50]
+    #[arg(long)]
+    pub forks: Option<usize>,
+    /// One JSON event per line on standard output instead of the live view
     #[arg(long)]
     pub json: bool,
 }

@@ -89,6 +89,25 @@ fn open_with(settings: &Settings, open: Opener) -> anyhow::Result<Store> {
     }
 }
 
+/// The passphrase that opens `store`, for work that opens it again on its
+/// own (the engine's backup steps): configured, or asked for on a terminal.
+pub fn passphrase(settings: &Settings, store: &Store) -> anyhow::Result<Option<Passphrase>> {
+    if store.config().encryption == Encryption::None {
+        return Ok(None);
+    }
+    if let Some(passphrase) = configured(settings)? {
+        return Ok(Some(passphrase));
+    }
+    anyhow::ensure!(
+        std::io::stdin().is_terminal(),
+        "the store is encrypted and no passphrase is configured: set {PASSPHRASE_ENV} or `[store] key_file`"
+    );
+    Ok(Some(prompt(&format!(
+        "passphrase for the store at {}: ",
+        store.root().display()
+    ))?))
+}
+
 /// Takes a lock on the store for `command`, saying which stale locks of
 /// dead processes it cleared on the way.
 pub fn lock(store: &Store, kind: LockKind, command: &str) -> anyhow::Result<Lock> {

@@ -9,6 +9,7 @@ mod exec;
 mod hosts;
 mod keys;
 mod prune;
+mod run;
 mod runs;
 mod schedule;
 mod settings;
@@ -38,6 +39,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(args) => check::run(&settings, &args),
         Command::Schedule(cli::ScheduleCommand::Next(args)) => schedule::next(&settings, &args),
+        Command::Run(args) => run::run(&settings, &args),
         Command::Exec(args) => exec::run(&settings, &args),
         Command::Hosts(cli::HostsCommand::List { json }) => hosts::list(&settings, json),
         Command::Hosts(cli::HostsCommand::Trust { hosts, yes }) => {
@@ -54,6 +56,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Catalog(command) => runs::catalog(&settings, command),
         other => Ok(not_yet_available(&other)),
     }
+}
+
+/// Who is running nightshift, as the catalog and the audit log record it.
+pub fn operator() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Subcommands whose issue has not landed say so plainly and fail, so no

@@ -68,6 +68,8 @@ impl Settings {
         let mut config = nightshift_transport::SshConfig::new(known);
         config.connect_timeout = ssh.connect_timeout.0;
         config.channels_per_host = ssh.channels_per_host;
+        config.keepalive_interval = ssh.keepalive_interval.0;
+        config.keepalive_max = ssh.keepalive_max;
         config.passphrase = match std::env::var("NIGHTSHIFT_SSH_PASSPHRASE") {
             Ok(passphrase) => Some(passphrase),
             Err(_) => prompt_passphrase(inventory)?,

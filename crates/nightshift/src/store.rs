@@ -314,7 +314,7 @@ fn check(
 
 /// The store's form of a policy. A `keep_within` beyond chrono's range
 /// (some 292 billion years) keeps everything, as it means to.
-fn policy_of(r: Retention) -> nightshift_store::RetentionPolicy {
+pub fn policy_of(r: Retention) -> nightshift_store::RetentionPolicy {
     nightshift_store::RetentionPolicy {
         last: r.keep_last,
         hourly: r.keep_hourly,

@@ -3,6 +3,7 @@
 
 mod backup;
 mod catalog;
+mod run;
 mod common;
 
 use common::{nightshift, stderr, stdout};

@@ -78,6 +78,20 @@ pub struct SshSettings {
     /// `MaxSessions` (10 by default).
     #[serde(default = "default_channels")]
     pub channels_per_host: usize,
+    /// A keepalive after this much silence; a host that answers none of
+    /// `keepalive_max` in a row is lost (`connection_lost`).
+    #[serde(default = "default_keepalive_interval")]
+    pub keepalive_interval: crate::Duration,
+    #[serde(default = "default_keepalive_max")]
+    pub keepalive_max: usize,
+}
+
+fn default_keepalive_interval() -> crate::Duration {
+    crate::Duration(std::time::Duration::from_secs(30))
+}
+
+fn default_keepalive_max() -> usize {
+    10
 }
 
 fn default_connect_timeout() -> crate::Duration {
@@ -99,6 +113,8 @@ impl Default for SshSettings {
             user_known_hosts: false,
             forks: default_forks(),
             channels_per_host: default_channels(),
+            keepalive_interval: default_keepalive_interval(),
+            keepalive_max: default_keepalive_max(),
         }
     }
 }

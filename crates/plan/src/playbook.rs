@@ -44,6 +44,9 @@ pub struct Step {
     pub delay: Option<Duration>,
     #[serde(default)]
     pub continue_on_error: bool,
+    /// Always run this step as `--check` would: report, change nothing.
+    #[serde(default)]
+    pub check: bool,
     /// A condition on earlier outcomes; see [`Condition`].
     #[serde(default)]
     pub when: Option<Spanned<String>>,

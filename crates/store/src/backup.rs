@@ -81,7 +81,7 @@ impl Store {
         };
         let threads = thread_count(options.threads);
         // Readers start while the walk is still finding files.
-        let (outcome, written) = self.with_writer(self.index(), threads, |sink| {
+        self.write_backup(started, labels, parent, options, |store, sink| {
             let (job_tx, job_rx) = unbounded();
             let (done_tx, done_rx) = unbounded();
             thread::scope(|scope| {
@@ -90,7 +90,7 @@ impl Store {
                     scope.spawn(move || read_files(jobs, done, sink, progress));
                 }
                 drop(done_tx);
-                let mut scan = Scan::new(self, parent_tree, job_tx, progress);
+                let mut scan = Scan::new(store, parent_tree, job_tx, progress);
                 let walked = paths.iter().try_for_each(|path| scan.add_path(path));
                 scan.jobs = None;
                 if walked.is_err() {
@@ -98,14 +98,9 @@ impl Store {
                 }
                 scan.collect(done_rx);
                 walked?;
-                let tree = scan.arena.write_tree(0, sink);
-                Ok((tree, scan.arena.summary(), scan.skipped))
+                Ok((scan.arena, scan.skipped))
             })
-        })?;
-        let (tree, summary, skipped) = outcome;
-        self.finish(
-            started, tree, summary, written, labels, parent, options, skipped,
-        )
+        })
     }
 
     /// Backs up a tar stream (what a remote host's `tar c` sends), recording
@@ -120,23 +115,9 @@ impl Store {
         let started = Instant::now();
         self.prepare_backup()?;
         let parent = self.parent_for(options, paths)?;
-        let threads = thread_count(options.threads);
-        let (outcome, written) = self.with_writer(self.index(), threads, |sink| {
-            let mut arena = tar_arena(reader, sink, progress)?;
-            let tree = arena.write_tree(0, sink);
-            Ok((tree, arena.summary()))
-        })?;
-        let (tree, summary) = outcome;
-        self.finish(
-            started,
-            tree,
-            summary,
-            written,
-            paths.to_vec(),
-            parent,
-            options,
-            Vec::new(),
-        )
+        self.write_backup(started, paths.to_vec(), parent, options, |_, sink| {
+            Ok((tar_arena(reader, sink, progress)?, Vec::new()))
+        })
     }
 
     /// Backs up one byte stream, such as a database dump, as a file named
@@ -152,8 +133,7 @@ impl Store {
         self.prepare_backup()?;
         let labels = vec![format!("stream:{name}")];
         let parent = self.parent_for(options, &labels)?;
-        let threads = thread_count(options.threads);
-        let (outcome, written) = self.with_writer(self.index(), threads, |sink| {
+        self.write_backup(started, labels, parent, options, |_, sink| {
             let mut arena = Arena::root(synthetic_dir(Vec::new()));
             let (content, size) = chunk_stream(reader, &mut sink.chunker(), sink, progress, None)
                 .at("reading stream", name)?;
@@ -162,32 +142,44 @@ impl Store {
             node.content = content;
             arena.add(0, node);
             arena.bytes_read = size;
+            Ok((arena, Vec::new()))
+        })
+    }
+
+    /// The end every backup shares: `work` fills an arena through the
+    /// sink (reading with `store`), its directories are written bottom-up,
+    /// then the index file and, last, the snapshot.
+    pub(crate) fn write_backup(
+        &mut self,
+        started: Instant,
+        labels: Vec<String>,
+        parent: Option<SnapshotEntry>,
+        options: &BackupOptions,
+        work: impl FnOnce(&Store, &Sink<'_>) -> Result<(Arena, Vec<Skipped>)>,
+    ) -> Result<BackupOutcome> {
+        let threads = thread_count(options.threads);
+        let store = &*self;
+        let (outcome, written) = store.with_writer(store.index(), threads, |sink| {
+            let (mut arena, skipped) = work(store, sink)?;
             let tree = arena.write_tree(0, sink);
-            Ok((tree, arena.summary()))
+            Ok((tree, arena.summary(), skipped))
         })?;
-        let (tree, summary) = outcome;
+        let (tree, summary, skipped) = outcome;
         self.finish(
-            started,
-            tree,
-            summary,
-            written,
-            labels,
-            parent,
-            options,
-            Vec::new(),
+            started, tree, summary, written, labels, parent, options, skipped,
         )
     }
 
     /// Brings the index up to date before anything is deduplicated against
     /// it: the caller holds a shared lock, so what this loads is never
     /// older than that lock, which is what prune's deletion relies on.
-    fn prepare_backup(&mut self) -> Result<()> {
+    pub(crate) fn prepare_backup(&mut self) -> Result<()> {
         self.refresh_index()?;
         self.adopt_unindexed_packs()?;
         Ok(())
     }
 
-    fn parent_for(
+    pub(crate) fn parent_for(
         &self,
         options: &BackupOptions,
         paths: &[String],
@@ -253,7 +245,7 @@ impl Store {
 }
 
 /// Chunks one stream into the sink; with a compressor, compresses here.
-fn chunk_stream(
+pub(crate) fn chunk_stream(
     reader: impl Read,
     chunker: &mut Chunker,
     sink: &Sink<'_>,
@@ -307,24 +299,28 @@ fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 /// The nodes of a backup, as a tree of indices; directories are written
 /// bottom-up once every file's chunks are known.
-struct Arena {
-    nodes: Vec<Node>,
-    children: Vec<Vec<usize>>,
-    bytes_read: u64,
-    unchanged: u64,
+#[derive(Debug)]
+pub(crate) struct Arena {
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) children: Vec<Vec<usize>>,
+    pub(crate) bytes_read: u64,
+    pub(crate) unchanged: u64,
+    /// Entries taken out of the tree (unreadable or vanished files).
+    removed: HashSet<usize>,
 }
 
 impl Arena {
-    fn root(node: Node) -> Self {
+    pub(crate) fn root(node: Node) -> Self {
         Self {
             nodes: vec![node],
             children: vec![Vec::new()],
             bytes_read: 0,
             unchanged: 0,
+            removed: HashSet::new(),
         }
     }
 
-    fn add(&mut self, parent: usize, node: Node) -> usize {
+    pub(crate) fn add(&mut self, parent: usize, node: Node) -> usize {
         self.nodes.push(node);
         self.children.push(Vec::new());
         let at = self.nodes.len() - 1;
@@ -332,11 +328,68 @@ impl Arena {
         at
     }
 
-    fn child(&self, parent: usize, name: &[u8]) -> Option<usize> {
+    pub(crate) fn child(&self, parent: usize, name: &[u8]) -> Option<usize> {
         self.children[parent]
             .iter()
             .copied()
             .find(|&c| self.nodes[c].name == name)
+    }
+
+    /// Gives each further name of a hard-linked file its first name's
+    /// content, then takes the files in `gone` out of the tree, with the
+    /// further names of any of them, which are returned as skipped.
+    pub(crate) fn settle(
+        &mut self,
+        link_copies: Vec<(usize, usize)>,
+        mut gone: HashSet<usize>,
+    ) -> Vec<Skipped> {
+        let mut orphans = HashSet::new();
+        for (at, first) in link_copies {
+            if gone.contains(&first) {
+                orphans.insert(at);
+                continue;
+            }
+            let (content, size) = (self.nodes[first].content.clone(), self.nodes[first].size);
+            self.nodes[at].content = content;
+            self.nodes[at].size = size;
+        }
+        let skipped = self
+            .paths_of(&orphans)
+            .into_iter()
+            .map(|path| Skipped {
+                path,
+                error: "another name of a file that could not be read".into(),
+            })
+            .collect();
+        gone.extend(orphans);
+        if !gone.is_empty() {
+            for children in &mut self.children {
+                children.retain(|c| !gone.contains(c));
+            }
+        }
+        self.removed.extend(gone);
+        skipped
+    }
+
+    /// The full paths of some entries, found by walking the tree.
+    fn paths_of(&self, wanted: &HashSet<usize>) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut stack = vec![(0, Vec::new())];
+        while let Some((at, path)) = stack.pop() {
+            if found.len() == wanted.len() {
+                break;
+            }
+            for &child in &self.children[at] {
+                let mut path = path.clone();
+                path.push(b'/');
+                path.extend_from_slice(&self.nodes[child].name);
+                if wanted.contains(&child) {
+                    found.push(String::from_utf8_lossy(&path).into_owned());
+                }
+                stack.push((child, path));
+            }
+        }
+        found
     }
 
     fn write_tree(&mut self, at: usize, sink: &Sink<'_>) -> ChunkId {
@@ -354,21 +407,127 @@ impl Arena {
         sink.put(BlobKind::Tree, tree.encode(), None)
     }
 
+    /// The counters of the entries in the tree (not those taken out).
     fn summary(&self) -> Summary {
-        let count = |kind| self.nodes.iter().filter(|n| n.kind == kind).count() as u64;
+        let present = || {
+            self.nodes
+                .iter()
+                .enumerate()
+                .filter(|(at, _)| !self.removed.contains(at))
+                .map(|(_, node)| node)
+        };
+        let count = |kind| present().filter(|n| n.kind == kind).count() as u64;
         Summary {
             files: count(NodeKind::File),
             dirs: count(NodeKind::Dir),
             files_unchanged: self.unchanged,
             bytes_read: self.bytes_read,
-            bytes_total: self
-                .nodes
-                .iter()
+            bytes_total: present()
                 .filter(|n| n.kind == NodeKind::File)
                 .map(|n| n.size)
                 .sum(),
             ..Summary::default()
         }
+    }
+}
+
+/// Whether an entry is the same as its parent snapshot's, by the rule
+/// every backup uses: same type, size, mtime, ctime, inode and device.
+fn unchanged(previous: &Node, node: &Node) -> bool {
+    previous.kind == node.kind
+        && previous.size == node.size
+        && previous.mtime_ns == node.mtime_ns
+        && previous.ctime_ns == node.ctime_ns
+        && previous.inode == node.inode
+        && previous.device == node.device
+}
+
+/// Decides what must be read, for local walks and remote listings alike: a
+/// file unchanged since the parent snapshot (and whose chunks are all in
+/// live packs) takes its chunk list from there, a further name of a
+/// hard-linked file takes its first name's content, anything else is read.
+pub(crate) struct Changes<'s> {
+    store: &'s Store,
+    /// The parent snapshot's listing of each directory being compared.
+    parents: HashMap<usize, Tree>,
+    /// First arena index seen for each (device, inode) with several links.
+    links: HashMap<(u64, u64), usize>,
+    /// Further names of a hard-linked file, and the first name's index.
+    pub(crate) link_copies: Vec<(usize, usize)>,
+    packs: PackFiles,
+}
+
+impl<'s> Changes<'s> {
+    pub(crate) fn new(store: &'s Store, parent_tree: Option<Tree>) -> Self {
+        let mut parents = HashMap::new();
+        if let Some(tree) = parent_tree {
+            parents.insert(0, tree);
+        }
+        Self {
+            store,
+            parents,
+            links: HashMap::new(),
+            link_copies: Vec::new(),
+            packs: PackFiles::default(),
+        }
+    }
+
+    /// Compares entry `at`, just added under `parent`, with the parent
+    /// snapshot. Returns whether it must be read: a file's content, or the
+    /// number of a device node that came without one.
+    pub(crate) fn compare(&mut self, arena: &mut Arena, parent: usize, at: usize) -> bool {
+        let node = &arena.nodes[at];
+        let previous = self
+            .parents
+            .get(&parent)
+            .and_then(|t| t.find(&node.name))
+            .cloned();
+        match node.kind {
+            NodeKind::Dir => {
+                if let Some(subtree) = previous.and_then(|p| p.subtree)
+                    && let Ok(tree) = self.store.load_tree(subtree, &mut self.packs)
+                {
+                    self.parents.insert(at, tree);
+                }
+                false
+            }
+            NodeKind::File => {
+                if node.links > 1 {
+                    let identity = (node.device, node.inode);
+                    if let Some(&first) = self.links.get(&identity) {
+                        self.link_copies.push((at, first));
+                        return false;
+                    }
+                    self.links.insert(identity, at);
+                }
+                match previous {
+                    Some(p)
+                        if unchanged(&p, node)
+                            && p.content
+                                .iter()
+                                .all(|c| self.store.index().contains_live(c)) =>
+                    {
+                        arena.nodes[at].content = p.content;
+                        arena.unchanged += 1;
+                        false
+                    }
+                    _ => true,
+                }
+            }
+            NodeKind::Chardev | NodeKind::Blockdev if node.rdev.is_none() => match previous {
+                Some(p) if unchanged(&p, node) && p.rdev.is_some() => {
+                    arena.nodes[at].rdev = p.rdev;
+                    false
+                }
+                _ => true,
+            },
+            _ => false,
+        }
+    }
+
+    /// Forgets a directory's parent listing once its entries are compared.
+    pub(crate) fn leave(&mut self, at: usize) {
+        self.parents.remove(&at);
     }
 }
 
@@ -404,19 +563,12 @@ fn read_files(
 
 /// The walk over local paths.
 struct Scan<'s> {
-    store: &'s Store,
     progress: &'s Progress,
     /// Where files to read go; `None` once the walk is over.
     jobs: Option<crossbeam_channel::Sender<Job>>,
     arena: Arena,
-    /// The parent snapshot's listing of each directory the walk is in.
-    parents: HashMap<usize, Tree>,
-    /// Further names of a hard-linked file, and the first name's index.
-    link_copies: Vec<(usize, usize)>,
-    /// First arena index seen for each (device, inode) with several links.
-    links: HashMap<(u64, u64), usize>,
+    changes: Changes<'s>,
     names: Names,
-    packs: PackFiles,
     skipped: Vec<Skipped>,
 }
 
@@ -433,20 +585,12 @@ impl<'s> Scan<'s> {
             Some(meta) => node_from(Vec::new(), meta, &mut names),
             None => synthetic_dir(Vec::new()),
         };
-        let mut parents = HashMap::new();
-        if let Some(tree) = parent_tree {
-            parents.insert(0, tree);
-        }
         Self {
-            store,
             progress,
             jobs: Some(jobs),
             arena: Arena::root(root),
-            parents,
-            link_copies: Vec::new(),
-            links: HashMap::new(),
+            changes: Changes::new(store, parent_tree),
             names,
-            packs: PackFiles::default(),
             skipped: Vec::new(),
         }
     }
@@ -480,72 +624,21 @@ impl<'s> Scan<'s> {
                 Err(err) => self.skip(path, &err),
             }
         }
-        let previous = self
-            .parents
-            .get(&parent)
-            .and_then(|t| t.find(&node.name))
-            .cloned();
-        let plan = if node.kind == NodeKind::File {
-            self.plan_read(&mut node, previous.as_ref())
-        } else {
-            Plan::Nothing
-        };
-        let (is_dir, identity) = (node.kind == NodeKind::Dir, (node.device, node.inode));
+        let is_dir = node.kind == NodeKind::Dir;
         let at = self.arena.add(parent, node);
-        match plan {
-            Plan::Nothing => {}
-            Plan::Read => {
-                let size = self.arena.nodes[at].size;
-                self.progress.files_total.fetch_add(1, Ordering::Relaxed);
-                self.progress.bytes_total.fetch_add(size, Ordering::Relaxed);
-                if let Some(jobs) = &self.jobs {
-                    let _ = jobs.send((at, path.to_path_buf(), size));
-                }
+        if self.changes.compare(&mut self.arena, parent, at) {
+            let size = self.arena.nodes[at].size;
+            self.progress.files_total.fetch_add(1, Ordering::Relaxed);
+            self.progress.bytes_total.fetch_add(size, Ordering::Relaxed);
+            if let Some(jobs) = &self.jobs {
+                let _ = jobs.send((at, path.to_path_buf(), size));
             }
-            Plan::SameAs(first) => self.link_copies.push((at, first)),
         }
-        if self.arena.nodes[at].links > 1 && !matches!(plan, Plan::SameAs(_)) {
-            self.links.insert(identity, at);
-        }
-        if is_dir {
-            if let Some(subtree) = previous.and_then(|p| p.subtree)
-                && let Ok(tree) = self.store.load_tree(subtree, &mut self.packs)
-            {
-                self.parents.insert(at, tree);
-            }
-            if recurse {
-                self.walk(at, path);
-            }
+        if is_dir && recurse {
+            self.walk(at, path);
+            self.changes.leave(at);
         }
         at
-    }
-
-    /// Decides how a file's content is found: from its parent snapshot
-    /// when unchanged, from an earlier name of the same inode, or by reading.
-    fn plan_read(&mut self, node: &mut Node, previous: Option<&Node>) -> Plan {
-        if node.links > 1
-            && let Some(&first) = self.links.get(&(node.device, node.inode))
-        {
-            return Plan::SameAs(first);
-        }
-        match previous {
-            Some(p)
-                if p.kind == NodeKind::File
-                    && p.size == node.size
-                    && p.mtime_ns == node.mtime_ns
-                    && p.ctime_ns == node.ctime_ns
-                    && p.inode == node.inode
-                    && p.device == node.device
-                    && p.content
-                        .iter()
-                        .all(|c| self.store.index().contains_live(c)) =>
-            {
-                node.content = p.content.clone();
-                self.arena.unchanged += 1;
-                Plan::Nothing
-            }
-            _ => Plan::Read,
-        }
     }
 
     fn walk(&mut self, at: usize, dir: &Path) {
@@ -593,24 +686,10 @@ impl<'s> Scan<'s> {
                 }
             }
         }
-        for (at, first) in std::mem::take(&mut self.link_copies) {
-            let (content, size) = (
-                self.arena.nodes[first].content.clone(),
-                self.arena.nodes[first].size,
-            );
-            self.arena.nodes[at].content = content;
-            self.arena.nodes[at].size = size;
-        }
-        for children in &mut self.arena.children {
-            children.retain(|c| !unreadable.contains(c));
-        }
+        let copies = std::mem::take(&mut self.changes.link_copies);
+        let orphans = self.arena.settle(copies, unreadable);
+        self.skipped.extend(orphans);
     }
-}
-
-enum Plan {
-    Nothing,
-    Read,
-    SameAs(usize),
 }
 
 /// User and group names by id, looked up once each.
@@ -646,6 +725,53 @@ impl Names {
     }
 }
 
+/// What `lstat` says about an entry, from a local call or a remote listing.
+pub(crate) struct Stat {
+    pub kind: NodeKind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub inode: u64,
+    pub device: u64,
+    pub links: u64,
+    /// A device node's number; `None` when the source cannot tell.
+    pub rdev: Option<u64>,
+}
+
+/// The node of an entry: sizes only for files, one link for directories.
+pub(crate) fn stat_node(
+    name: Vec<u8>,
+    stat: Stat,
+    user: Option<String>,
+    group: Option<String>,
+) -> Node {
+    let kind = stat.kind;
+    Node {
+        name,
+        kind,
+        mode: stat.mode & 0o7777,
+        uid: stat.uid,
+        gid: stat.gid,
+        user,
+        group,
+        size: if kind == NodeKind::File { stat.size } else { 0 },
+        mtime_ns: stat.mtime_ns,
+        ctime_ns: stat.ctime_ns,
+        inode: stat.inode,
+        device: stat.device,
+        links: if kind == NodeKind::Dir { 1 } else { stat.links },
+        target: None,
+        rdev: stat
+            .rdev
+            .filter(|_| matches!(kind, NodeKind::Chardev | NodeKind::Blockdev)),
+        content: Vec::new(),
+        subtree: None,
+    }
+}
+
 fn node_from(name: Vec<u8>, meta: &Metadata, names: &mut Names) -> Node {
     let file_type = meta.file_type();
     let kind = if file_type.is_dir() {
@@ -663,36 +789,23 @@ fn node_from(name: Vec<u8>, meta: &Metadata, names: &mut Names) -> Node {
     } else {
         NodeKind::File
     };
-    Node {
-        name,
+    let stat = Stat {
         kind,
-        mode: meta.mode() & 0o7777,
+        mode: meta.mode(),
         uid: meta.uid(),
         gid: meta.gid(),
-        user: names.user(meta.uid()),
-        group: names.group(meta.gid()),
-        size: if kind == NodeKind::File {
-            meta.size()
-        } else {
-            0
-        },
+        size: meta.size(),
         mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
         ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
         inode: meta.ino(),
         device: meta.dev(),
-        links: if kind == NodeKind::Dir {
-            1
-        } else {
-            meta.nlink()
-        },
-        target: None,
-        rdev: matches!(kind, NodeKind::Chardev | NodeKind::Blockdev).then(|| meta.rdev()),
-        content: Vec::new(),
-        subtree: None,
-    }
+        links: meta.nlink(),
+        rdev: Some(meta.rdev()),
+    };
+    stat_node(name, stat, names.user(meta.uid()), names.group(meta.gid()))
 }
 
-fn synthetic_dir(name: Vec<u8>) -> Node {
+pub(crate) fn synthetic_dir(name: Vec<u8>) -> Node {
     Node {
         kind: NodeKind::Dir,
         mode: 0o755,

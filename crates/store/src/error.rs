@@ -95,6 +95,11 @@ pub enum StoreError {
     #[error("tar stream: {0}")]
     Tar(String),
 
+    #[error(
+        "file listing: {0}; it must be the unchanged output of the `listing_command` (GNU find): list the host again"
+    )]
+    Listing(String),
+
     #[error("invalid setting: {0}")]
     Setting(String),
 }

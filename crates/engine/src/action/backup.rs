@@ -1,0 +1,461 @@
+//! `backup = { paths, exclude, streams, tags, forget }`: an agentless pull.
+//! The host's tree is listed in one stream, compared with the host's last
+//! snapshot of the same paths, and only new or changed files come over, as
+//! one tar stream; chunking, hashing and compression happen here, so the
+//! same data from any host is stored once. Also `verify = { backup_check }`
+//! and `verify = { restore_test }` on this host's latest snapshot.
+
+use std::time::{Duration, Instant};
+
+use nightshift_catalog::SnapshotRecord;
+use nightshift_plan::Backup;
+use nightshift_store::{BackupOptions, LockKind, NodeKind, Progress, RemotePlan, SnapshotEntry, Store};
+use nightshift_transport::{Command, shell_quote};
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::SyncIoBridge;
+
+use crate::event::BackupReport;
+use crate::job::HostRun;
+use crate::rollout::StoreAccess;
+use crate::step::{Done, StepError};
+
+const LIST_LIMIT: Duration = Duration::from_secs(3600);
+
+pub async fn run(host: &HostRun<'_>, backup: &Backup) -> Done {
+    match pull(host, backup).await {
+        Ok(done) => done,
+        Err(error) => Done::fail(error),
+    }
+}
+
+fn access<'a>(host: &'a HostRun<'_>) -> Result<&'a StoreAccess, StepError> {
+    host.env
+        .store
+        .as_ref()
+        .ok_or_else(|| StepError::new("store", "no backup store is configured for this run"))
+}
+
+async fn open(access: &StoreAccess) -> Result<Store, StepError> {
+    let access = access.clone();
+    tokio::task::spawn_blocking(move || Store::open(&access.root, access.passphrase.as_ref()))
+        .await
+        .map_err(|err| StepError::new("store", format!("the store task failed: {err}")))?
+        .map_err(|err| StepError::new("store", err.to_string()))
+}
+
+async fn pull(host: &HostRun<'_>, backup: &Backup) -> Result<Done, StepError> {
+    let started = Instant::now();
+    let access = access(host)?;
+    let mut done = Done::default();
+    let mut saved = Vec::new();
+    if !backup.paths.is_empty() {
+        host.progress("listing the tree");
+        let line = nightshift_store::listing_command(&backup.paths, &backup.exclude)
+            .map_err(|e| StepError::new("invalid", e.to_string()))?;
+        let listing = super::command(host, line, LIST_LIMIT);
+        let (bytes, out) = super::read_all(host, &listing).await?;
+        // find exits 1 when some entry could not be read; the rest is listed.
+        if !matches!(out.status, nightshift_transport::ExitStatus::Code(0 | 1)) {
+            return Err(StepError::new(
+                "backup_failed",
+                format!("listing {} failed ({}): {}", backup.paths.join(" "), out.status, out.stderr.text().trim()),
+            ));
+        }
+        let listing = nightshift_store::parse_listing(&bytes[..])
+            .map_err(|e| StepError::new("backup_failed", e.to_string()))?;
+        let mut store = open(access).await?;
+        // Held from the plan to the snapshot, as every backup holds it.
+        let _lock = store
+            .lock(LockKind::Shared, "backup")
+            .map_err(|e| StepError::new("store", e.to_string()))?;
+        let options = options(host, backup);
+        let paths = backup.paths.clone();
+        let planned = options.clone();
+        let (plan, returned) = tokio::task::spawn_blocking(move || {
+            let plan = store.plan_remote_backup(&paths, listing, &planned);
+            (plan, store)
+        })
+        .await
+        .map_err(|err| StepError::new("store", err.to_string()))?;
+        store = returned;
+        let plan = plan.map_err(|e| StepError::new("backup_failed", e.to_string()))?;
+        let since = plan.parent.as_ref().map_or("no earlier snapshot".to_string(), |p| format!("since snapshot {}", p.short_id()));
+        let what = format!(
+            "{} files, {} bytes; {} files ({} bytes) new or changed {since}",
+            plan.files, plan.bytes, plan.fetch.len(), plan.fetch_bytes
+        );
+        if host.check {
+            let mut done = Done::would(format!("would back up {what}"));
+            done.say(format!("backup of {}: {what}", backup.paths.join(" ")));
+            return Ok(done);
+        }
+        done.say(format!("listed {what}"));
+        host.progress(format!("fetching {} changed files", plan.fetch.len()));
+        let entry = fetch(host, store, plan, options).await?;
+        done.say(format!("snapshot {} saved", entry.short_id()));
+        saved.push(entry);
+    } else if host.check {
+        return Ok(Done::would(format!("would store {} command streams", backup.streams.len())));
+    }
+    for stream in &backup.streams {
+        host.progress(format!("stream {}", stream.name));
+        let store = open(access).await?;
+        let entry = capture(host, store, &stream.name, &stream.command, options(host, backup)).await?;
+        done.say(format!("stream {} saved as snapshot {}", stream.name, entry.short_id()));
+        saved.push(entry);
+    }
+    for entry in &saved {
+        record(host, entry).await;
+    }
+    if backup.forget {
+        forget(host, access, &mut done).await?;
+    }
+    let files: u64 = saved.iter().map(|e| e.snapshot.summary.files).sum();
+    let read: u64 = saved.iter().map(|e| e.snapshot.summary.bytes_read).sum();
+    let new: u64 = saved.iter().map(|e| e.snapshot.summary.new_bytes_stored).sum();
+    done.changed = true;
+    done.summary = format!(
+        "snapshot {}: {files} files, {read} bytes read, {new} bytes new",
+        saved.iter().map(SnapshotEntry::short_id).collect::<Vec<_>>().join(", ")
+    );
+    done.backup = saved.first().map(|entry| BackupReport {
+        snapshot: entry.id.clone(),
+        files,
+        bytes_read: read,
+        new_bytes_stored: new,
+        elapsed: started.elapsed(),
+    });
+    Ok(done)
+}
+
+fn options(host: &HostRun<'_>, backup: &Backup) -> BackupOptions {
+    let mut tags = backup.tags.clone();
+    tags.push(format!("playbook:{}", host.env.playbook.name.get_ref()));
+    if let Some(run) = host.env.run {
+        tags.push(format!("run:{}", run.0));
+    }
+    BackupOptions {
+        host: host.name().to_string(),
+        tags,
+        parent: None,
+        threads: 0,
+    }
+}
+
+/// Writes the list of changed files to the host, streams them back as one
+/// tar, and stores them.
+async fn fetch(
+    host: &HostRun<'_>,
+    mut store: Store,
+    plan: RemotePlan,
+    options: BackupOptions,
+) -> Result<SnapshotEntry, StepError> {
+    if plan.fetch.is_empty() {
+        let stored = tokio::task::spawn_blocking(move || {
+            store.backup_remote(plan, std::io::empty(), &options, &Progress::default())
+        })
+        .await
+        .map_err(|err| StepError::new("store", err.to_string()))?;
+        return stored
+            .map(|o| o.snapshot)
+            .map_err(|e| StepError::new("backup_failed", e.to_string()));
+    }
+    let conn = host.conn()?;
+    let mktemp = super::command(host, "mktemp /tmp/nightshift-fetch.XXXXXXXX", Duration::from_secs(60));
+    let out = super::exec(host, &mktemp).await?;
+    let list_file = out.stdout.text().trim().to_string();
+    if !out.status.success() || list_file.is_empty() {
+        return Err(StepError::new("backup_failed", format!("cannot make a temporary file on the host: {}", out.stderr.text().trim())));
+    }
+    let write = super::command(host, format!("cat > {}", shell_quote(&list_file)), LIST_LIMIT);
+    let mut writing = conn.write_stream(&write).await?;
+    let list = plan.fetch_list();
+    let sent = writing.write_all(&list).await;
+    let out = writing.finish().await?;
+    if sent.is_err() || !out.status.success() {
+        return Err(StepError::new("backup_failed", format!("cannot write the file list to the host: {}", out.stderr.text().trim())));
+    }
+    let tar = super::command(host, nightshift_store::tar_command(&list_file), Duration::MAX);
+    let tar = Command { timeout: None, ..tar };
+    let reading = conn.read_stream(&tar).await?;
+    let (reading, stored) = {
+        let bridge = SyncIoBridge::new(reading);
+        let handle = tokio::task::spawn_blocking(move || {
+            let mut bridge = bridge;
+            let progress = Progress::default();
+            let result = store.backup_remote(plan, &mut bridge, &options, &progress);
+            // Drain what the store did not read, so the channel ends cleanly.
+            let _ = std::io::copy(&mut bridge, &mut std::io::sink());
+            (bridge.into_inner(), result)
+        });
+        handle.await.map_err(|err| StepError::new("store", err.to_string()))?
+    };
+    let out = reading.finish().await;
+    let cleanup = super::command(host, format!("rm -f {}", shell_quote(&list_file)), Duration::from_secs(60));
+    let _ = super::exec(host, &cleanup).await;
+    let out = out?;
+    let outcome = stored.map_err(|e| StepError::new("backup_failed", e.to_string()))?;
+    // tar exits 1 when a file changed while it was read: the snapshot
+    // holds what it sent, and the store lists what it could not use.
+    if !matches!(out.status, nightshift_transport::ExitStatus::Code(0 | 1)) {
+        tracing::warn!(host = host.name(), status = %out.status, "tar reported errors");
+    }
+    for skipped in &outcome.skipped {
+        host.progress(format!("skipped {}: {}", skipped.path, skipped.error));
+    }
+    Ok(outcome.snapshot)
+}
+
+/// Stores a command's output as a named stream.
+async fn capture(
+    host: &HostRun<'_>,
+    mut store: Store,
+    name: &str,
+    line: &str,
+    options: BackupOptions,
+) -> Result<SnapshotEntry, StepError> {
+    let conn = host.conn()?;
+    let command = Command { timeout: None, ..super::command(host, line, Duration::MAX) };
+    let reading = conn.read_stream(&command).await?;
+    let name = name.to_string();
+    let (reading, stored) = {
+        let bridge = SyncIoBridge::new(reading);
+        tokio::task::spawn_blocking(move || {
+            let mut bridge = bridge;
+            let result = store.backup_stream(&name, &mut bridge, &options, &Progress::default());
+            let _ = std::io::copy(&mut bridge, &mut std::io::sink());
+            (bridge.into_inner(), result)
+        })
+        .await
+        .map_err(|err| StepError::new("store", err.to_string()))?
+    };
+    let out = reading.finish().await?;
+    if !out.status.success() {
+        return Err(StepError::new(
+            "backup_failed",
+            format!("`{line}` failed ({}): {}; its output was not kept as a snapshot", out.status, out.stderr.text().trim()),
+        ));
+    }
+    stored.map(|o| o.snapshot).map_err(|e| StepError::new("backup_failed", e.to_string()))
+}
+
+async fn record(host: &HostRun<'_>, entry: &SnapshotEntry) {
+    let s = &entry.snapshot;
+    let row = SnapshotRecord {
+        id: entry.id.clone(),
+        host: s.host.clone(),
+        time: s.time,
+        paths: s.paths.clone(),
+        tags: s.tags.clone(),
+        parent: s.parent.clone(),
+        files: s.summary.files,
+        bytes_total: s.summary.bytes_total,
+        new_bytes_stored: s.summary.new_bytes_stored,
+        job: host.job,
+        damaged_paths: None,
+    };
+    host.env
+        .record(|c| async move {
+            if let Err(err) = c.record_snapshot(&row).await {
+                tracing::warn!(%err, "cannot record the snapshot in the catalog");
+            }
+        })
+        .await;
+}
+
+/// Applies the host's retention policy from the inventory.
+async fn forget(host: &HostRun<'_>, access: &StoreAccess, done: &mut Done) -> Result<(), StepError> {
+    let Some(policy) = host.target.retention.clone() else {
+        done.say("forget = true, but the inventory has no retention policy for this host: kept everything");
+        return Ok(());
+    };
+    let store = open(access).await?;
+    let name = host.name().to_string();
+    let forgotten = tokio::task::spawn_blocking(move || -> nightshift_store::Result<usize> {
+        let snapshots: Vec<SnapshotEntry> =
+            store.snapshots()?.into_iter().filter(|s| s.snapshot.host == name).collect();
+        let decisions = nightshift_store::decide(&snapshots, &policy, &chrono::Local);
+        let gone: Vec<String> = decisions.iter().filter(|d| !d.keep()).map(|d| d.snapshot.id.clone()).collect();
+        store.forget(&gone)?;
+        Ok(gone.len())
+    })
+    .await
+    .map_err(|err| StepError::new("store", err.to_string()))?
+    .map_err(|e| StepError::new("store", e.to_string()))?;
+    done.say(format!("forgot {forgotten} snapshots by the host's retention policy"));
+    Ok(())
+}
+
+/// `verify = { backup_check = true }`: reads back a sample of this host's
+/// latest snapshot, every chunk checked against its hash.
+pub async fn check(host: &HostRun<'_>) -> Done {
+    let result = async {
+        let access = access(host)?;
+        let store = open(access).await?;
+        let name = host.name().to_string();
+        tokio::task::spawn_blocking(move || sample_read(&store, &name, false))
+            .await
+            .map_err(|err| StepError::new("store", err.to_string()))?
+    }
+    .await;
+    match result {
+        Ok(sample) => Done::ok(format!(
+            "snapshot {}: {} files, {} bytes read back and verified",
+            &sample.snapshot[..8.min(sample.snapshot.len())],
+            sample.files.len(),
+            sample.bytes
+        )),
+        Err(error) => Done::fail(error),
+    }
+}
+
+/// A sample of a snapshot's files, read back.
+struct Sample {
+    snapshot: String,
+    /// Path in the snapshot, content's SHA-256 (hex), size.
+    files: Vec<(String, String, u64)>,
+    bytes: u64,
+    /// The files as a tar stream, when asked for.
+    tar: Option<Vec<u8>>,
+}
+
+const SAMPLE_FILES: usize = 32;
+const SAMPLE_BYTES: u64 = 64 << 20;
+
+/// Reads up to 32 files (64 MiB) spread over the latest snapshot of `host`,
+/// verifying each chunk; `with_tar` also writes them as a tar stream.
+fn sample_read(store: &Store, host: &str, with_tar: bool) -> Result<Sample, StepError> {
+    use sha2::Digest;
+    let err = |e: nightshift_store::StoreError| StepError::new("verify_failed", e.to_string());
+    let latest = store
+        .snapshots()
+        .map_err(err)?
+        .into_iter()
+        .filter(|s| s.snapshot.host == host && !s.snapshot.paths.iter().any(|p| p.starts_with("stream:")))
+        .max_by_key(|s| s.snapshot.time)
+        .ok_or_else(|| StepError::new("verify_failed", format!("{host} has no snapshot to verify; run a backup first")))?;
+    let mut packs = nightshift_store::PackFiles::default();
+    let mut files = Vec::new();
+    let mut stack = vec![(String::new(), latest.snapshot.tree)];
+    while let Some((prefix, tree)) = stack.pop() {
+        for node in store.load_tree(tree, &mut packs).map_err(err)?.nodes {
+            let path = format!("{prefix}/{}", String::from_utf8_lossy(&node.name));
+            match (node.kind, node.subtree) {
+                (NodeKind::Dir, Some(subtree)) => stack.push((path, subtree)),
+                (NodeKind::File, _) => files.push((path, node)),
+                _ => {}
+            }
+        }
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let step = files.len().div_ceil(SAMPLE_FILES).max(1);
+    let mut sample = Sample {
+        snapshot: latest.id.clone(),
+        files: Vec::new(),
+        bytes: 0,
+        tar: None,
+    };
+    let mut builder = with_tar.then(|| tar::Builder::new(Vec::new()));
+    for (path, node) in files.into_iter().step_by(step) {
+        if sample.bytes + node.size > SAMPLE_BYTES && !sample.files.is_empty() {
+            continue;
+        }
+        let mut content = Vec::with_capacity(node.size as usize);
+        for chunk in &node.content {
+            content.extend(store.read_chunk(*chunk, &mut packs).map_err(err)?);
+        }
+        if let Some(builder) = &mut builder {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(0o600);
+            builder
+                .append_data(&mut header, path.trim_start_matches('/'), &content[..])
+                .map_err(|e| StepError::new("verify_failed", format!("building the restore stream: {e}")))?;
+        }
+        let digest = sha2::Sha256::digest(&content);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        sample.bytes += content.len() as u64;
+        sample.files.push((path, hex, content.len() as u64));
+    }
+    if let Some(builder) = builder {
+        let bytes = builder
+            .into_inner()
+            .map_err(|e| StepError::new("verify_failed", format!("building the restore stream: {e}")))?;
+        sample.tar = Some(bytes);
+    }
+    Ok(sample)
+}
+
+/// `verify = { restore_test = true }`: restores a sample of the latest
+/// snapshot into a temporary directory on the host, hashes what landed
+/// there, compares, and removes the directory.
+pub async fn restore_test(host: &HostRun<'_>, limit: Duration) -> Done {
+    if host.check {
+        return Done::would("would restore a sample of the latest snapshot on the host and compare");
+    }
+    match restore_sample(host, limit).await {
+        Ok(done) => done,
+        Err(error) => Done::fail(error),
+    }
+}
+
+async fn restore_sample(host: &HostRun<'_>, limit: Duration) -> Result<Done, StepError> {
+    let access = access(host)?;
+    let store = open(access).await?;
+    let name = host.name().to_string();
+    let sample = tokio::task::spawn_blocking(move || sample_read(&store, &name, true))
+        .await
+        .map_err(|err| StepError::new("store", err.to_string()))??;
+    let short = limit.min(Duration::from_secs(600));
+    let mkdir = super::command(host, "mktemp -d /tmp/nightshift-restore-test.XXXXXXXX", short).become_root(false);
+    let out = super::exec(host, &mkdir).await?;
+    let dir = out.stdout.text().trim().to_string();
+    if !out.status.success() || dir.is_empty() {
+        return Err(StepError::new("verify_failed", format!("cannot make a temporary directory on the host: {}", out.stderr.text().trim())));
+    }
+    let result = compare_on_host(host, &sample, &dir, short).await;
+    let cleanup = super::command(host, format!("rm -rf {}", shell_quote(&dir)), short).become_root(false);
+    let _ = super::exec(host, &cleanup).await;
+    let mismatched = result?;
+    let mut done = Done::default();
+    done.say(format!("restored {} files ({} bytes) of snapshot {} into {dir}", sample.files.len(), sample.bytes, &sample.snapshot[..8.min(sample.snapshot.len())]));
+    if mismatched.is_empty() {
+        done.summary = format!("{} files, {} bytes restored on the host, all verified (SHA-256 on the host)", sample.files.len(), sample.bytes);
+        Ok(done)
+    } else {
+        done.say(format!("differ: {}", mismatched.join(", ")));
+        done.failed = true;
+        done.error = Some(StepError::new("verify_failed", format!("{} of {} restored files differ from the snapshot: {}", mismatched.len(), sample.files.len(), mismatched.join(", "))));
+        done.summary = done.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+        Ok(done)
+    }
+}
+
+/// Unpacks the sample in `dir` and returns the paths whose hash differs.
+async fn compare_on_host(host: &HostRun<'_>, sample: &Sample, dir: &str, limit: Duration) -> Result<Vec<String>, StepError> {
+    let conn = host.conn()?;
+    let untar = super::command(host, format!("tar -x -C {} -f -", shell_quote(dir)), limit).become_root(false);
+    let mut writing = conn.write_stream(&untar).await?;
+    let sent = writing.write_all(sample.tar.as_deref().unwrap_or_default()).await;
+    let out = writing.finish().await?;
+    if sent.is_err() || !out.status.success() {
+        return Err(StepError::new("verify_failed", format!("unpacking on the host failed ({}): {}", out.status, out.stderr.text().trim())));
+    }
+    let hash = super::command(host, format!("cd {} && find . -type f -exec sha256sum {{}} +", shell_quote(dir)), limit).become_root(false);
+    let (stdout, out) = super::read_all(host, &hash).await?;
+    if !out.status.success() {
+        return Err(StepError::new("verify_failed", format!("hashing on the host failed ({}): {}", out.status, out.stderr.text().trim())));
+    }
+    let text = String::from_utf8_lossy(&stdout);
+    let landed: std::collections::HashMap<&str, &str> = text
+        .lines()
+        .filter_map(|line| line.split_once("  "))
+        .map(|(hash, path)| (path.trim_start_matches("./"), hash))
+        .collect();
+    Ok(sample
+        .files
+        .iter()
+        .filter(|(path, hash, _)| landed.get(path.trim_start_matches('/')) != Some(&hash.as_str()))
+        .map(|(path, _, _)| path.clone())
+        .collect())
+}

@@ -1,0 +1,85 @@
+//! The actions a step can take. Each gets the host's live connection and
+//! the step's time limit, and reports a [`Done`].
+
+mod backup;
+mod command;
+mod reboot;
+mod update;
+mod verify;
+
+use std::time::Duration;
+
+use nightshift_plan::Step;
+use nightshift_transport::{Command, Output, Stream};
+use tokio::io::AsyncReadExt;
+
+use crate::job::HostRun;
+use crate::step::{Done, StepError};
+
+
+pub async fn run(host: &mut HostRun<'_>, step: &Step, limit: Duration) -> Done {
+    if let Some(line) = &step.command {
+        command::run(host, line, limit).await
+    } else if let Some(update) = &step.update {
+        update::run(host, update, limit).await
+    } else if let Some(backup) = &step.backup {
+        backup::run(host, backup).await
+    } else if let Some(verify) = &step.verify {
+        verify::run(host, verify, limit).await
+    } else if let Some(reboot) = &step.reboot {
+        reboot::run(host, reboot).await
+    } else {
+        Done::fail(StepError::new("invalid", "the step has no action"))
+    }
+}
+
+/// A command as the playbook asks for it: through sudo when it says
+/// `become`, stopped at `limit`, with `NIGHTSHIFT_HOST` set to the host's
+/// inventory name.
+pub(crate) fn command(host: &HostRun<'_>, line: impl Into<String>, limit: Duration) -> Command {
+    let command = Command::new(line)
+        .become_root(host.env.playbook.become_root)
+        .env("NIGHTSHIFT_HOST", host.name(), false);
+    if limit == Duration::MAX {
+        command
+    } else {
+        command.timeout(limit)
+    }
+}
+
+/// Runs `command`, sending its lines as progress; returns its output.
+pub(crate) async fn exec(host: &HostRun<'_>, command: &Command) -> Result<Output, StepError> {
+    let conn = host.conn()?;
+    let mut on_line = |_: Stream, text: &str| host.progress(text);
+    Ok(conn.exec(command, &mut on_line).await?)
+}
+
+/// Runs `command` and returns all of its standard output, however long
+/// (exec keeps only the head and tail), for the parsers to read.
+pub(crate) async fn read_all(host: &HostRun<'_>, command: &Command) -> Result<(Vec<u8>, Output), StepError> {
+    let conn = host.conn()?;
+    let mut reading = conn.read_stream(command).await?;
+    let mut bytes = Vec::new();
+    let read = reading.read_to_end(&mut bytes).await;
+    let output = reading.finish().await?;
+    if let Err(err) = read {
+        return Err(StepError::new(
+            "connection_lost",
+            format!("reading the output of `{}` failed: {err}", command.line),
+        ));
+    }
+    Ok((bytes, output))
+}
+
+/// The log text of a finished command: both streams, bounded.
+pub(crate) fn log_of(output: &Output) -> Vec<u8> {
+    let mut log = output.stdout.text().into_bytes();
+    let err = output.stderr.text();
+    if !err.is_empty() {
+        if !log.is_empty() && !log.ends_with(b"\n") {
+            log.push(b'\n');
+        }
+        log.extend_from_slice(err.as_bytes());
+    }
+    log
+}

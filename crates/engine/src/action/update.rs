@@ -1,0 +1,224 @@
+//! `update = { security_only, hold, allow, deny }`: refresh the package
+//! metadata, list what can be upgraded (and which upgrades are security
+//! updates), upgrade what the policy selects, non-interactively, and
+//! record each package's version before and after.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use nightshift_catalog::{PackageChange, PackageState};
+use nightshift_plan::Update;
+
+use crate::event::Upgraded;
+use crate::job::HostRun;
+use crate::packages::{self, Manager, Upgrade};
+use crate::step::{Done, StepError};
+
+pub async fn run(host: &mut HostRun<'_>, policy: &Update, limit: Duration) -> Done {
+    match update(host, policy, limit).await {
+        Ok(done) => done,
+        Err(error) => Done::fail(error),
+    }
+}
+
+async fn update(host: &HostRun<'_>, policy: &Update, limit: Duration) -> Result<Done, StepError> {
+    let manager = detect(host).await?;
+    let mut done = Done::default();
+    if !host.check {
+        host.progress(format!("{manager:?}: refreshing package metadata"));
+        let refresh = super::command(host, manager.refresh(), limit);
+        let out = super::exec(host, &refresh).await?;
+        done.output.extend(super::log_of(&out));
+        if !out.status.success() {
+            return Err(StepError::new(
+                "update_failed",
+                format!("refreshing the package metadata failed ({})", out.status),
+            ));
+        }
+    }
+    let upgrades = list(host, manager, limit).await?;
+    record_state(host, &upgrades).await;
+    let selection = packages::select(upgrades.clone(), policy);
+    for (left, why) in &selection.left {
+        done.say(format!("not upgrading {} {}: {why}", left.name, left.to));
+    }
+    let chosen = selection.apply;
+    if chosen.is_empty() {
+        done.summary = format!("nothing to upgrade ({} left as the policy says)", selection.left.len());
+        done.skipped = host.check;
+        done.reboot_required = super::reboot::required(host).await?.is_some();
+        return Ok(done);
+    }
+    if host.check {
+        for up in &chosen {
+            done.say(describe(up));
+        }
+        done.summary = format!("would upgrade {}", names(&chosen));
+        done.skipped = true;
+        done.updated = chosen.iter().map(|u| upgraded(u, Some(u.to.clone()))).collect();
+        done.reboot_required = super::reboot::required(host).await?.is_some();
+        return Ok(done);
+    }
+    let wanted: Vec<String> = chosen.iter().map(|u| u.name.clone()).collect();
+    host.progress(format!("upgrading {} packages", wanted.len()));
+    let apply = super::command(host, manager.apply(&wanted), limit);
+    let out = super::exec(host, &apply).await?;
+    done.output.extend(super::log_of(&out));
+    let after = installed(host, manager, &wanted).await?;
+    done.updated = chosen
+        .iter()
+        .map(|u| upgraded(u, after.get(&u.name).cloned()))
+        .filter(|u| u.to != u.from)
+        .collect();
+    done.changed = !done.updated.is_empty();
+    record_changes(host, &done.updated).await;
+    let remaining = list(host, manager, limit).await?;
+    record_state(host, &remaining).await;
+    let reboot = super::reboot::required(host).await?;
+    record_reboot(host, reboot.as_deref()).await;
+    done.reboot_required = reboot.is_some();
+    let missing: Vec<&str> = chosen
+        .iter()
+        .filter(|u| after.get(&u.name) != Some(&u.to))
+        .map(|u| u.name.as_str())
+        .collect();
+    if !out.status.success() || !missing.is_empty() {
+        done.failed = true;
+        done.exit = Some(out.status.clone());
+        done.error = Some(StepError::new(
+            "update_failed",
+            format!(
+                "{} ({}); {} of {} upgraded",
+                out.status,
+                if missing.is_empty() { "see the output".to_string() } else { format!("not at the new version: {}", missing.join(", ")) },
+                done.updated.len(),
+                chosen.len()
+            ),
+        ));
+        done.summary = done.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+        return Ok(done);
+    }
+    done.exit = Some(out.status);
+    done.summary = format!(
+        "{} upgraded{}",
+        done.updated.len(),
+        if done.reboot_required { ", reboot required" } else { "" }
+    );
+    Ok(done)
+}
+
+async fn detect(host: &HostRun<'_>) -> Result<Manager, StepError> {
+    let probe = super::command(host, packages::DETECT, Duration::from_secs(60)).become_root(false);
+    let out = super::exec(host, &probe).await?;
+    packages::parse_detect(&out.stdout.text()).ok_or_else(|| {
+        StepError::new(
+            "update_failed",
+            "no supported package manager found (apt-get, dnf, zypper or apk)",
+        )
+    })
+}
+
+async fn list(host: &HostRun<'_>, manager: Manager, limit: Duration) -> Result<Vec<Upgrade>, StepError> {
+    let command = super::command(host, manager.list_upgrades(), limit);
+    let (stdout, out) = super::read_all(host, &command).await?;
+    // dnf check-update exits 100 when it lists updates.
+    let listed = out.status.success()
+        || (manager == Manager::Dnf && out.status == nightshift_transport::ExitStatus::Code(100));
+    if !listed {
+        return Err(StepError::new(
+            "update_failed",
+            format!("listing upgrades failed ({}): {}", out.status, out.stderr.text().trim()),
+        ));
+    }
+    manager
+        .parse_upgrades(&String::from_utf8_lossy(&stdout))
+        .map_err(|err| StepError::new("update_failed", err.to_string()))
+}
+
+async fn installed(
+    host: &HostRun<'_>,
+    manager: Manager,
+    names: &[String],
+) -> Result<std::collections::BTreeMap<String, String>, StepError> {
+    let command = super::command(host, manager.installed(names), Duration::from_secs(120)).become_root(false);
+    let (stdout, _) = super::read_all(host, &command).await?;
+    manager
+        .parse_installed(&String::from_utf8_lossy(&stdout))
+        .map_err(|err| StepError::new("update_failed", err.to_string()))
+}
+
+fn upgraded(up: &Upgrade, to: Option<String>) -> Upgraded {
+    Upgraded {
+        name: up.name.clone(),
+        from: up.from.clone(),
+        to,
+        security: up.security,
+    }
+}
+
+fn describe(up: &Upgrade) -> String {
+    format!(
+        "{} {} → {}{}",
+        up.name,
+        up.from.as_deref().unwrap_or("(new)"),
+        up.to,
+        if up.security { " (security)" } else { "" }
+    )
+}
+
+fn names(upgrades: &[Upgrade]) -> String {
+    let security = upgrades.iter().filter(|u| u.security).count();
+    format!("{} packages ({security} security): {}", upgrades.len(), upgrades.iter().map(describe).collect::<Vec<_>>().join(", "))
+}
+
+async fn record_state(host: &HostRun<'_>, upgrades: &[Upgrade]) {
+    let state: Vec<PackageState> = upgrades
+        .iter()
+        .map(|u| PackageState {
+            name: u.name.clone(),
+            installed: u.from.clone(),
+            upgradable: Some(u.to.clone()),
+            security: u.security,
+        })
+        .collect();
+    let name = host.name();
+    host.env
+        .record(|c| async move {
+            if let Err(err) = c.record_packages(name, &state, Utc::now()).await {
+                tracing::warn!(%err, "cannot record packages in the catalog");
+            }
+        })
+        .await;
+}
+
+async fn record_changes(host: &HostRun<'_>, updated: &[Upgraded]) {
+    let Some(job) = host.job else { return };
+    let changes: Vec<PackageChange> = updated
+        .iter()
+        .map(|u| PackageChange {
+            name: u.name.clone(),
+            from: u.from.clone(),
+            to: u.to.clone(),
+            security: u.security,
+        })
+        .collect();
+    let name = host.name();
+    host.env
+        .record(|c| async move {
+            if let Err(err) = c.record_package_changes(job, name, &changes, Utc::now()).await {
+                tracing::warn!(%err, "cannot record package changes in the catalog");
+            }
+        })
+        .await;
+}
+
+pub(super) async fn record_reboot(host: &HostRun<'_>, reason: Option<&str>) {
+    let name = host.name();
+    host.env
+        .record(|c| async move {
+            if let Err(err) = c.set_reboot_required(name, reason, Utc::now()).await {
+                tracing::warn!(%err, "cannot record the reboot state in the catalog");
+            }
+        })
+        .await;
+}

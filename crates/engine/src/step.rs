@@ -1,0 +1,236 @@
+//! One step on one host: whether it runs (`when`), its attempts with their
+//! delay, its time limit, and what it leaves for later steps to ask about.
+
+use std::time::{Duration, Instant};
+
+use nightshift_catalog::{StepKind, StepStatus};
+use nightshift_plan::{Condition, Outcome, Step};
+use nightshift_transport::{ExitStatus, TransportError};
+
+use crate::action;
+use crate::event::{BackupReport, StepReport, Upgraded};
+use crate::job::HostRun;
+
+/// What an action reports back.
+#[derive(Debug, Default)]
+pub struct Done {
+    pub failed: bool,
+    /// Nothing was done: check mode, or nothing to do that counts as a run.
+    pub skipped: bool,
+    pub changed: bool,
+    pub exit: Option<ExitStatus>,
+    /// Everything the step printed, and what the engine says about it.
+    pub output: Vec<u8>,
+    pub summary: String,
+    /// Set when the step failed for a reason other than its own exit code.
+    pub error: Option<StepError>,
+    pub reboot_required: bool,
+    pub updated: Vec<Upgraded>,
+    pub backup: Option<BackupReport>,
+    pub rebooted: Option<Duration>,
+    /// Whether trying again could help (a command's exit, not a refusal).
+    pub retryable: bool,
+}
+
+/// Why a step failed, typed for the catalog's `error_kind`.
+#[derive(Debug, Clone)]
+pub struct StepError {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl StepError {
+    pub fn new(kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Whether the connection to the host is gone: the job cannot go on.
+    pub fn lost_host(&self) -> bool {
+        matches!(self.kind, "unreachable" | "connection_lost")
+    }
+}
+
+impl From<TransportError> for StepError {
+    fn from(err: TransportError) -> Self {
+        Self::new(err.kind(), err.to_string())
+    }
+}
+
+impl Done {
+    pub fn ok(summary: impl Into<String>) -> Self {
+        Self {
+            summary: summary.into(),
+            ..Self::default()
+        }
+    }
+
+    /// What check mode reports for a step it does not run.
+    pub fn would(summary: impl Into<String>) -> Self {
+        Self {
+            skipped: true,
+            summary: summary.into(),
+            ..Self::default()
+        }
+    }
+
+    pub fn fail(error: StepError) -> Self {
+        Self {
+            failed: true,
+            summary: error.message.clone(),
+            output: format!("{}\n", error.message).into_bytes(),
+            error: Some(error),
+            ..Self::default()
+        }
+    }
+
+    pub fn say(&mut self, line: impl AsRef<str>) {
+        self.output.extend_from_slice(line.as_ref().as_bytes());
+        self.output.push(b'\n');
+    }
+}
+
+/// A step that has run (or was skipped), as later `when` conditions see it.
+#[derive(Debug, Clone)]
+pub struct Past {
+    pub name: String,
+    pub status: StepStatus,
+    pub changed: bool,
+    pub reboot_required: bool,
+}
+
+/// Whether `when` lets the step run after `past`.
+pub fn allowed(condition: &Condition, past: &[Past]) -> bool {
+    let relevant: Vec<&Past> = past
+        .iter()
+        .filter(|p| condition.step.as_ref().is_none_or(|name| *name == p.name))
+        .collect();
+    let holds = match condition.outcome {
+        Outcome::Changed => relevant.iter().any(|p| p.changed),
+        Outcome::Failed => relevant.iter().any(|p| p.status == StepStatus::Failed),
+        Outcome::Ok => relevant.iter().any(|p| p.status == StepStatus::Ok),
+        Outcome::RebootRequired => relevant.iter().any(|p| p.reboot_required),
+    };
+    holds != condition.negated
+}
+
+pub fn kind_of(step: &Step) -> StepKind {
+    if step.update.is_some() {
+        StepKind::Update
+    } else if step.backup.is_some() {
+        StepKind::Backup
+    } else if step.verify.is_some() {
+        StepKind::Verify
+    } else if step.reboot.is_some() {
+        StepKind::Reboot
+    } else {
+        StepKind::Command
+    }
+}
+
+const BACKSTOP: Duration = Duration::from_secs(10);
+
+/// Runs the step's action with its attempts, each within `limit` (the
+/// step's timeout, cut to what is left of the host's).
+pub async fn attempt(
+    host: &mut HostRun<'_>,
+    step: &Step,
+    limit: Option<Duration>,
+) -> (Done, u32) {
+    let attempts = step.retries + 1;
+    let delay = step.delay.map_or(Duration::from_secs(5), |d| d.0);
+    let mut log = Vec::new();
+    for attempt in 1..=attempts {
+        let started = Instant::now();
+        let mut done = match limit {
+            // The transport stops the remote command at `limit` and says
+            // so precisely; this is the backstop for what it cannot stop.
+            Some(limit) => match tokio::time::timeout(limit + BACKSTOP, action::run(host, step, limit)).await {
+                Ok(done) => done,
+                Err(_) => Done::fail(StepError::new(
+                    "timeout",
+                    format!(
+                        "the step did not finish within {}s; raise its timeout if it needs longer",
+                        limit.as_secs()
+                    ),
+                )),
+            },
+            None => action::run(host, step, Duration::MAX).await,
+        };
+        let again = done.failed
+            && attempt < attempts
+            && done.retryable
+            && !done.error.as_ref().is_some_and(StepError::lost_host);
+        if !again {
+            log.append(&mut done.output);
+            done.output = log;
+            return (done, attempt);
+        }
+        log.append(&mut done.output);
+        log.extend_from_slice(
+            format!(
+                "attempt {attempt} of {attempts} failed after {:.1}s; trying again in {}s\n",
+                started.elapsed().as_secs_f64(),
+                delay.as_secs()
+            )
+            .as_bytes(),
+        );
+        tokio::time::sleep(delay).await;
+    }
+    unreachable!("the last attempt returns")
+}
+
+pub fn report(step: &Step, status: StepStatus, done: &Done, attempts: u32, elapsed: Duration) -> StepReport {
+    StepReport {
+        step: step.name.get_ref().clone(),
+        kind: kind_of(step),
+        status,
+        changed: done.changed,
+        attempts,
+        summary: done.summary.clone(),
+        error_kind: done
+            .error
+            .as_ref()
+            .map(|e| e.kind.to_string())
+            .or_else(|| done.failed.then(|| "command_failed".to_string())),
+        elapsed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn past(name: &str, status: StepStatus, changed: bool) -> Past {
+        Past {
+            name: name.into(),
+            status,
+            changed,
+            reboot_required: false,
+        }
+    }
+
+    fn when(text: &str) -> Condition {
+        Condition::parse(text).expect("a condition")
+    }
+
+    #[test]
+    fn conditions_read_earlier_outcomes() {
+        let history = [
+            past("update", StepStatus::Ok, true),
+            past("probe", StepStatus::Failed, false),
+        ];
+        assert!(allowed(&when("changed"), &history));
+        assert!(allowed(&when("changed:update"), &history));
+        assert!(!allowed(&when("changed:probe"), &history));
+        assert!(allowed(&when("failed"), &history));
+        assert!(allowed(&when("not failed:update"), &history));
+        assert!(allowed(&when("ok:update"), &history));
+        assert!(!allowed(&when("ok:probe"), &history));
+        assert!(!allowed(&when("reboot_required"), &history));
+        assert!(allowed(&when("not reboot_required"), &history));
+        assert!(!allowed(&when("changed:never-ran"), &history));
+    }
+}

@@ -1,0 +1,364 @@
+//! `nightshift run`: rollouts over hosts reached through the local
+//! transport (tier 1 and 2: batches, halting, timeouts, retries, `when`,
+//! the catalog's record, the quickstart), and over the Docker fleet
+//! (tier 3, in `fleet`).
+
+mod fleet;
+
+use std::fs;
+use std::path::Path;
+use std::process::Output;
+
+use crate::common::{stderr, stdout};
+
+/// A plan tree whose hosts all live on this machine, reached through the
+/// local transport; commands tell them apart by `$NIGHTSHIFT_HOST`.
+struct LocalTree {
+    dir: tempfile::TempDir,
+}
+
+impl LocalTree {
+    fn new(hosts: usize, playbook: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(
+            dir.path().join("nightshift.toml"),
+            "inventory = \"inventory.toml\"\nplaybooks = \"playbooks\"\nschedules = \"schedules\"\n",
+        )
+        .expect("config");
+        let inventory: String = (1..=hosts)
+            .map(|n| format!("[hosts.h{n}]\naddress = \"localhost\"\ngroups = [\"local\"]\n"))
+            .collect();
+        fs::write(dir.path().join("inventory.toml"), inventory).expect("inventory");
+        fs::create_dir_all(dir.path().join("playbooks")).expect("playbooks");
+        fs::create_dir_all(dir.path().join("schedules")).expect("schedules");
+        fs::write(dir.path().join("playbooks/test.toml"), playbook).expect("playbook");
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nightshift"))
+            .arg("--config")
+            .arg(self.path().join("nightshift.toml"))
+            .arg("--data-dir")
+            .arg(self.path().join("data"))
+            .args(args)
+            .env_remove("NIGHTSHIFT_PASSPHRASE")
+            .env("TZ", "UTC")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("nightshift runs")
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.run(args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    }
+}
+
+/// The JSON events a `run --json` printed.
+fn events(out: &Output) -> Vec<serde_json::Value> {
+    stdout(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON event per line"))
+        .collect()
+}
+
+#[test]
+fn a_failure_past_max_failures_halts_after_the_step_in_flight() {
+    let tree = LocalTree::new(
+        5,
+        r#"
+name = "halting"
+targets = ["group:local"]
+serial = 2
+max_failures = 0
+
+[[steps]]
+name = "probe"
+command = "if [ \"$NIGHTSHIFT_HOST\" = h3 ]; then exit 7; fi; sleep 1"
+
+[[steps]]
+name = "after"
+command = "echo after on $NIGHTSHIFT_HOST"
+"#,
+    );
+    let out = tree.run(&["run", "halting", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let events = events(&out);
+    let batches: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "batch_started")
+        .map(|e| e["batch"].as_u64().expect("batch"))
+        .collect();
+    assert_eq!(batches, [1, 2], "the third batch never starts");
+    let end = events.last().expect("events");
+    assert_eq!(end["event"], "run_finished");
+    assert_eq!(end["status"], "halted");
+    assert_eq!(end["skipped"], 1, "{end}");
+    let job = |host: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == "host_finished" && e["host"] == host)
+            .cloned()
+            .unwrap_or_else(|| panic!("{host} finished: {events:?}"))
+    };
+    assert_eq!(job("h1")["status"], "ok");
+    assert_eq!(job("h3")["status"], "failed");
+    assert_eq!(job("h3")["steps"][0]["summary"], "exit 7");
+    // h4 was in flight: it finished `probe`, then stopped.
+    let h4 = job("h4");
+    assert_eq!(h4["status"], "interrupted", "{h4}");
+    assert_eq!(h4["steps"][0]["status"], "ok");
+    assert_eq!(h4["steps"][1]["status"], "skipped");
+
+    let runs = tree.json(&["runs", "--json"]);
+    assert_eq!(runs[0]["status"], "halted", "{runs}");
+    assert!(
+        runs[0]["halted_because"]
+            .as_str()
+            .is_some_and(|r| r.contains("h3")),
+        "{runs}"
+    );
+    let id = runs[0]["id"].to_string();
+    let detail = tree.json(&["runs", "show", &id, "--json"]);
+    let hosts: Vec<&str> = detail["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|j| j["host"].as_str().expect("host"))
+        .collect();
+    assert!(!hosts.contains(&"h5"), "h5 never ran: {detail}");
+    let h3 = detail["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .find(|j| j["host"] == "h3")
+        .expect("h3");
+    assert_eq!(h3["steps"][0]["exit_code"], 7, "{h3}");
+}
+
+#[test]
+fn retries_when_and_continue_on_error_shape_the_steps() {
+    let tree = LocalTree::new(
+        1,
+        r#"
+name = "steps"
+targets = ["h1"]
+
+[[steps]]
+name = "flaky"
+command = "n=$(cat \"$TMPDIR_T/count\" 2>/dev/null || echo 0); n=$((n+1)); echo $n > \"$TMPDIR_T/count\"; [ $n -ge 3 ]"
+retries = 2
+delay = "1s"
+
+[[steps]]
+name = "allowed to fail"
+command = "exit 3"
+continue_on_error = true
+
+[[steps]]
+name = "on failure"
+command = "echo cleaning up"
+when = "failed:allowed to fail"
+
+[[steps]]
+name = "never"
+command = "echo no"
+when = "not changed"
+
+[[steps]]
+name = "health"
+verify = { command = "echo healthy", expect_output = "^heal" }
+
+[[steps]]
+name = "slow"
+command = "sleep 30"
+timeout = "1s"
+"#,
+    );
+    let playbook = fs::read_to_string(tree.path().join("playbooks/test.toml")).expect("read");
+    let dir = tree.path().display().to_string();
+    fs::write(
+        tree.path().join("playbooks/test.toml"),
+        playbook.replace("$TMPDIR_T", &dir),
+    )
+    .expect("write");
+    let out = tree.run(&["run", "steps", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "the timeout fails the host");
+    let events = events(&out);
+    let job = events
+        .iter()
+        .find(|e| e["event"] == "host_finished")
+        .expect("a job");
+    let steps = job["steps"].as_array().expect("steps");
+    let by_name = |name: &str| {
+        steps
+            .iter()
+            .find(|s| s["step"] == name)
+            .unwrap_or_else(|| panic!("{name}: {job}"))
+    };
+    assert_eq!(by_name("flaky")["status"], "ok");
+    assert_eq!(by_name("flaky")["attempts"], 3);
+    assert_eq!(by_name("allowed to fail")["status"], "failed");
+    assert_eq!(by_name("on failure")["status"], "ok");
+    assert_eq!(by_name("never")["status"], "skipped");
+    assert_eq!(by_name("health")["status"], "ok");
+    let slow = by_name("slow");
+    assert_eq!(slow["status"], "failed");
+    assert_eq!(slow["error_kind"], "timeout", "{slow}");
+    assert!(
+        slow["elapsed"].as_u64().expect("ms") < 10_000,
+        "the timeout stopped it: {slow}"
+    );
+    assert_eq!(job["status"], "failed");
+}
+
+#[test]
+fn check_mode_changes_nothing_and_records_nothing() {
+    let tree = LocalTree::new(
+        2,
+        r#"
+name = "careful"
+targets = ["all"]
+
+[[steps]]
+name = "write"
+command = "touch \"$MARK.$NIGHTSHIFT_HOST\""
+"#,
+    );
+    let mark = tree.path().join("mark");
+    let playbook = fs::read_to_string(tree.path().join("playbooks/test.toml")).expect("read");
+    fs::write(
+        tree.path().join("playbooks/test.toml"),
+        playbook.replace("$MARK", &mark.display().to_string()),
+    )
+    .expect("write");
+    let out = tree.run(&["run", "careful", "--check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("h1"), "{}", stdout(&out));
+    assert!(!tree.path().join("mark.h1").exists(), "check mode ran the command");
+    let runs = tree.json(&["runs", "--json"]);
+    assert_eq!(runs.as_array().map(Vec::len), Some(0), "{runs}");
+
+    let out = tree.run(&["run", "careful"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(tree.path().join("mark.h1").exists() && tree.path().join("mark.h2").exists());
+    assert!(stdout(&out).contains("nightshift runs show"), "{}", stdout(&out));
+}
+
+#[test]
+fn an_unknown_playbook_and_a_stray_limit_say_what_exists() {
+    let tree = LocalTree::new(1, "name = \"only\"\ntargets = [\"h1\"]\n[[steps]]\nname = \"x\"\ncommand = \"true\"\n");
+    let out = tree.run(&["run", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("known playbooks: only"), "{}", stderr(&out));
+    let out = tree.run(&["run", "only", "--limit", "web9"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("`web9` matches no host"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_backup_step_pulls_a_tree_and_restore_test_proves_it_on_the_host() {
+    let tree = LocalTree::new(2, "");
+    let source = tree.path().join("source");
+    fs::create_dir_all(source.join("sub")).expect("mkdir");
+    fs::write(source.join("a.conf"), "alpha\n").expect("write");
+    fs::write(source.join("sub/b.conf"), vec![7u8; 300_000]).expect("write");
+    fs::write(source.join("skip.tmp"), "temporary").expect("write");
+    fs::write(
+        tree.path().join("playbooks/test.toml"),
+        format!(
+            r#"
+name = "pull"
+targets = ["all"]
+
+[[steps]]
+name = "backup"
+backup = {{ paths = ["{}"], exclude = ["*.tmp"], tags = ["nightly"] }}
+
+[[steps]]
+name = "read back"
+verify = {{ backup_check = true }}
+
+[[steps]]
+name = "restore test"
+verify = {{ restore_test = true }}
+"#,
+            source.display()
+        ),
+    )
+    .expect("playbook");
+    // One host at a time: backups running side by side cannot see each
+    // other's new chunks, so only the later one finds the data stored.
+    let out = tree.run(&["run", "pull", "--json", "--forks", "1"]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
+    let events = events(&out);
+    for job in events.iter().filter(|e| e["event"] == "host_finished") {
+        assert_eq!(job["status"], "ok", "{job}");
+        let restore = &job["steps"][2]["summary"];
+        assert!(
+            restore.as_str().is_some_and(|s| s.contains("all verified")),
+            "{job}"
+        );
+    }
+    let snapshots = tree.json(&["snapshots", "--json"]);
+    let list = snapshots.as_array().expect("snapshots");
+    assert_eq!(list.len(), 2, "one per host: {snapshots}");
+    let tags = list[0]["tags"].as_array().expect("tags");
+    assert!(tags.iter().any(|t| t == "nightly") && tags.iter().any(|t| t == "playbook:pull"), "{snapshots}");
+    // The second host's data was already stored: nothing new.
+    let new: Vec<u64> = list
+        .iter()
+        .map(|s| s["summary"]["new_bytes_raw"].as_u64().expect("bytes"))
+        .collect();
+    assert!(
+        new[1] * 100 < new[0],
+        "identical data is stored once (only a tree may differ): {new:?}"
+    );
+
+    let target = tree.path().join("restored");
+    let id = list[0]["id"].as_str().expect("id").to_string();
+    let restore = tree.run(&["restore", &id, "--to", target.to_str().expect("utf-8")]);
+    assert!(restore.status.success(), "{}", stderr(&restore));
+    let landed = target.join(source.strip_prefix("/").expect("absolute"));
+    assert_eq!(fs::read(landed.join("a.conf")).expect("a.conf"), b"alpha\n");
+    assert_eq!(fs::read(landed.join("sub/b.conf")).expect("b.conf"), vec![7u8; 300_000]);
+    assert!(!landed.join("skip.tmp").exists(), "excluded");
+
+    // A second run reads only what changed.
+    fs::write(source.join("a.conf"), "alpha, changed\n").expect("write");
+    let out = tree.run(&["run", "pull", "--limit", "h1", "--check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("1 files") || stdout(&out).contains("1 files"),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_quickstart_runs_on_this_machine_without_root() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nightshift"))
+        .args(["run", "quickstart"])
+        .current_dir(crate::common::repo_root())
+        .env("NIGHTSHIFT_DATA_DIR", data.path())
+        .env_remove("NIGHTSHIFT_PASSPHRASE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("nightshift runs");
+    assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("localhost") && text.contains("ok"), "{text}");
+    assert!(text.contains("nightshift snapshots"), "the next commands to try: {text}");
+    assert!(data.path().join("store.key").exists(), "the quickstart never prompts");
+    let snapshots = crate::common::in_data_dir(data.path(), &["snapshots", "--json"], &[]);
+    let list: serde_json::Value = serde_json::from_slice(&snapshots.stdout).expect("JSON");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+}

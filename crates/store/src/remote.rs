@@ -1,0 +1,885 @@
+//! Agentless pull backups: a host that offers nothing but a shell, GNU find
+//! and GNU tar is backed up incrementally through two command streams.
+//!
+//! 1. [`listing_command`] lists the paths in one stream, one record per
+//!    entry with everything a tree needs: type, mode, owner, size, mtime,
+//!    ctime, inode, device, link count and symlink target.
+//! 2. [`parse_listing`] reads that stream as it arrives into a [`Listing`],
+//!    and [`Store::plan_remote_backup`] compares it with the host's previous
+//!    snapshot of the same paths by the rule local backups use (same size,
+//!    mtime, ctime, inode and device: unchanged). The [`RemotePlan`] says what
+//!    is there and what must be fetched: new and changed regular files, and
+//!    new or changed device nodes (find cannot print a device's number; a
+//!    tar header carries it).
+//! 3. The caller writes [`RemotePlan::fetch_list`] to a file on the host and
+//!    runs [`tar_command`] on it; [`Store::backup_remote`] reads the tar and
+//!    writes the snapshot: entries from the listing, contents from the tar for
+//!    fetched files and from the parent snapshot for the others.
+//!
+//! Run through a local shell, the same commands back up `localhost`. The
+//! snapshot is the tree a local backup ([`Store::backup_paths`]) of the same
+//! paths makes (`/etc/nginx` is `etc` → `nginx`, with the metadata of
+//! `/etc` itself), so restore, `ls`, diff and the parent lookup treat both
+//! alike, and either can be the other's parent.
+//!
+//! # What the host needs
+//!
+//! A POSIX `sh`, GNU findutils 4.5 or later (`-printf` with `%T@` and `\0`,
+//! `-readable`, `-executable`, `-xdev`) and GNU tar 1.29 or later
+//! (`--verbatim-files-from`); Debian 9 and later ship both. BusyBox find and
+//! tar lack these options and fail with an error rather than a wrong listing.
+//!
+//! # What the listing covers
+//!
+//! Each path with everything below it on the same file system (`-xdev`): a
+//! file system mounted below a path is listed as its empty mount point, so
+//! `/proc`, network mounts and bind mounts are never walked by accident;
+//! name each further file system as a path of its own. Symlinks are not
+//! followed, except in the directories leading to a path (`/srv` a symlink
+//! to `/data/srv`, path `/srv/www`: `srv` is recorded as the directory it
+//! points to). A directory find may not read or search is recorded, empty,
+//! and reported as [`Skipped`], as a local backup does.
+//!
+//! # Files that change while the backup runs
+//!
+//! A fetched file tar does not deliver (removed after the listing, or
+//! unreadable) is left out of the snapshot and reported as [`Skipped`]; so is
+//! one tar finds to be something else by then (a directory, a symlink). A
+//! file tar delivers with another size or mtime than the listing gave is
+//! stored as tar delivered it, with tar's mtime and a ctime of 0, which no
+//! file has, so the next backup fetches it again. The size in a node is
+//! always the length of its content.
+//!
+//! # Exit statuses, for the caller
+//!
+//! find exits 1 when an entry vanished during the walk or could not be
+//! read (its error output names them): the listing is still sound. tar,
+//! made to ignore files it cannot read, exits 1 when a file changed while
+//! it read it (the snapshot holds what it read, and a file that shrank
+//! meanwhile is padded with zeros by GNU tar: its stream cannot show it, so
+//! report that exit status), and 2 or more on a fatal error. A reader that
+//! returns an error at its end when the command failed makes
+//! [`Store::backup_remote`] write nothing: it reads the stream to its end
+//! before it writes the snapshot, and refuses a stream that stops before
+//! tar's end-of-archive blocks.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crate::backup::{
+    Arena, BackupOptions, BackupOutcome, Changes, Progress, Skipped, Stat, chunk_stream, stat_node,
+    synthetic_dir,
+};
+use crate::chunker::Chunker;
+use crate::error::{IoContext, Result, StoreError};
+use crate::repo::{PackFiles, Store};
+use crate::snapshot::SnapshotEntry;
+use crate::tree::{Node, NodeKind};
+use crate::writer::Sink;
+
+/// One entry: ten numbers (type, octal mode, uid, gid, size, mtime, ctime,
+/// inode, device, links) separated by spaces, then user, group, path and
+/// symlink target, each of the five fields ended by a NUL.
+const RECORD: &str = r"%y %m %U %G %s %T@ %C@ %i %D %n\0%u\0%g\0%p\0%l\0";
+
+/// The type find's record gives a directory it may not read or search.
+const UNREADABLE_DIR: &str = "d!";
+
+/// The shell command that lists `paths` (absolute) in one stream, leaving
+/// out entries that match an `exclude` glob: a pattern with a `/` is
+/// matched against the whole path (`/var/cache/*`, `*/node_modules`), one
+/// without against the name (`*.tmp`); an excluded directory is not
+/// entered. The paths are taken as [`Store::plan_remote_backup`] takes them
+/// (sorted, duplicates dropped); one inside another is listed once.
+pub fn listing_command(paths: &[String], exclude: &[String]) -> Result<String> {
+    let paths = remote_paths(paths)?;
+    if let Some(bad) = exclude.iter().find(|p| p.is_empty() || p.contains('\0')) {
+        return Err(StoreError::Setting(format!(
+            "exclude pattern {bad:?}: give a glob such as `*.tmp`, not empty and without NUL"
+        )));
+    }
+    let starts: Vec<&String> = paths
+        .iter()
+        .filter(|p| !paths.iter().any(|outer| is_inside(p, outer)))
+        .collect();
+    let mut ancestors: Vec<&str> = starts
+        .iter()
+        .flat_map(|p| p.match_indices('/').skip(1).map(|(at, _)| &p[..at]))
+        .collect();
+    ancestors.sort_by(|a, b| Path::new(a).cmp(Path::new(b)));
+    ancestors.dedup();
+    let quoted =
+        |list: &mut dyn Iterator<Item = &str>| list.map(quote).collect::<Vec<_>>().join(" ");
+    let mut command = String::new();
+    if !ancestors.is_empty() {
+        command += &format!(
+            "LC_ALL=C find -H {} -maxdepth 0 -printf {} && ",
+            quoted(&mut ancestors.iter().copied()),
+            quote(RECORD)
+        );
+    }
+    command += &format!(
+        "LC_ALL=C find -P {} -xdev ",
+        quoted(&mut starts.iter().map(|p| p.as_str()))
+    );
+    if !exclude.is_empty() {
+        let tests: Vec<String> = exclude
+            .iter()
+            .map(|p| {
+                let test = if p.contains('/') { "-path" } else { "-name" };
+                format!("{test} {}", quote(p))
+            })
+            .collect();
+        command += &format!("\\( {} \\) -prune -o ", tests.join(" -o "));
+    }
+    command += &format!(
+        "-type d ! \\( -readable -executable \\) -printf {} -prune -o -printf {}",
+        quote(&RECORD.replacen("%y", UNREADABLE_DIR, 1)),
+        quote(RECORD)
+    );
+    Ok(command)
+}
+
+/// The shell command that writes to its stdout a tar of the files named,
+/// NUL-separated, in `list_file` on the host ([`RemotePlan::fetch_list`]):
+/// GNU format (names are bytes), no recursion, each hard-linked name in full,
+/// absolute names kept, and files it cannot read skipped with a warning.
+pub fn tar_command(list_file: &str) -> String {
+    format!(
+        "LC_ALL=C tar --create --file=- --format=gnu --no-recursion --hard-dereference \
+         --ignore-failed-read --absolute-names --null --verbatim-files-from --no-unquote \
+         --files-from={}",
+        quote(list_file)
+    )
+}
+
+/// A parsed listing: its entries as the tree they form, in walk order.
+#[derive(Debug)]
+pub struct Listing {
+    arena: Arena,
+    entries: usize,
+    /// Directories find could not read, recorded empty.
+    skipped: Vec<Skipped>,
+}
+
+impl Listing {
+    /// How many entries the listing holds.
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+}
+
+/// Reads the output of [`listing_command`] as it arrives. Entries must come
+/// after their directory, as find lists them; a record that does not parse,
+/// is cut off, or has a path that is not absolute or has an empty, `.` or
+/// `..` component is an error naming the record.
+pub fn parse_listing(reader: impl Read) -> Result<Listing> {
+    let mut reader = BufReader::with_capacity(1 << 16, reader);
+    let mut parser = Parser {
+        listing: Listing {
+            arena: Arena::root(synthetic_dir(Vec::new())),
+            entries: 0,
+            skipped: Vec::new(),
+        },
+        stack: Vec::new(),
+    };
+    let mut fields: [Vec<u8>; 5] = Default::default();
+    for record in 1.. {
+        let mut complete = 0;
+        for field in &mut fields {
+            field.clear();
+            reader
+                .read_until(0, field)
+                .at("reading", "the file listing")?;
+            if field.pop_if(|b| *b == 0).is_none() {
+                break;
+            }
+            complete += 1;
+        }
+        match complete {
+            5 => parser.add(record, &fields)?,
+            0 if fields[0].is_empty() => break,
+            _ => {
+                return Err(StoreError::Listing(format!(
+                    "record {record} is cut off after {complete} of its 5 fields (was find interrupted?)"
+                )));
+            }
+        }
+    }
+    Ok(parser.listing)
+}
+
+struct Parser {
+    listing: Listing,
+    /// The directory the last entry is in, from the top: names and indices.
+    stack: Vec<(Vec<u8>, usize)>,
+}
+
+impl Parser {
+    fn add(&mut self, record: u64, fields: &[Vec<u8>; 5]) -> Result<()> {
+        let [header, user, group, path, target] = fields;
+        let bad = |what: String| {
+            StoreError::Listing(format!(
+                "record {record} (`{}`): {what}",
+                String::from_utf8_lossy(path)
+            ))
+        };
+        let (mut node, readable) = parse_header(header, user, group).map_err(bad)?;
+        node.target = match node.kind {
+            NodeKind::Symlink => Some(target.clone()),
+            _ if target.is_empty() => None,
+            _ => {
+                return Err(bad(
+                    "only a symlink has a link target: the fields are out of step".into(),
+                ));
+            }
+        };
+        let Some(relative) = path.strip_prefix(b"/") else {
+            return Err(bad("the path is not absolute".into()));
+        };
+        if relative.is_empty() {
+            // The root itself (path `/`): its entries go into the root tree.
+            return match node.kind {
+                NodeKind::Dir => Ok(()),
+                _ => Err(bad("`/` is not a directory".into())),
+            };
+        }
+        let parts: Vec<&[u8]> = relative.split(|&b| b == b'/').collect();
+        if parts.contains(&&b".."[..]) {
+            return Err(bad("a `..` component is refused".into()));
+        }
+        if parts.iter().any(|p| p.is_empty() || *p == b".") {
+            return Err(bad("an empty or `.` component is refused".into()));
+        }
+        let (name, dirs) = parts.split_last().expect("split gives one part at least");
+        let arena = &mut self.listing.arena;
+        let keep = self
+            .stack
+            .iter()
+            .zip(dirs)
+            .take_while(|((name, _), dir)| name == *dir)
+            .count();
+        self.stack.truncate(keep);
+        for dir in &dirs[keep..] {
+            let parent = self.stack.last().map_or(0, |s| s.1);
+            match arena.child(parent, dir) {
+                Some(at) if arena.nodes[at].kind == NodeKind::Dir => {
+                    self.stack.push((dir.to_vec(), at));
+                }
+                _ => {
+                    return Err(bad(
+                        "its directory is not listed before it (entries follow their directory, as find lists them)"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        node.name = name.to_vec();
+        let is_dir = node.kind == NodeKind::Dir;
+        let at = arena.add(self.stack.last().map_or(0, |s| s.1), node);
+        if is_dir {
+            self.stack.push((name.to_vec(), at));
+        }
+        if !readable {
+            self.listing.skipped.push(Skipped {
+                path: String::from_utf8_lossy(path).into_owned(),
+                error: "find may not read or search this directory: it is backed up empty".into(),
+            });
+        }
+        self.listing.entries += 1;
+        Ok(())
+    }
+}
+
+/// The node a record's numbers and names describe (without its name), and
+/// whether find could read it.
+fn parse_header(header: &[u8], user: &[u8], group: &[u8]) -> Result<(Node, bool), String> {
+    let text = std::str::from_utf8(header).map_err(|_| "its numbers are not text".to_string())?;
+    let tokens: Vec<&str> = text.split(' ').collect();
+    let [
+        kind,
+        mode,
+        uid,
+        gid,
+        size,
+        mtime,
+        ctime,
+        inode,
+        device,
+        links,
+    ] = tokens[..]
+    else {
+        return Err(format!("expected type and 9 numbers, found `{text}`"));
+    };
+    let (kind, readable) = match kind {
+        "f" => (NodeKind::File, true),
+        "d" => (NodeKind::Dir, true),
+        UNREADABLE_DIR => (NodeKind::Dir, false),
+        "l" => (NodeKind::Symlink, true),
+        "c" => (NodeKind::Chardev, true),
+        "b" => (NodeKind::Blockdev, true),
+        "p" => (NodeKind::Fifo, true),
+        "s" => (NodeKind::Socket, true),
+        other => return Err(format!("unknown type `{other}`")),
+    };
+    let mode = u32::from_str_radix(mode, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("the mode `{mode}` is not octal permission bits"))?;
+    let uid = number(uid, "uid")?;
+    let gid = number(gid, "gid")?;
+    let stat = Stat {
+        kind,
+        mode,
+        uid,
+        gid,
+        size: number(size, "size")?,
+        mtime_ns: time(mtime).ok_or_else(|| format!("the mtime `{mtime}` is not a time"))?,
+        ctime_ns: time(ctime).ok_or_else(|| format!("the ctime `{ctime}` is not a time"))?,
+        inode: number(inode, "inode")?,
+        device: number(device, "device")?,
+        links: number(links, "link count")?,
+        // find has no directive for it: a tar header brings it.
+        rdev: None,
+    };
+    let node = stat_node(Vec::new(), stat, owner(user, uid), owner(group, gid));
+    Ok((node, readable))
+}
+
+fn number<T: FromStr>(text: &str, what: &str) -> Result<T, String> {
+    text.parse()
+        .map_err(|_| format!("the {what} `{text}` is not a number"))
+}
+
+/// A time as find's `%T@` prints it: the seconds of `st_mtim`, a point,
+/// then its nanoseconds and a zero (`-2.2500000000` is 2 s before the epoch
+/// plus 0.25 s), in nanoseconds since the epoch, as `stat` gives it.
+fn time(text: &str) -> Option<i64> {
+    let (seconds, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let seconds: i64 = seconds.parse().ok()?;
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let digits = &fraction[..fraction.len().min(9)];
+    let nanos: i64 = format!("{digits:0<9}").parse().ok()?;
+    seconds.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+/// find prints the number for an owner without a name; that is no name.
+fn owner(name: &[u8], id: u32) -> Option<String> {
+    let name = String::from_utf8_lossy(name);
+    (!name.is_empty() && name != id.to_string()).then(|| name.into_owned())
+}
+
+/// What a remote backup will do: what the listing holds, what the parent
+/// snapshot already has, and what tar must fetch. Shown as it is by a check
+/// run; [`Store::backup_remote`] carries it out.
+#[derive(Debug)]
+pub struct RemotePlan {
+    pub host: String,
+    /// The paths as the snapshot records them: absolute, sorted, each once.
+    pub paths: Vec<String>,
+    /// The snapshot compared with, whose contents unchanged files reuse.
+    pub parent: Option<SnapshotEntry>,
+    /// Regular files listed (every name of a hard-linked one), and their bytes.
+    pub files: u64,
+    pub bytes: u64,
+    /// Files whose content the parent snapshot has.
+    pub unchanged: u64,
+    /// The paths tar must deliver, as raw bytes: new and changed files, and
+    /// new or changed device nodes.
+    pub fetch: Vec<Vec<u8>>,
+    pub fetch_bytes: u64,
+    /// Entries the listing could not cover (unreadable directories).
+    pub skipped: Vec<Skipped>,
+    started: Instant,
+    arena: Arena,
+    /// The arena index of each path in `fetch`.
+    fetch_at: Vec<usize>,
+    link_copies: Vec<(usize, usize)>,
+}
+
+impl RemotePlan {
+    /// The contents of the list file [`tar_command`] reads: each path to
+    /// fetch, ended by a NUL.
+    pub fn fetch_list(&self) -> Vec<u8> {
+        let mut list = Vec::with_capacity(self.fetch.iter().map(|p| p.len() + 1).sum());
+        for path in &self.fetch {
+            list.extend_from_slice(path);
+            list.push(0);
+        }
+        list
+    }
+}
+
+impl Store {
+    /// Compares a host's listing of `paths` (the ones given to
+    /// [`listing_command`]) with its latest snapshot of the same paths, or
+    /// `options.parent`, and says what to fetch. This is where a remote
+    /// backup starts: the index is brought up to date here, so the caller
+    /// holds the store's shared lock from before this call until
+    /// [`Store::backup_remote`] returns, as for any backup. A path that is not
+    /// in the listing is an error, as a missing local path is.
+    pub fn plan_remote_backup(
+        &mut self,
+        paths: &[String],
+        listing: Listing,
+        options: &BackupOptions,
+    ) -> Result<RemotePlan> {
+        let started = Instant::now();
+        self.prepare_backup()?;
+        let paths = remote_paths(paths)?;
+        let Listing {
+            mut arena, skipped, ..
+        } = listing;
+        if let Some(missing) = paths.iter().find(|p| !is_listed(&arena, p)) {
+            return Err(StoreError::Listing(format!(
+                "`{missing}` is not in it: it does not exist on the host, find could not read it, or an exclude pattern matches it"
+            )));
+        }
+        let parent = self.parent_for(options, &paths)?;
+        let parent_tree = match &parent {
+            Some(entry) => Some(self.load_tree(entry.snapshot.tree, &mut PackFiles::default())?),
+            None => None,
+        };
+        let mut walk = Walk {
+            changes: Changes::new(self, parent_tree),
+            plan: Counts::default(),
+        };
+        walk.visit(&mut arena, 0, &mut Vec::new())?;
+        let Walk { changes, plan } = walk;
+        Ok(RemotePlan {
+            host: options.host.clone(),
+            paths,
+            parent,
+            files: plan.files,
+            bytes: plan.bytes,
+            unchanged: arena.unchanged,
+            fetch: plan.fetch,
+            fetch_bytes: plan.fetch_bytes,
+            skipped,
+            started,
+            arena,
+            fetch_at: plan.fetch_at,
+            link_copies: changes.link_copies,
+        })
+    }
+
+    /// Carries out a plan with the tar [`tar_command`] made of its fetch
+    /// list, and writes the snapshot (host `options.host`, which must be
+    /// the plan's; the plan's paths and parent). Files tar did not deliver
+    /// are left out and reported as skipped; a member that is not in the
+    /// fetch list, or a stream cut off before its end, is refused and
+    /// nothing is written. With nothing to fetch, the tar may be left out:
+    /// pass an empty reader.
+    pub fn backup_remote(
+        &mut self,
+        plan: RemotePlan,
+        tar: impl Read,
+        options: &BackupOptions,
+        progress: &Progress,
+    ) -> Result<BackupOutcome> {
+        if options.host != plan.host {
+            return Err(StoreError::Setting(format!(
+                "the plan was made for host `{}`, not `{}`: plan with the options the backup uses",
+                plan.host, options.host
+            )));
+        }
+        progress
+            .files_total
+            .store(plan.fetch.len() as u64, Ordering::Relaxed);
+        progress
+            .bytes_total
+            .store(plan.fetch_bytes, Ordering::Relaxed);
+        let RemotePlan {
+            paths,
+            parent,
+            fetch,
+            mut skipped,
+            started,
+            mut arena,
+            fetch_at,
+            link_copies,
+            ..
+        } = plan;
+        self.write_backup(started, paths, parent, options, |_, sink| {
+            let fetched = Fetched {
+                paths: &fetch,
+                at: &fetch_at,
+            };
+            let gone = fetched.receive(tar, &mut arena, sink, progress, &mut skipped)?;
+            let orphans = arena.settle(link_copies, gone);
+            skipped.extend(orphans);
+            Ok((arena, skipped))
+        })
+    }
+}
+
+/// The paths as a snapshot records them: absolute, without `.` or empty
+/// components, sorted as local backup paths are, each once.
+fn remote_paths(paths: &[String]) -> Result<Vec<String>> {
+    if paths.is_empty() {
+        return Err(StoreError::Setting(
+            "no paths to back up: name at least one".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    for path in paths {
+        if !path.starts_with('/') || path.contains('\0') {
+            return Err(StoreError::Setting(format!(
+                "`{path}`: give a remote path as an absolute path (starting with /), without NUL"
+            )));
+        }
+        let parts: Vec<&str> = path
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        if parts.contains(&"..") {
+            return Err(StoreError::Setting(format!(
+                "`{path}`: give the path without `..`"
+            )));
+        }
+        out.push(format!("/{}", parts.join("/")));
+    }
+    out.sort_by(|a, b| Path::new(a).cmp(Path::new(b)));
+    out.dedup();
+    Ok(out)
+}
+
+/// Whether `path` lies strictly below `outer`.
+fn is_inside(path: &str, outer: &str) -> bool {
+    path != outer
+        && (outer == "/"
+            || path
+                .strip_prefix(outer)
+                .is_some_and(|rest| rest.starts_with('/')))
+}
+
+fn is_listed(arena: &Arena, path: &str) -> bool {
+    let mut at = 0;
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        match arena.child(at, part.as_bytes()) {
+            Some(child) => at = child,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Shell single quotes: safe for any string without NUL.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+#[derive(Default)]
+struct Counts {
+    files: u64,
+    bytes: u64,
+    fetch: Vec<Vec<u8>>,
+    fetch_at: Vec<usize>,
+    fetch_bytes: u64,
+}
+
+/// The comparison of a listing with the parent snapshot, directory by
+/// directory in name order, as a local walk goes.
+struct Walk<'s> {
+    changes: Changes<'s>,
+    plan: Counts,
+}
+
+impl Walk<'_> {
+    fn visit(&mut self, arena: &mut Arena, at: usize, path: &mut Vec<u8>) -> Result<()> {
+        let mut children = std::mem::take(&mut arena.children[at]);
+        children.sort_by(|&a, &b| arena.nodes[a].name.cmp(&arena.nodes[b].name));
+        if let Some(pair) = children
+            .windows(2)
+            .find(|w| arena.nodes[w[0]].name == arena.nodes[w[1]].name)
+        {
+            path.push(b'/');
+            path.extend_from_slice(&arena.nodes[pair[0]].name);
+            return Err(StoreError::Listing(format!(
+                "`{}` is listed twice",
+                String::from_utf8_lossy(path)
+            )));
+        }
+        for &child in &children {
+            let len = path.len();
+            path.push(b'/');
+            path.extend_from_slice(&arena.nodes[child].name);
+            let fetch = self.changes.compare(arena, at, child);
+            let node = &arena.nodes[child];
+            if node.kind == NodeKind::File {
+                self.plan.files += 1;
+                self.plan.bytes += node.size;
+            }
+            if fetch {
+                self.plan.fetch_bytes += node.size;
+                self.plan.fetch.push(path.clone());
+                self.plan.fetch_at.push(child);
+            }
+            if node.kind == NodeKind::Dir {
+                self.visit(arena, child, path)?;
+                self.changes.leave(child);
+            }
+            path.truncate(len);
+        }
+        arena.children[at] = children;
+        Ok(())
+    }
+}
+
+/// The fetch list of a plan: paths, and where each goes in the arena.
+struct Fetched<'p> {
+    paths: &'p [Vec<u8>],
+    at: &'p [usize],
+}
+
+impl Fetched<'_> {
+    /// Reads the tar into the fetched nodes; returns the ones it did not
+    /// deliver, each reported in `skipped`.
+    fn receive(
+        &self,
+        tar: impl Read,
+        arena: &mut Arena,
+        sink: &Sink<'_>,
+        progress: &Progress,
+        skipped: &mut Vec<Skipped>,
+    ) -> Result<HashSet<usize>> {
+        let slots: HashMap<&[u8], usize> = self
+            .paths
+            .iter()
+            .enumerate()
+            .map(|(slot, path)| (member_key(path), slot))
+            .collect();
+        let mut delivered = vec![false; self.paths.len()];
+        let mut gone = HashSet::new();
+        let mut archive = tar::Archive::new(Watched {
+            inner: tar,
+            bytes: 0,
+            ended: false,
+        });
+        let mut chunker = sink.chunker();
+        for entry in archive.entries().map_err(tar_error)? {
+            let mut entry = entry.map_err(tar_error)?;
+            let name = entry.path_bytes().into_owned();
+            let lossy = String::from_utf8_lossy(&name);
+            let Some(&slot) = slots.get(member_key(&name)) else {
+                return Err(StoreError::Tar(format!(
+                    "member `{lossy}` is not in the fetch list: this is not the tar `tar_command` makes of this plan's list; nothing was written"
+                )));
+            };
+            if std::mem::replace(&mut delivered[slot], true) {
+                return Err(StoreError::Tar(format!(
+                    "member `{lossy}` came twice: this is not the tar `tar_command` makes of this plan's list; nothing was written"
+                )));
+            }
+            let at = self.at[slot];
+            match take_member(
+                &mut entry,
+                &mut arena.nodes[at],
+                &mut chunker,
+                sink,
+                progress,
+            )? {
+                Ok(bytes) => arena.bytes_read += bytes,
+                Err(error) => {
+                    skipped.push(Skipped {
+                        path: String::from_utf8_lossy(&self.paths[slot]).into_owned(),
+                        error,
+                    });
+                    gone.insert(at);
+                }
+            }
+            if sink.failed() {
+                // The packer's error is what the backup reports.
+                return Ok(gone);
+            }
+        }
+        let mut rest = archive.into_inner();
+        if rest.ended && !(rest.bytes == 0 && self.paths.is_empty()) {
+            return Err(StoreError::Tar(
+                "the stream stopped before tar's end-of-archive blocks: the tar command was cut off or failed; nothing was written"
+                    .into(),
+            ));
+        }
+        // To the end, so a reader that reports its command's failure there
+        // is heard before the snapshot is written.
+        io::copy(&mut rest, &mut io::sink()).map_err(tar_error)?;
+        for (slot, _) in delivered.iter().enumerate().filter(|(_, d)| !**d) {
+            skipped.push(Skipped {
+                path: String::from_utf8_lossy(&self.paths[slot]).into_owned(),
+                error: "tar did not deliver it: it was removed after the listing, or could not be read (tar's error output says which)".into(),
+            });
+            gone.insert(self.at[slot]);
+        }
+        Ok(gone)
+    }
+}
+
+/// Takes one member into its node. The outer error is the stream's; the
+/// inner one says why the member does not fit its node (it is then skipped).
+fn take_member(
+    entry: &mut tar::Entry<'_, impl Read>,
+    node: &mut Node,
+    chunker: &mut Chunker,
+    sink: &Sink<'_>,
+    progress: &Progress,
+) -> Result<Result<u64, String>> {
+    let header = entry.header();
+    let found = header.entry_type();
+    let mtime = header.mtime().ok().and_then(|m| i64::try_from(m).ok());
+    let device = (
+        header.device_major().ok().flatten(),
+        header.device_minor().ok().flatten(),
+    );
+    let taken = match (node.kind, found) {
+        (NodeKind::File, tar::EntryType::Regular | tar::EntryType::Continuous) => {
+            let (content, size) =
+                chunk_stream(&mut *entry, chunker, sink, progress, None).map_err(tar_error)?;
+            // tar's mtime has whole seconds; one before 1970 is not compared.
+            let moved = node.mtime_ns >= 0
+                && mtime.is_some_and(|m| m != node.mtime_ns.div_euclid(1_000_000_000));
+            if size != node.size || moved {
+                // Not what the listing saw: record what tar saw, and a ctime
+                // no file has, so the next backup fetches it again.
+                if let Some(seconds) = mtime.filter(|_| moved) {
+                    node.mtime_ns = seconds.saturating_mul(1_000_000_000);
+                }
+                node.ctime_ns = 0;
+            }
+            node.size = size;
+            node.content = content;
+            Ok(size)
+        }
+        (NodeKind::Chardev, tar::EntryType::Char) | (NodeKind::Blockdev, tar::EntryType::Block) => {
+            match device {
+                (Some(major), Some(minor)) => {
+                    node.rdev = Some(nix::sys::stat::makedev(major.into(), minor.into()));
+                    Ok(0)
+                }
+                _ => Err("tar gave no device number".to_string()),
+            }
+        }
+        (kind, found) => Err(format!(
+            "the listing saw a {} but tar found {}: it changed during the backup",
+            kind_name(kind),
+            match found {
+                tar::EntryType::Directory => "a directory",
+                tar::EntryType::Symlink => "a symlink",
+                tar::EntryType::Link => "a hard link (run the tar with --hard-dereference)",
+                tar::EntryType::Regular | tar::EntryType::Continuous => "a regular file",
+                tar::EntryType::Fifo => "a fifo",
+                tar::EntryType::Char | tar::EntryType::Block => "a device node",
+                _ => "an entry of another type",
+            }
+        )),
+    };
+    progress.files_done.fetch_add(1, Ordering::Relaxed);
+    Ok(taken)
+}
+
+fn kind_name(kind: NodeKind) -> &'static str {
+    match kind {
+        NodeKind::File => "regular file",
+        NodeKind::Dir => "directory",
+        NodeKind::Symlink => "symlink",
+        NodeKind::Chardev => "character device",
+        NodeKind::Blockdev => "block device",
+        NodeKind::Fifo => "fifo",
+        NodeKind::Socket => "socket",
+    }
+}
+
+fn tar_error(err: io::Error) -> StoreError {
+    StoreError::Tar(err.to_string())
+}
+
+/// A tar member's name as a fetch-list path, without leading slashes (GNU
+/// tar keeps them with `--absolute-names`, strips them without) or trailing
+/// ones (it adds one to a directory's name).
+fn member_key(path: &[u8]) -> &[u8] {
+    let start = path.iter().position(|&b| b != b'/').unwrap_or(path.len());
+    let end = path
+        .iter()
+        .rposition(|&b| b != b'/')
+        .map_or(start, |at| at + 1);
+    &path[start..end.max(start)]
+}
+
+/// A reader that remembers whether its stream ended and how much it gave.
+struct Watched<R> {
+    inner: R,
+    bytes: u64,
+    ended: bool,
+}
+
+impl<R: Read> Read for Watched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.ended = true;
+        }
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_times_count_nanoseconds_up_from_the_seconds() {
+        assert_eq!(
+            time("1700000000.1234567890"),
+            Some(1_700_000_000_123_456_789)
+        );
+        assert_eq!(time("-2.2500000000"), Some(-1_750_000_000));
+        assert_eq!(time("5"), Some(5_000_000_000));
+        assert_eq!(time("5.5"), Some(5_500_000_000));
+        for bad in ["", "x", "1.2e3", "1.-5", "99999999999999999999"] {
+            assert_eq!(time(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths_are_quoted_and_nested_ones_listed_once() {
+        let command = listing_command(
+            &[
+                "/srv/it's".into(),
+                "/etc/nginx/".into(),
+                "/etc/nginx/conf.d".into(),
+            ],
+            &["*.tmp".into(), "/var/cache/*".into()],
+        )
+        .expect("valid paths");
+        assert!(
+            command.starts_with("LC_ALL=C find -H '/etc' '/srv' -maxdepth 0 "),
+            "{command}"
+        );
+        assert!(
+            command.contains("find -P '/etc/nginx' '/srv/it'\\''s' -xdev"),
+            "{command}"
+        );
+        assert!(
+            command.contains(r"\( -name '*.tmp' -o -path '/var/cache/*' \) -prune -o "),
+            "{command}"
+        );
+        assert!(listing_command(&["relative".into()], &[]).is_err());
+        assert!(listing_command(&["/a/../b".into()], &[]).is_err());
+        assert!(listing_command(&[], &[]).is_err());
+        assert_eq!(
+            remote_paths(&["/a b".into(), "/a/b".into(), "/a//b/.".into()]).expect("valid paths"),
+            ["/a/b", "/a b"],
+            "sorted by components, as local paths are"
+        );
+    }
+}
