@@ -147,31 +147,14 @@ pub async fn run(rollout: Rollout, events: mpsc::UnboundedSender<Event>) -> RunR
     let sizes = batches(targets.len(), playbook.serial.as_ref());
     let limit = tolerated(&playbook, targets.len());
     let name = playbook.name.get_ref().clone();
-    let run = match (&catalog, check) {
-        (Some(catalog), false) => {
-            let new = NewRun {
-                playbook: &name,
-                trigger,
-                operator: operator.as_deref(),
-                window: window.as_deref(),
-                started: Utc::now(),
-            };
-            match catalog.begin_run(&new).await {
-                Ok(id) => Some(id),
-                Err(err) => {
-                    tracing::warn!(%err, "cannot record the run in the catalog");
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
+    // Check mode records nothing: it changes nothing.
+    let catalog = catalog.filter(|_| !check);
+    let run = begin_run(catalog.as_ref(), &name, trigger, operator.as_deref(), window.as_deref()).await;
     let env = Arc::new(Env {
         playbook,
         check,
         ssh,
-        // Check mode records nothing: it changes nothing.
-        catalog: if check { None } else { catalog },
+        catalog,
         store,
         run,
         events,
@@ -184,15 +167,22 @@ pub async fn run(rollout: Rollout, events: mpsc::UnboundedSender<Event>) -> RunR
         max_failures: limit.unwrap_or(usize::MAX),
         check,
     });
-    let halt = Arc::new(Halt::default());
-    let reports = Arc::new(Mutex::new(Vec::<JobReport>::new()));
-    let slots = Arc::new(Semaphore::new(forks.max(1)));
+    let rollout = Running {
+        env: env.clone(),
+        halt: Arc::new(Halt::default()),
+        reports: Arc::new(Mutex::new(Vec::new())),
+        slots: Arc::new(Semaphore::new(forks.max(1))),
+        limit,
+    };
     let mut rest = targets.into_iter();
     let mut skipped = 0;
     for (number, size) in sizes.iter().enumerate() {
         let batch: Vec<Target> = rest.by_ref().take(*size).collect();
-        if halt.is_set() {
+        if rollout.halt.is_set() {
             skipped += batch.len();
+            for target in &batch {
+                record_skipped(&env, target, number + 1).await;
+            }
             continue;
         }
         env.emit(Event::BatchStarted {
@@ -200,56 +190,142 @@ pub async fn run(rollout: Rollout, events: mpsc::UnboundedSender<Event>) -> RunR
             of: sizes.len(),
             hosts: batch.iter().map(|t| t.name.clone()).collect(),
         });
+        skipped += rollout.batch(batch, number + 1, number + 1 == sizes.len()).await;
+    }
+    let reports = rollout.reports.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let halted_because = rollout.halt.is_set().then(|| rollout.halt.reason());
+    finish(&env, run, name, reports, halted_because, skipped, started).await
+}
+
+async fn begin_run(
+    catalog: Option<&Catalog>,
+    playbook: &str,
+    trigger: Trigger,
+    operator: Option<&str>,
+    window: Option<&str>,
+) -> Option<RunId> {
+    let new = NewRun {
+        playbook,
+        trigger,
+        operator,
+        window,
+        started: Utc::now(),
+    };
+    match catalog?.begin_run(&new).await {
+        Ok(id) => Some(id),
+        Err(err) => {
+            tracing::warn!(%err, "cannot record the run in the catalog");
+            None
+        }
+    }
+}
+
+/// A rollout under way: what its batches share.
+struct Running {
+    env: Arc<Env>,
+    halt: Arc<Halt>,
+    reports: Arc<Mutex<Vec<JobReport>>>,
+    slots: Arc<Semaphore>,
+    limit: Option<usize>,
+}
+
+impl Running {
+    /// Runs one batch, at most `forks` hosts at once; returns how many of
+    /// its hosts never started because the run halted.
+    async fn batch(&self, batch: Vec<Target>, number: usize, last: bool) -> usize {
+        let size = batch.len();
         let mut tasks = tokio::task::JoinSet::new();
         for target in batch {
-            let (env, halt, reports, slots) =
-                (env.clone(), halt.clone(), reports.clone(), slots.clone());
+            let (env, halt, reports, slots, limit) = (
+                self.env.clone(),
+                self.halt.clone(),
+                self.reports.clone(),
+                self.slots.clone(),
+                self.limit,
+            );
             tasks.spawn(async move {
                 let Ok(_slot) = slots.acquire_owned().await else {
                     return;
                 };
                 if halt.is_set() {
+                    record_skipped(&env, &target, number).await;
                     return;
                 }
-                let report = crate::job::run(&env, &target, number + 1, &halt).await;
-                let failed = report.failed();
+                let report = crate::job::run(&env, &target, number, &halt).await;
                 env.emit(Event::HostFinished(report.clone()));
                 let mut all = reports.lock().unwrap_or_else(|e| e.into_inner());
+                let failed = report.failed();
                 all.push(report);
-                let failures = all.iter().filter(|r| r.failed()).count();
-                let over = limit.is_some_and(|limit| failures > limit);
-                if failed && over {
-                    let names: Vec<String> = all
-                        .iter()
-                        .filter(|r| r.failed())
-                        .map(|r| format!("{} {}", r.host, r.error_kind.as_deref().unwrap_or("failed")))
-                        .collect();
-                    let reason = format!(
-                        "{failures} failures > max {} ({})",
-                        limit.unwrap_or(0),
-                        names.join(", ")
-                    );
-                    if halt.set(reason.clone()) {
-                        env.emit(Event::Halted { reason });
-                    }
+                if failed
+                    && let Some(reason) = over_limit(&all, limit)
+                    && halt.set(reason.clone())
+                {
+                    env.emit(Event::Halted { reason });
                 }
             });
         }
         while tasks.join_next().await.is_some() {}
-        let all = reports.lock().unwrap_or_else(|e| e.into_inner());
-        let in_batch: Vec<&JobReport> = all.iter().filter(|r| r.batch == number + 1).collect();
-        if limit.is_none() && !in_batch.is_empty() && in_batch.iter().all(|r| r.failed()) && number + 1 < sizes.len() {
-            let reason = format!("every host of batch {} failed", number + 1);
-            if halt.set(reason.clone()) {
-                env.emit(Event::Halted { reason });
+        let all = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        let done: Vec<&JobReport> = all.iter().filter(|r| r.batch == number).collect();
+        let wiped_out = !done.is_empty() && done.iter().all(|r| r.failed());
+        if self.limit.is_none() && wiped_out && !last {
+            let reason = format!("every host of batch {number} failed");
+            if self.halt.set(reason.clone()) {
+                self.env.emit(Event::Halted { reason });
             }
         }
-        skipped += size - in_batch.len();
+        size - done.len()
     }
-    let reports = reports.lock().unwrap_or_else(|e| e.into_inner()).clone();
+}
+
+/// The halt reason once failures pass `limit`: "2 failures > max 1 (web07
+/// unreachable, web08 verify_failed)".
+fn over_limit(reports: &[JobReport], limit: Option<usize>) -> Option<String> {
+    let limit = limit?;
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| r.failed())
+        .map(|r| format!("{} {}", r.host, r.error_kind.as_deref().unwrap_or("failed")))
+        .collect();
+    (failed.len() > limit).then(|| {
+        format!(
+            "{} failures > max {limit} ({})",
+            failed.len(),
+            failed.join(", ")
+        )
+    })
+}
+
+/// A host the halted run never started: a job that says so.
+async fn record_skipped(env: &Env, target: &Target, batch: usize) {
+    let (Some(catalog), Some(run)) = (&env.catalog, env.run) else {
+        return;
+    };
+    let now = Utc::now();
+    let recorded = async {
+        let job = catalog
+            .begin_job(run, &target.name, target.address.as_deref(), batch as u32, now)
+            .await?;
+        catalog
+            .finish_job(job, JobStatus::Skipped, Some("halted"), now)
+            .await
+    };
+    if let Err(err) = recorded.await {
+        tracing::warn!(%err, "cannot record a skipped host in the catalog");
+    }
+}
+
+async fn finish(
+    env: &Env,
+    run: Option<RunId>,
+    playbook: String,
+    reports: Vec<JobReport>,
+    halted_because: Option<String>,
+    skipped: usize,
+    started: Instant,
+) -> RunReport {
     let failed = reports.iter().filter(|r| r.failed()).count();
     let ok = reports.iter().filter(|r| r.status == JobStatus::Ok).count();
-    let halted_because = halt.is_set().then(|| halt.reason());
     let status = if halted_because.is_some() {
         RunStatus::Halted
     } else if failed > 0 || ok < reports.len() {
@@ -257,17 +333,16 @@ pub async fn run(rollout: Rollout, events: mpsc::UnboundedSender<Event>) -> RunR
     } else {
         RunStatus::Ok
     };
-    if let (Some(catalog), Some(run)) = (&env.catalog, run) {
-        if let Err(err) = catalog
+    if let (Some(catalog), Some(run)) = (&env.catalog, run)
+        && let Err(err) = catalog
             .finish_run(run, status, halted_because.as_deref(), Utc::now())
             .await
-        {
-            tracing::warn!(%err, "cannot record the end of the run in the catalog");
-        }
+    {
+        tracing::warn!(%err, "cannot record the end of the run in the catalog");
     }
     let report = RunReport {
         run: run.map(|r| r.0),
-        playbook: name,
+        playbook,
         status,
         halted_because,
         hosts: reports.len() + skipped,
@@ -278,4 +353,36 @@ pub async fn run(rollout: Rollout, events: mpsc::UnboundedSender<Event>) -> RunR
     };
     env.emit(Event::RunFinished(report.clone()));
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(host: &str, failed: bool) -> JobReport {
+        JobReport {
+            host: host.into(),
+            batch: 1,
+            status: if failed { JobStatus::Failed } else { JobStatus::Ok },
+            error_kind: failed.then(|| "unreachable".to_string()),
+            error: None,
+            steps: Vec::new(),
+            updated: Vec::new(),
+            reboot: None,
+            backup: None,
+            elapsed: std::time::Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn the_limit_is_crossed_only_past_it() {
+        let reports = [job("web01", false), job("web07", true)];
+        assert_eq!(over_limit(&reports, Some(1)), None);
+        assert_eq!(over_limit(&reports, None), None);
+        let reports = [job("web07", true), job("web08", true)];
+        assert_eq!(
+            over_limit(&reports, Some(1)).as_deref(),
+            Some("2 failures > max 1 (web07 unreachable, web08 unreachable)")
+        );
+    }
 }

@@ -5,6 +5,8 @@
 //! compressing its own files; a tar or byte stream is read by one thread
 //! and its chunks compressed by a pool. Memory stays bounded: the channels
 //! between stages hold a few chunks per core and packs go straight to disk.
+//! Remote hosts' listings and tars (`remote.rs`) end the same way: the same
+//! [`Changes`] rule, arena and [`Store::write_backup`].
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, Metadata};

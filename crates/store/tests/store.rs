@@ -1074,7 +1074,9 @@ fn prune_refuses_to_run_when_a_snapshot_needs_a_missing_pack() {
 
 #[test]
 fn whole_packs_of_an_interrupted_backup_are_reused_by_the_next() {
-    let work = tempfile::tempdir().unwrap();
+    // Not under /tmp: the root tree records its ancestors' mtimes, and a
+    // busy /tmp changes between the two backups.
+    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let (store, _, second, new) = two_generations(work.path());
     let root = work.path().join("store");
     // Keep the packs but lose the index: what a backup killed between its
@@ -1222,6 +1224,15 @@ fn remote_backup(store: &mut Store, work: &Path, plan: RemotePlan) -> BackupOutc
         .unwrap()
 }
 
+/// Restores a whole snapshot into `work/target`, checks that nothing
+/// failed, and returns where `source` landed.
+fn restored(store: &Store, id: &str, work: &Path, source: &Path) -> std::path::PathBuf {
+    let target = work.join("target");
+    let outcome = restore_all(store, id, &target);
+    assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+    landed(&target, source)
+}
+
 fn fetched(plan: &RemotePlan, source: &Path) -> Vec<String> {
     let mut names: Vec<String> = plan
         .fetch
@@ -1297,10 +1308,7 @@ fn a_remote_backup_restores_a_tree_with_excludes_odd_names_and_links() {
         200_000 + 100_000 + 9 + 7 + 21 + 10 + 9 + 200_000
     );
 
-    let target = work.path().join("target");
-    let restored = restore_all(&store, &outcome.snapshot.id, &target);
-    assert!(restored.failed.is_empty(), "{:?}", restored.failed);
-    let back = landed(&target, &source);
+    let back = restored(&store, &outcome.snapshot.id, work.path(), &source);
     let mut expected = describe(&source);
     expected.retain(|path, _| !path.to_string_lossy().ends_with(".tmp"));
     assert_eq!(expected.len() + 2, describe(&source).len());
@@ -1409,10 +1417,8 @@ fn a_second_remote_backup_fetches_only_what_changed() {
         store.node_at(&first.snapshot, &big).unwrap().content
     );
 
-    let target = work.path().join("target");
-    let restored = restore_all(&store, &second.snapshot.id, &target);
-    assert!(restored.failed.is_empty(), "{:?}", restored.failed);
-    assert_eq!(describe(&landed(&target, &source)), describe(&source));
+    let back = restored(&store, &second.snapshot.id, work.path(), &source);
+    assert_eq!(describe(&back), describe(&source));
 }
 
 #[test]
@@ -1482,10 +1488,7 @@ fn files_that_vanish_or_change_before_tar_are_skipped_or_stored_as_delivered() {
     );
     assert_eq!(snapshot.snapshot.summary.bytes_total, 7000);
 
-    let target = work.path().join("target");
-    let restored = restore_all(&store, &snapshot.id, &target);
-    assert!(restored.failed.is_empty(), "{:?}", restored.failed);
-    let back = landed(&target, &source);
+    let back = restored(&store, &snapshot.id, work.path(), &source);
     assert_eq!(
         fs::read(back.join("grows")).unwrap(),
         fs::read(source.join("grows")).unwrap()
