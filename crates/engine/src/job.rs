@@ -66,9 +66,15 @@ pub async fn run(env: &Env, target: &Target, batch: usize, halt: &Halt) -> JobRe
     let started = Instant::now();
     let job = env
         .record(|c| async move {
-            c.begin_job(env.run?, &target.name, target.address.as_deref(), batch as u32, Utc::now())
-                .await
-                .ok()
+            c.begin_job(
+                env.run?,
+                &target.name,
+                target.address.as_deref(),
+                batch as u32,
+                Utc::now(),
+            )
+            .await
+            .ok()
         })
         .await
         .flatten();
@@ -210,7 +216,13 @@ async fn run_one(
 }
 
 /// Takes what a finished step found into the job and its history.
-fn absorb(host: &mut HostRun<'_>, report: &mut JobReport, step: &Step, done: &Done, r: &StepReport) {
+fn absorb(
+    host: &mut HostRun<'_>,
+    report: &mut JobReport,
+    step: &Step,
+    done: &Done,
+    r: &StepReport,
+) {
     host.past.push(Past {
         name: r.step.clone(),
         status: r.status,
@@ -232,7 +244,13 @@ fn absorb(host: &mut HostRun<'_>, report: &mut JobReport, step: &Step, done: &Do
     }
 }
 
-async fn skipped(host: &mut HostRun<'_>, report: &mut JobReport, step: &Step, position: usize, why: &str) {
+async fn skipped(
+    host: &mut HostRun<'_>,
+    report: &mut JobReport,
+    step: &Step,
+    position: usize,
+    why: &str,
+) {
     let name = step.name.get_ref().clone();
     let kind = step::kind_of(step);
     let done = Done::ok(format!("skipped: {why}"));

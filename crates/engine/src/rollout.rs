@@ -69,6 +69,12 @@ pub struct Env {
     pub catalog: Option<Catalog>,
     pub store: Option<StoreAccess>,
     pub run: Option<RunId>,
+    /// Backups take turns at the store. Two backups running side by side
+    /// cannot see each other's new chunks, so the same file on five hosts
+    /// would be stored five times; one at a time, it is stored once. Each
+    /// backup already uses every core for chunking and compression, so
+    /// little is lost, and hosts' other steps still run in parallel.
+    pub store_turn: tokio::sync::Mutex<()>,
     events: mpsc::UnboundedSender<Event>,
 }
 
@@ -149,7 +155,14 @@ pub async fn run(rollout: Rollout, events: mpsc::UnboundedSender<Event>) -> RunR
     let name = playbook.name.get_ref().clone();
     // Check mode records nothing: it changes nothing.
     let catalog = catalog.filter(|_| !check);
-    let run = begin_run(catalog.as_ref(), &name, trigger, operator.as_deref(), window.as_deref()).await;
+    let run = begin_run(
+        catalog.as_ref(),
+        &name,
+        trigger,
+        operator.as_deref(),
+        window.as_deref(),
+    )
+    .await;
     let env = Arc::new(Env {
         playbook,
         check,
@@ -157,6 +170,7 @@ pub async fn run(rollout: Rollout, events: mpsc::UnboundedSender<Event>) -> RunR
         catalog,
         store,
         run,
+        store_turn: tokio::sync::Mutex::new(()),
         events,
     });
     env.emit(Event::RunStarted {
@@ -190,9 +204,15 @@ pub async fn run(rollout: Rollout, events: mpsc::UnboundedSender<Event>) -> RunR
             of: sizes.len(),
             hosts: batch.iter().map(|t| t.name.clone()).collect(),
         });
-        skipped += rollout.batch(batch, number + 1, number + 1 == sizes.len()).await;
+        skipped += rollout
+            .batch(batch, number + 1, number + 1 == sizes.len())
+            .await;
     }
-    let reports = rollout.reports.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let reports = rollout
+        .reports
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let halted_because = rollout.halt.is_set().then(|| rollout.halt.reason());
     finish(&env, run, name, reports, halted_because, skipped, started).await
 }
@@ -304,7 +324,13 @@ async fn record_skipped(env: &Env, target: &Target, batch: usize) {
     let now = Utc::now();
     let recorded = async {
         let job = catalog
-            .begin_job(run, &target.name, target.address.as_deref(), batch as u32, now)
+            .begin_job(
+                run,
+                &target.name,
+                target.address.as_deref(),
+                batch as u32,
+                now,
+            )
             .await?;
         catalog
             .finish_job(job, JobStatus::Skipped, Some("halted"), now)
@@ -363,7 +389,11 @@ mod tests {
         JobReport {
             host: host.into(),
             batch: 1,
-            status: if failed { JobStatus::Failed } else { JobStatus::Ok },
+            status: if failed {
+                JobStatus::Failed
+            } else {
+                JobStatus::Ok
+            },
             error_kind: failed.then(|| "unreachable".to_string()),
             error: None,
             steps: Vec::new(),

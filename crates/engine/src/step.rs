@@ -134,11 +134,7 @@ const BACKSTOP: Duration = Duration::from_secs(10);
 
 /// Runs the step's action with its attempts, each within `limit` (the
 /// step's timeout, cut to what is left of the host's).
-pub async fn attempt(
-    host: &mut HostRun<'_>,
-    step: &Step,
-    limit: Option<Duration>,
-) -> (Done, u32) {
+pub async fn attempt(host: &mut HostRun<'_>, step: &Step, limit: Option<Duration>) -> (Done, u32) {
     let attempts = step.retries + 1;
     let delay = step.delay.map_or(Duration::from_secs(5), |d| d.0);
     let mut log = Vec::new();
@@ -147,16 +143,18 @@ pub async fn attempt(
         let mut done = match limit {
             // The transport stops the remote command at `limit` and says
             // so precisely; this is the backstop for what it cannot stop.
-            Some(limit) => match tokio::time::timeout(limit + BACKSTOP, action::run(host, step, limit)).await {
-                Ok(done) => done,
-                Err(_) => Done::fail(StepError::new(
-                    "timeout",
-                    format!(
-                        "the step did not finish within {}s; raise its timeout if it needs longer",
-                        limit.as_secs()
-                    ),
-                )),
-            },
+            Some(limit) => {
+                match tokio::time::timeout(limit + BACKSTOP, action::run(host, step, limit)).await {
+                    Ok(done) => done,
+                    Err(_) => Done::fail(StepError::new(
+                        "timeout",
+                        format!(
+                            "the step did not finish within {}s; raise its timeout if it needs longer",
+                            limit.as_secs()
+                        ),
+                    )),
+                }
+            }
             None => action::run(host, step, Duration::MAX).await,
         };
         let again = done.failed
@@ -182,7 +180,13 @@ pub async fn attempt(
     unreachable!("the last attempt returns")
 }
 
-pub fn report(step: &Step, status: StepStatus, done: &Done, attempts: u32, elapsed: Duration) -> StepReport {
+pub fn report(
+    step: &Step,
+    status: StepStatus,
+    done: &Done,
+    attempts: u32,
+    elapsed: Duration,
+) -> StepReport {
     StepReport {
         step: step.name.get_ref().clone(),
         kind: kind_of(step),

@@ -86,7 +86,8 @@ fn find_playbook(plan: &nightshift_plan::Plan, wanted: &str) -> anyhow::Result<P
     let found = plan.playbooks.iter().find(|p| {
         p.value.name.get_ref() == wanted
             || p.source.path == path
-            || std::fs::canonicalize(&p.source.path).ok() == std::fs::canonicalize(path).ok() && path.exists()
+            || std::fs::canonicalize(&p.source.path).ok() == std::fs::canonicalize(path).ok()
+                && path.exists()
     });
     match found {
         Some(loaded) => Ok(loaded.value.clone()),
@@ -95,8 +96,15 @@ fn find_playbook(plan: &nightshift_plan::Plan, wanted: &str) -> anyhow::Result<P
             settings_dirs(plan)
         ),
         None => {
-            let known: Vec<&str> = plan.playbooks.iter().map(|p| p.value.name.get_ref().as_str()).collect();
-            anyhow::bail!("no playbook `{wanted}`; known playbooks: {}", known.join(", "))
+            let known: Vec<&str> = plan
+                .playbooks
+                .iter()
+                .map(|p| p.value.name.get_ref().as_str())
+                .collect();
+            anyhow::bail!(
+                "no playbook `{wanted}`; known playbooks: {}",
+                known.join(", ")
+            )
         }
     }
 }
@@ -118,23 +126,42 @@ fn targets(
     limit: Option<&str>,
 ) -> anyhow::Result<Vec<String>> {
     let resolver = inventory.targets();
-    let wanted: Vec<&str> = playbook.targets.iter().map(|t| t.get_ref().as_str()).collect();
+    let wanted: Vec<&str> = playbook
+        .targets
+        .iter()
+        .map(|t| t.get_ref().as_str())
+        .collect();
     let mut names = resolver.resolve(&wanted);
     if let Some(limit) = limit {
-        let patterns: Vec<&str> = limit.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
-        if let Some(stray) = patterns.iter().find(|p| resolver.matching(p.trim_start_matches('!')).is_empty()) {
-            anyhow::bail!("--limit: `{stray}` matches no host in the inventory; `nightshift hosts list` shows them");
+        let patterns: Vec<&str> = limit
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .collect();
+        if let Some(stray) = patterns
+            .iter()
+            .find(|p| resolver.matching(p.trim_start_matches('!')).is_empty())
+        {
+            anyhow::bail!(
+                "--limit: `{stray}` matches no host in the inventory; `nightshift hosts list` shows them"
+            );
         }
         let allowed = resolver.resolve(&patterns);
         names.retain(|n| allowed.contains(n));
     }
-    anyhow::ensure!(!names.is_empty(), "the playbook's targets (and --limit) leave no host to run on");
+    anyhow::ensure!(
+        !names.is_empty(),
+        "the playbook's targets (and --limit) leave no host to run on"
+    );
     Ok(names.into_iter().map(str::to_string).collect())
 }
 
 fn needs_store(playbook: &Playbook) -> bool {
     playbook.steps.iter().any(|s| {
-        s.backup.is_some() || s.verify.as_ref().is_some_and(|v| v.backup_check || v.restore_test)
+        s.backup.is_some()
+            || s.verify
+                .as_ref()
+                .is_some_and(|v| v.backup_check || v.restore_test)
     })
 }
 
@@ -165,10 +192,7 @@ async fn open_catalog(settings: &Settings, check: bool) -> anyhow::Result<Option
 }
 
 /// Draws events as they come; returns the finished jobs, in order.
-async fn render(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
-    json: bool,
-) -> Vec<JobReport> {
+async fn render(mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>, json: bool) -> Vec<JobReport> {
     let live = !json && std::io::stderr().is_terminal();
     let mut view = live.then(LiveView::default);
     let mut jobs = Vec::new();
@@ -194,14 +218,35 @@ async fn render(
 
 fn log_line(event: &Event) -> Option<String> {
     Some(match event {
-        Event::RunStarted { playbook, hosts, batches, max_failures, check, run } => format!(
+        Event::RunStarted {
+            playbook,
+            hosts,
+            batches,
+            max_failures,
+            check,
+            run,
+        } => format!(
             "{playbook} · {hosts} hosts · batches {} · max failures {}{}{}",
-            batches.iter().map(ToString::to_string).collect::<Vec<_>>().join("/"),
-            if *max_failures == usize::MAX { "none".to_string() } else { max_failures.to_string() },
-            if *check { " · check mode: nothing is changed" } else { "" },
+            batches
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("/"),
+            if *max_failures == usize::MAX {
+                "none".to_string()
+            } else {
+                max_failures.to_string()
+            },
+            if *check {
+                " · check mode: nothing is changed"
+            } else {
+                ""
+            },
             run.map(|r| format!(" · run {r}")).unwrap_or_default(),
         ),
-        Event::BatchStarted { batch, of, hosts } => format!("batch {batch}/{of}: {}", hosts.join(" ")),
+        Event::BatchStarted { batch, of, hosts } => {
+            format!("batch {batch}/{of}: {}", hosts.join(" "))
+        }
         Event::StepStarted { host, step, .. } => format!("{host}  {step}: started"),
         Event::Progress { .. } => return None,
         Event::StepFinished { host, step } => format!(
@@ -211,7 +256,15 @@ fn log_line(event: &Event) -> Option<String> {
             step.summary,
             step.elapsed.as_secs_f64()
         ),
-        Event::HostFinished(job) => format!("{}  {}{}", job.host, job.status, job.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()),
+        Event::HostFinished(job) => format!(
+            "{}  {}{}",
+            job.host,
+            job.status,
+            job.error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ),
         Event::Halted { reason } => format!("halting: {reason}; no new batch starts"),
         Event::RunFinished(_) => return None,
     })
@@ -232,9 +285,11 @@ impl LiveView {
                 let _ = self.bars.println(log_line(event).unwrap_or_default());
                 let bar = self.bars.add(ProgressBar::new(*hosts as u64));
                 bar.set_style(
-                    ProgressStyle::with_template("{msg} ▕{bar:20}▏ {pos}/{len} hosts  {elapsed_precise} elapsed")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar())
-                        .progress_chars("██░"),
+                    ProgressStyle::with_template(
+                        "{msg} ▕{bar:20}▏ {pos}/{len} hosts  {elapsed_precise} elapsed",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("██░"),
                 );
                 bar.enable_steady_tick(Duration::from_millis(200));
                 self.run = Some(bar);
@@ -258,7 +313,11 @@ impl LiveView {
                     self.bars.remove(&bar);
                 }
                 if job.status != JobStatus::Ok {
-                    let _ = self.bars.println(format!("  {}  ✗ {}", job.host, job.error.as_deref().unwrap_or(job.status.as_str())));
+                    let _ = self.bars.println(format!(
+                        "  {}  ✗ {}",
+                        job.host,
+                        job.error.as_deref().unwrap_or(job.status.as_str())
+                    ));
                 }
                 if let Some(bar) = &self.run {
                     bar.inc(1);
@@ -277,8 +336,10 @@ impl LiveView {
             .or_insert_with(|| {
                 let bar = self.bars.add(ProgressBar::new_spinner());
                 bar.set_style(
-                    ProgressStyle::with_template(&format!("  {host:<12} {{prefix:<20}} {{wide_msg}} {{elapsed}}"))
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    ProgressStyle::with_template(&format!(
+                        "  {host:<12} {{prefix:<20}} {{wide_msg}} {{elapsed}}"
+                    ))
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
                 bar.enable_steady_tick(Duration::from_millis(200));
                 bar
@@ -305,9 +366,14 @@ fn print_summary(report: &RunReport, jobs: &[JobReport], check: bool) {
             job.host.clone(),
             job.status.to_string(),
             updated(job, check),
-            job.reboot.map_or("—".into(), |t| format!("yes {}s", t.as_secs())),
+            job.reboot
+                .map_or("—".into(), |t| format!("yes {}s", t.as_secs())),
             job.backup.as_ref().map_or("—".into(), |b| {
-                format!("{} new, {:.1}s", HumanBytes(b.new_bytes_stored), b.elapsed.as_secs_f64())
+                format!(
+                    "{} new, {:.1}s",
+                    HumanBytes(b.new_bytes_stored),
+                    b.elapsed.as_secs_f64()
+                )
             }),
             clock(job.elapsed),
         ]);
@@ -353,7 +419,9 @@ fn clock(elapsed: Duration) -> String {
 
 /// "run 418 halted: 2 failures > max 1 (...) · nightshift runs show 418"
 fn closing_line(report: &RunReport) -> String {
-    let who = report.run.map_or_else(|| report.playbook.clone(), |r| format!("run {r}"));
+    let who = report
+        .run
+        .map_or_else(|| report.playbook.clone(), |r| format!("run {r}"));
     let what = match &report.halted_because {
         Some(reason) => format!("halted: {reason}"),
         None => format!(
@@ -361,7 +429,11 @@ fn closing_line(report: &RunReport) -> String {
             report.status,
             report.ok,
             report.failed,
-            if report.skipped > 0 { format!(", {} not started", report.skipped) } else { String::new() },
+            if report.skipped > 0 {
+                format!(", {} not started", report.skipped)
+            } else {
+                String::new()
+            },
             clock(report.elapsed)
         ),
     };

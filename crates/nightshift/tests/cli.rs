@@ -3,8 +3,8 @@
 
 mod backup;
 mod catalog;
-mod run;
 mod common;
+mod run;
 
 use common::{nightshift, stderr, stdout};
 

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use nightshift_catalog::SnapshotRecord;
 use nightshift_plan::Backup;
-use nightshift_store::{BackupOptions, LockKind, NodeKind, Progress, RemotePlan, SnapshotEntry, Store};
+use nightshift_store::{
+    BackupOptions, LockKind, NodeKind, Progress, RemotePlan, SnapshotEntry, Store,
+};
 use nightshift_transport::{Command, shell_quote};
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::SyncIoBridge;
@@ -58,11 +60,18 @@ async fn pull(host: &HostRun<'_>, backup: &Backup) -> Result<Done, StepError> {
         if !matches!(out.status, nightshift_transport::ExitStatus::Code(0 | 1)) {
             return Err(StepError::new(
                 "backup_failed",
-                format!("listing {} failed ({}): {}", backup.paths.join(" "), out.status, out.stderr.text().trim()),
+                format!(
+                    "listing {} failed ({}): {}",
+                    backup.paths.join(" "),
+                    out.status,
+                    out.stderr.text().trim()
+                ),
             ));
         }
         let listing = nightshift_store::parse_listing(&bytes[..])
             .map_err(|e| StepError::new("backup_failed", e.to_string()))?;
+        host.progress("waiting for the store");
+        let _turn = host.env.store_turn.lock().await;
         let mut store = open(access).await?;
         // Held from the plan to the snapshot, as every backup holds it.
         let _lock = store
@@ -79,10 +88,18 @@ async fn pull(host: &HostRun<'_>, backup: &Backup) -> Result<Done, StepError> {
         .map_err(|err| StepError::new("store", err.to_string()))?;
         store = returned;
         let plan = plan.map_err(|e| StepError::new("backup_failed", e.to_string()))?;
-        let since = plan.parent.as_ref().map_or("no earlier snapshot".to_string(), |p| format!("since snapshot {}", p.short_id()));
+        let since = plan
+            .parent
+            .as_ref()
+            .map_or("no earlier snapshot".to_string(), |p| {
+                format!("since snapshot {}", p.short_id())
+            });
         let what = format!(
             "{} files, {} bytes; {} files ({} bytes) new or changed {since}",
-            plan.files, plan.bytes, plan.fetch.len(), plan.fetch_bytes
+            plan.files,
+            plan.bytes,
+            plan.fetch.len(),
+            plan.fetch_bytes
         );
         if host.check {
             let mut done = Done::would(format!("would back up {what}"));
@@ -95,13 +112,28 @@ async fn pull(host: &HostRun<'_>, backup: &Backup) -> Result<Done, StepError> {
         done.say(format!("snapshot {} saved", entry.short_id()));
         saved.push(entry);
     } else if host.check {
-        return Ok(Done::would(format!("would store {} command streams", backup.streams.len())));
+        return Ok(Done::would(format!(
+            "would store {} command streams",
+            backup.streams.len()
+        )));
     }
     for stream in &backup.streams {
         host.progress(format!("stream {}", stream.name));
+        let _turn = host.env.store_turn.lock().await;
         let store = open(access).await?;
-        let entry = capture(host, store, &stream.name, &stream.command, options(host, backup)).await?;
-        done.say(format!("stream {} saved as snapshot {}", stream.name, entry.short_id()));
+        let entry = capture(
+            host,
+            store,
+            &stream.name,
+            &stream.command,
+            options(host, backup),
+        )
+        .await?;
+        done.say(format!(
+            "stream {} saved as snapshot {}",
+            stream.name,
+            entry.short_id()
+        ));
         saved.push(entry);
     }
     for entry in &saved {
@@ -112,11 +144,18 @@ async fn pull(host: &HostRun<'_>, backup: &Backup) -> Result<Done, StepError> {
     }
     let files: u64 = saved.iter().map(|e| e.snapshot.summary.files).sum();
     let read: u64 = saved.iter().map(|e| e.snapshot.summary.bytes_read).sum();
-    let new: u64 = saved.iter().map(|e| e.snapshot.summary.new_bytes_stored).sum();
+    let new: u64 = saved
+        .iter()
+        .map(|e| e.snapshot.summary.new_bytes_stored)
+        .sum();
     done.changed = true;
     done.summary = format!(
         "snapshot {}: {files} files, {read} bytes read, {new} bytes new",
-        saved.iter().map(SnapshotEntry::short_id).collect::<Vec<_>>().join(", ")
+        saved
+            .iter()
+            .map(SnapshotEntry::short_id)
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     done.backup = saved.first().map(|entry| BackupReport {
         snapshot: entry.id.clone(),
@@ -161,22 +200,49 @@ async fn fetch(
             .map_err(|e| StepError::new("backup_failed", e.to_string()));
     }
     let conn = host.conn()?;
-    let mktemp = super::command(host, "mktemp /tmp/nightshift-fetch.XXXXXXXX", Duration::from_secs(60));
+    let mktemp = super::command(
+        host,
+        "mktemp /tmp/nightshift-fetch.XXXXXXXX",
+        Duration::from_secs(60),
+    );
     let out = super::exec(host, &mktemp).await?;
     let list_file = out.stdout.text().trim().to_string();
     if !out.status.success() || list_file.is_empty() {
-        return Err(StepError::new("backup_failed", format!("cannot make a temporary file on the host: {}", out.stderr.text().trim())));
+        return Err(StepError::new(
+            "backup_failed",
+            format!(
+                "cannot make a temporary file on the host: {}",
+                out.stderr.text().trim()
+            ),
+        ));
     }
-    let write = super::command(host, format!("cat > {}", shell_quote(&list_file)), LIST_LIMIT);
+    let write = super::command(
+        host,
+        format!("cat > {}", shell_quote(&list_file)),
+        LIST_LIMIT,
+    );
     let mut writing = conn.write_stream(&write).await?;
     let list = plan.fetch_list();
     let sent = writing.write_all(&list).await;
     let out = writing.finish().await?;
     if sent.is_err() || !out.status.success() {
-        return Err(StepError::new("backup_failed", format!("cannot write the file list to the host: {}", out.stderr.text().trim())));
+        return Err(StepError::new(
+            "backup_failed",
+            format!(
+                "cannot write the file list to the host: {}",
+                out.stderr.text().trim()
+            ),
+        ));
     }
-    let tar = super::command(host, nightshift_store::tar_command(&list_file), Duration::MAX);
-    let tar = Command { timeout: None, ..tar };
+    let tar = super::command(
+        host,
+        nightshift_store::tar_command(&list_file),
+        Duration::MAX,
+    );
+    let tar = Command {
+        timeout: None,
+        ..tar
+    };
     let reading = conn.read_stream(&tar).await?;
     let (reading, stored) = {
         let bridge = SyncIoBridge::new(reading);
@@ -188,10 +254,16 @@ async fn fetch(
             let _ = std::io::copy(&mut bridge, &mut std::io::sink());
             (bridge.into_inner(), result)
         });
-        handle.await.map_err(|err| StepError::new("store", err.to_string()))?
+        handle
+            .await
+            .map_err(|err| StepError::new("store", err.to_string()))?
     };
     let out = reading.finish().await;
-    let cleanup = super::command(host, format!("rm -f {}", shell_quote(&list_file)), Duration::from_secs(60));
+    let cleanup = super::command(
+        host,
+        format!("rm -f {}", shell_quote(&list_file)),
+        Duration::from_secs(60),
+    );
     let _ = super::exec(host, &cleanup).await;
     let out = out?;
     let outcome = stored.map_err(|e| StepError::new("backup_failed", e.to_string()))?;
@@ -215,7 +287,10 @@ async fn capture(
     options: BackupOptions,
 ) -> Result<SnapshotEntry, StepError> {
     let conn = host.conn()?;
-    let command = Command { timeout: None, ..super::command(host, line, Duration::MAX) };
+    let command = Command {
+        timeout: None,
+        ..super::command(host, line, Duration::MAX)
+    };
     let reading = conn.read_stream(&command).await?;
     let name = name.to_string();
     let (reading, stored) = {
@@ -233,10 +308,16 @@ async fn capture(
     if !out.status.success() {
         return Err(StepError::new(
             "backup_failed",
-            format!("`{line}` failed ({}): {}; its output was not kept as a snapshot", out.status, out.stderr.text().trim()),
+            format!(
+                "`{line}` failed ({}): {}; its output was not kept as a snapshot",
+                out.status,
+                out.stderr.text().trim()
+            ),
         ));
     }
-    stored.map(|o| o.snapshot).map_err(|e| StepError::new("backup_failed", e.to_string()))
+    stored
+        .map(|o| o.snapshot)
+        .map_err(|e| StepError::new("backup_failed", e.to_string()))
 }
 
 async fn record(host: &HostRun<'_>, entry: &SnapshotEntry) {
@@ -264,7 +345,11 @@ async fn record(host: &HostRun<'_>, entry: &SnapshotEntry) {
 }
 
 /// Applies the host's retention policy from the inventory.
-async fn forget(host: &HostRun<'_>, access: &StoreAccess, done: &mut Done) -> Result<(), StepError> {
+async fn forget(
+    host: &HostRun<'_>,
+    access: &StoreAccess,
+    done: &mut Done,
+) -> Result<(), StepError> {
     let Some(policy) = host.target.retention.clone() else {
         done.say("forget = true, but the inventory has no retention policy for this host: kept everything");
         return Ok(());
@@ -272,17 +357,26 @@ async fn forget(host: &HostRun<'_>, access: &StoreAccess, done: &mut Done) -> Re
     let store = open(access).await?;
     let name = host.name().to_string();
     let forgotten = tokio::task::spawn_blocking(move || -> nightshift_store::Result<usize> {
-        let snapshots: Vec<SnapshotEntry> =
-            store.snapshots()?.into_iter().filter(|s| s.snapshot.host == name).collect();
+        let snapshots: Vec<SnapshotEntry> = store
+            .snapshots()?
+            .into_iter()
+            .filter(|s| s.snapshot.host == name)
+            .collect();
         let decisions = nightshift_store::decide(&snapshots, &policy, &chrono::Local);
-        let gone: Vec<String> = decisions.iter().filter(|d| !d.keep()).map(|d| d.snapshot.id.clone()).collect();
+        let gone: Vec<String> = decisions
+            .iter()
+            .filter(|d| !d.keep())
+            .map(|d| d.snapshot.id.clone())
+            .collect();
         store.forget(&gone)?;
         Ok(gone.len())
     })
     .await
     .map_err(|err| StepError::new("store", err.to_string()))?
     .map_err(|e| StepError::new("store", e.to_string()))?;
-    done.say(format!("forgot {forgotten} snapshots by the host's retention policy"));
+    done.say(format!(
+        "forgot {forgotten} snapshots by the host's retention policy"
+    ));
     Ok(())
 }
 
@@ -331,9 +425,16 @@ fn sample_read(store: &Store, host: &str, with_tar: bool) -> Result<Sample, Step
         .snapshots()
         .map_err(err)?
         .into_iter()
-        .filter(|s| s.snapshot.host == host && !s.snapshot.paths.iter().any(|p| p.starts_with("stream:")))
+        .filter(|s| {
+            s.snapshot.host == host && !s.snapshot.paths.iter().any(|p| p.starts_with("stream:"))
+        })
         .max_by_key(|s| s.snapshot.time)
-        .ok_or_else(|| StepError::new("verify_failed", format!("{host} has no snapshot to verify; run a backup first")))?;
+        .ok_or_else(|| {
+            StepError::new(
+                "verify_failed",
+                format!("{host} has no snapshot to verify; run a backup first"),
+            )
+        })?;
     let mut packs = nightshift_store::PackFiles::default();
     let mut files = Vec::new();
     let mut stack = vec![(String::new(), latest.snapshot.tree)];
@@ -370,7 +471,9 @@ fn sample_read(store: &Store, host: &str, with_tar: bool) -> Result<Sample, Step
             header.set_mode(0o600);
             builder
                 .append_data(&mut header, path.trim_start_matches('/'), &content[..])
-                .map_err(|e| StepError::new("verify_failed", format!("building the restore stream: {e}")))?;
+                .map_err(|e| {
+                    StepError::new("verify_failed", format!("building the restore stream: {e}"))
+                })?;
         }
         let digest = sha2::Sha256::digest(&content);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -378,9 +481,9 @@ fn sample_read(store: &Store, host: &str, with_tar: bool) -> Result<Sample, Step
         sample.files.push((path, hex, content.len() as u64));
     }
     if let Some(builder) = builder {
-        let bytes = builder
-            .into_inner()
-            .map_err(|e| StepError::new("verify_failed", format!("building the restore stream: {e}")))?;
+        let bytes = builder.into_inner().map_err(|e| {
+            StepError::new("verify_failed", format!("building the restore stream: {e}"))
+        })?;
         sample.tar = Some(bytes);
     }
     Ok(sample)
@@ -391,7 +494,9 @@ fn sample_read(store: &Store, host: &str, with_tar: bool) -> Result<Sample, Step
 /// there, compares, and removes the directory.
 pub async fn restore_test(host: &HostRun<'_>, limit: Duration) -> Done {
     if host.check {
-        return Done::would("would restore a sample of the latest snapshot on the host and compare");
+        return Done::would(
+            "would restore a sample of the latest snapshot on the host and compare",
+        );
     }
     match restore_sample(host, limit).await {
         Ok(done) => done,
@@ -407,44 +512,107 @@ async fn restore_sample(host: &HostRun<'_>, limit: Duration) -> Result<Done, Ste
         .await
         .map_err(|err| StepError::new("store", err.to_string()))??;
     let short = limit.min(Duration::from_secs(600));
-    let mkdir = super::command(host, "mktemp -d /tmp/nightshift-restore-test.XXXXXXXX", short).become_root(false);
+    let mkdir = super::command(
+        host,
+        "mktemp -d /tmp/nightshift-restore-test.XXXXXXXX",
+        short,
+    )
+    .become_root(false);
     let out = super::exec(host, &mkdir).await?;
     let dir = out.stdout.text().trim().to_string();
     if !out.status.success() || dir.is_empty() {
-        return Err(StepError::new("verify_failed", format!("cannot make a temporary directory on the host: {}", out.stderr.text().trim())));
+        return Err(StepError::new(
+            "verify_failed",
+            format!(
+                "cannot make a temporary directory on the host: {}",
+                out.stderr.text().trim()
+            ),
+        ));
     }
     let result = compare_on_host(host, &sample, &dir, short).await;
-    let cleanup = super::command(host, format!("rm -rf {}", shell_quote(&dir)), short).become_root(false);
+    let cleanup =
+        super::command(host, format!("rm -rf {}", shell_quote(&dir)), short).become_root(false);
     let _ = super::exec(host, &cleanup).await;
     let mismatched = result?;
     let mut done = Done::default();
-    done.say(format!("restored {} files ({} bytes) of snapshot {} into {dir}", sample.files.len(), sample.bytes, &sample.snapshot[..8.min(sample.snapshot.len())]));
+    done.say(format!(
+        "restored {} files ({} bytes) of snapshot {} into {dir}",
+        sample.files.len(),
+        sample.bytes,
+        &sample.snapshot[..8.min(sample.snapshot.len())]
+    ));
     if mismatched.is_empty() {
-        done.summary = format!("{} files, {} bytes restored on the host, all verified (SHA-256 on the host)", sample.files.len(), sample.bytes);
+        done.summary = format!(
+            "{} files, {} bytes restored on the host, all verified (SHA-256 on the host)",
+            sample.files.len(),
+            sample.bytes
+        );
         Ok(done)
     } else {
         done.say(format!("differ: {}", mismatched.join(", ")));
         done.failed = true;
-        done.error = Some(StepError::new("verify_failed", format!("{} of {} restored files differ from the snapshot: {}", mismatched.len(), sample.files.len(), mismatched.join(", "))));
-        done.summary = done.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+        done.error = Some(StepError::new(
+            "verify_failed",
+            format!(
+                "{} of {} restored files differ from the snapshot: {}",
+                mismatched.len(),
+                sample.files.len(),
+                mismatched.join(", ")
+            ),
+        ));
+        done.summary = done
+            .error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default();
         Ok(done)
     }
 }
 
 /// Unpacks the sample in `dir` and returns the paths whose hash differs.
-async fn compare_on_host(host: &HostRun<'_>, sample: &Sample, dir: &str, limit: Duration) -> Result<Vec<String>, StepError> {
+async fn compare_on_host(
+    host: &HostRun<'_>,
+    sample: &Sample,
+    dir: &str,
+    limit: Duration,
+) -> Result<Vec<String>, StepError> {
     let conn = host.conn()?;
-    let untar = super::command(host, format!("tar -x -C {} -f -", shell_quote(dir)), limit).become_root(false);
+    let untar = super::command(host, format!("tar -x -C {} -f -", shell_quote(dir)), limit)
+        .become_root(false);
     let mut writing = conn.write_stream(&untar).await?;
-    let sent = writing.write_all(sample.tar.as_deref().unwrap_or_default()).await;
+    let sent = writing
+        .write_all(sample.tar.as_deref().unwrap_or_default())
+        .await;
     let out = writing.finish().await?;
     if sent.is_err() || !out.status.success() {
-        return Err(StepError::new("verify_failed", format!("unpacking on the host failed ({}): {}", out.status, out.stderr.text().trim())));
+        return Err(StepError::new(
+            "verify_failed",
+            format!(
+                "unpacking on the host failed ({}): {}",
+                out.status,
+                out.stderr.text().trim()
+            ),
+        ));
     }
-    let hash = super::command(host, format!("cd {} && find . -type f -exec sha256sum {{}} +", shell_quote(dir)), limit).become_root(false);
+    let hash = super::command(
+        host,
+        format!(
+            "cd {} && find . -type f -exec sha256sum {{}} +",
+            shell_quote(dir)
+        ),
+        limit,
+    )
+    .become_root(false);
     let (stdout, out) = super::read_all(host, &hash).await?;
     if !out.status.success() {
-        return Err(StepError::new("verify_failed", format!("hashing on the host failed ({}): {}", out.status, out.stderr.text().trim())));
+        return Err(StepError::new(
+            "verify_failed",
+            format!(
+                "hashing on the host failed ({}): {}",
+                out.status,
+                out.stderr.text().trim()
+            ),
+        ));
     }
     let text = String::from_utf8_lossy(&stdout);
     let landed: std::collections::HashMap<&str, &str> = text

@@ -16,7 +16,6 @@ use tokio::io::AsyncReadExt;
 use crate::job::HostRun;
 use crate::step::{Done, StepError};
 
-
 pub async fn run(host: &mut HostRun<'_>, step: &Step, limit: Duration) -> Done {
     if let Some(line) = &step.command {
         command::run(host, line, limit).await
@@ -56,7 +55,10 @@ pub(crate) async fn exec(host: &HostRun<'_>, command: &Command) -> Result<Output
 
 /// Runs `command` and returns all of its standard output, however long
 /// (exec keeps only the head and tail), for the parsers to read.
-pub(crate) async fn read_all(host: &HostRun<'_>, command: &Command) -> Result<(Vec<u8>, Output), StepError> {
+pub(crate) async fn read_all(
+    host: &HostRun<'_>,
+    command: &Command,
+) -> Result<(Vec<u8>, Output), StepError> {
     let conn = host.conn()?;
     let mut reading = conn.read_stream(command).await?;
     let mut bytes = Vec::new();

@@ -42,12 +42,12 @@ pub async fn run(host: &mut HostRun<'_>, reboot: &Reboot) -> Done {
             let still = required(host).await.ok().flatten();
             super::update::record_reboot(host, still.as_deref()).await;
             Done {
-            changed: true,
-            summary: format!("rebooted in {}s ({reason})", took.as_secs()),
-            output: log.into_bytes(),
-            rebooted: Some(took),
-            reboot_required: still.is_some(),
-            ..Done::default()
+                changed: true,
+                summary: format!("rebooted in {}s ({reason})", took.as_secs()),
+                output: log.into_bytes(),
+                rebooted: Some(took),
+                reboot_required: still.is_some(),
+                ..Done::default()
             }
         }
         Err(error) => Done::fail(error),
@@ -56,12 +56,16 @@ pub async fn run(host: &mut HostRun<'_>, reboot: &Reboot) -> Done {
 
 /// Why the host needs a reboot, if it does.
 pub async fn required(host: &HostRun<'_>) -> Result<Option<String>, StepError> {
-    let probe = super::command(host, packages::REBOOT_PROBE, Duration::from_secs(60)).become_root(false);
+    let probe =
+        super::command(host, packages::REBOOT_PROBE, Duration::from_secs(60)).become_root(false);
     let output = super::exec(host, &probe).await?;
     Ok(packages::parse_reboot_probe(&output.stdout.text()))
 }
 
-async fn reboot_and_wait(host: &mut HostRun<'_>, wait: Duration) -> Result<(Duration, String), StepError> {
+async fn reboot_and_wait(
+    host: &mut HostRun<'_>,
+    wait: Duration,
+) -> Result<(Duration, String), StepError> {
     let marker = format!("/run/nightshift-reboot-{}", std::process::id());
     let before = boot_id(host).await?;
     let prepare = super::command(host, format!("touch {marker}"), Duration::from_secs(30));
@@ -69,17 +73,27 @@ async fn reboot_and_wait(host: &mut HostRun<'_>, wait: Duration) -> Result<(Dura
     if !out.status.success() {
         return Err(StepError::new(
             "reboot_failed",
-            format!("cannot leave the reboot marker {marker}: {}", out.stderr.text().trim()),
+            format!(
+                "cannot leave the reboot marker {marker}: {}",
+                out.stderr.text().trim()
+            ),
         ));
     }
     let started = Instant::now();
     host.progress("rebooting");
     // The connection may drop before the command reports back: both are fine.
-    let reboot = super::command(host, "(shutdown -r now || reboot) >/dev/null 2>&1 &", Duration::from_secs(30));
+    let reboot = super::command(
+        host,
+        "(shutdown -r now || reboot) >/dev/null 2>&1 &",
+        Duration::from_secs(30),
+    );
     if let Ok(out) = super::exec(host, &reboot).await
         && !out.status.success()
     {
-        return Err(StepError::new("reboot_failed", format!("the reboot command failed: {}", out.status)));
+        return Err(StepError::new(
+            "reboot_failed",
+            format!("the reboot command failed: {}", out.status),
+        ));
     }
     if let Some(conn) = host.conn.take() {
         conn.close().await;
@@ -90,15 +104,22 @@ async fn reboot_and_wait(host: &mut HostRun<'_>, wait: Duration) -> Result<(Dura
         if started.elapsed() > wait {
             return Err(StepError::new(
                 "reboot_timeout",
-                format!("the host did not come back within {}s of the reboot", wait.as_secs()),
+                format!(
+                    "the host did not come back within {}s of the reboot",
+                    wait.as_secs()
+                ),
             ));
         }
-        host.progress(format!("waiting for the host ({}s)", started.elapsed().as_secs()));
+        host.progress(format!(
+            "waiting for the host ({}s)",
+            started.elapsed().as_secs()
+        ));
         let Ok(conn) = connect(&host.target.reach, &host.env.ssh).await else {
             continue;
         };
         host.conn = Some(conn);
-        let check = super::command(host, format!("test -e {marker}"), Duration::from_secs(30)).become_root(false);
+        let check = super::command(host, format!("test -e {marker}"), Duration::from_secs(30))
+            .become_root(false);
         match super::exec(host, &check).await {
             Ok(out) if !out.status.success() => break,
             _ => {
@@ -111,11 +132,19 @@ async fn reboot_and_wait(host: &mut HostRun<'_>, wait: Duration) -> Result<(Dura
     }
     let took = started.elapsed();
     let after = boot_id(host).await.unwrap_or_default();
-    log.push_str(&format!("boot id after: {after}\nback after {}s\n", took.as_secs()));
+    log.push_str(&format!(
+        "boot id after: {after}\nback after {}s\n",
+        took.as_secs()
+    ));
     Ok((took, log))
 }
 
 async fn boot_id(host: &HostRun<'_>) -> Result<String, StepError> {
     let command = super::command(host, BOOT_ID, Duration::from_secs(30)).become_root(false);
-    Ok(super::exec(host, &command).await?.stdout.text().trim().to_string())
+    Ok(super::exec(host, &command)
+        .await?
+        .stdout
+        .text()
+        .trim()
+        .to_string())
 }

@@ -44,7 +44,10 @@ async fn update(host: &HostRun<'_>, policy: &Update, limit: Duration) -> Result<
     }
     let chosen = selection.apply;
     if chosen.is_empty() {
-        done.summary = format!("nothing to upgrade ({} left as the policy says)", selection.left.len());
+        done.summary = format!(
+            "nothing to upgrade ({} left as the policy says)",
+            selection.left.len()
+        );
         done.skipped = host.check;
         done.reboot_required = super::reboot::required(host).await?.is_some();
         return Ok(done);
@@ -55,7 +58,10 @@ async fn update(host: &HostRun<'_>, policy: &Update, limit: Duration) -> Result<
         }
         done.summary = format!("would upgrade {}", names(&chosen));
         done.skipped = true;
-        done.updated = chosen.iter().map(|u| upgraded(u, Some(u.to.clone()))).collect();
+        done.updated = chosen
+            .iter()
+            .map(|u| upgraded(u, Some(u.to.clone())))
+            .collect();
         done.reboot_required = super::reboot::required(host).await?.is_some();
         return Ok(done);
     }
@@ -90,19 +96,31 @@ async fn update(host: &HostRun<'_>, policy: &Update, limit: Duration) -> Result<
             format!(
                 "{} ({}); {} of {} upgraded",
                 out.status,
-                if missing.is_empty() { "see the output".to_string() } else { format!("not at the new version: {}", missing.join(", ")) },
+                if missing.is_empty() {
+                    "see the output".to_string()
+                } else {
+                    format!("not at the new version: {}", missing.join(", "))
+                },
                 done.updated.len(),
                 chosen.len()
             ),
         ));
-        done.summary = done.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+        done.summary = done
+            .error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default();
         return Ok(done);
     }
     done.exit = Some(out.status);
     done.summary = format!(
         "{} upgraded{}",
         done.updated.len(),
-        if done.reboot_required { ", reboot required" } else { "" }
+        if done.reboot_required {
+            ", reboot required"
+        } else {
+            ""
+        }
     );
     Ok(done)
 }
@@ -118,7 +136,11 @@ async fn detect(host: &HostRun<'_>) -> Result<Manager, StepError> {
     })
 }
 
-async fn list(host: &HostRun<'_>, manager: Manager, limit: Duration) -> Result<Vec<Upgrade>, StepError> {
+async fn list(
+    host: &HostRun<'_>,
+    manager: Manager,
+    limit: Duration,
+) -> Result<Vec<Upgrade>, StepError> {
     let command = super::command(host, manager.list_upgrades(), limit);
     let (stdout, out) = super::read_all(host, &command).await?;
     // dnf check-update exits 100 when it lists updates.
@@ -127,7 +149,11 @@ async fn list(host: &HostRun<'_>, manager: Manager, limit: Duration) -> Result<V
     if !listed {
         return Err(StepError::new(
             "update_failed",
-            format!("listing upgrades failed ({}): {}", out.status, out.stderr.text().trim()),
+            format!(
+                "listing upgrades failed ({}): {}",
+                out.status,
+                out.stderr.text().trim()
+            ),
         ));
     }
     manager
@@ -140,7 +166,8 @@ async fn installed(
     manager: Manager,
     names: &[String],
 ) -> Result<std::collections::BTreeMap<String, String>, StepError> {
-    let command = super::command(host, manager.installed(names), Duration::from_secs(120)).become_root(false);
+    let command =
+        super::command(host, manager.installed(names), Duration::from_secs(120)).become_root(false);
     let (stdout, _) = super::read_all(host, &command).await?;
     manager
         .parse_installed(&String::from_utf8_lossy(&stdout))
@@ -168,7 +195,11 @@ fn describe(up: &Upgrade) -> String {
 
 fn names(upgrades: &[Upgrade]) -> String {
     let security = upgrades.iter().filter(|u| u.security).count();
-    format!("{} packages ({security} security): {}", upgrades.len(), upgrades.iter().map(describe).collect::<Vec<_>>().join(", "))
+    format!(
+        "{} packages ({security} security): {}",
+        upgrades.len(),
+        upgrades.iter().map(describe).collect::<Vec<_>>().join(", ")
+    )
 }
 
 async fn record_state(host: &HostRun<'_>, upgrades: &[Upgrade]) {
@@ -205,7 +236,10 @@ async fn record_changes(host: &HostRun<'_>, updated: &[Upgraded]) {
     let name = host.name();
     host.env
         .record(|c| async move {
-            if let Err(err) = c.record_package_changes(job, name, &changes, Utc::now()).await {
+            if let Err(err) = c
+                .record_package_changes(job, name, &changes, Utc::now())
+                .await
+            {
                 tracing::warn!(%err, "cannot record package changes in the catalog");
             }
         })

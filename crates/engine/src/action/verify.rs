@@ -18,15 +18,24 @@ pub async fn run(host: &mut HostRun<'_>, verify: &Verify, limit: Duration) -> Do
         return super::backup::restore_test(host, limit).await;
     }
     let Some(line) = &verify.command else {
-        return Done::fail(StepError::new("invalid", "verify names no command, backup_check or restore_test"));
+        return Done::fail(StepError::new(
+            "invalid",
+            "verify names no command, backup_check or restore_test",
+        ));
     };
     if host.check {
         return Done::would(format!("would verify with `{line}`"));
     }
-    let pattern = match verify.expect_output.as_ref().map(|p| regex::Regex::new(p.get_ref())) {
+    let pattern = match verify
+        .expect_output
+        .as_ref()
+        .map(|p| regex::Regex::new(p.get_ref()))
+    {
         None => None,
         Some(Ok(pattern)) => Some(pattern),
-        Some(Err(err)) => return Done::fail(StepError::new("invalid", format!("expect_output: {err}"))),
+        Some(Err(err)) => {
+            return Done::fail(StepError::new("invalid", format!("expect_output: {err}")));
+        }
     };
     let tries = verify.retries + 1;
     let delay = verify.delay.map_or(Duration::from_secs(5), |d| d.0);
@@ -55,7 +64,13 @@ pub async fn run(host: &mut HostRun<'_>, verify: &Verify, limit: Duration) -> Do
                 return done;
             }
             Err(why) => {
-                log.extend(format!("check {attempt} of {tries}: {why}; again in {}s\n", delay.as_secs()).into_bytes());
+                log.extend(
+                    format!(
+                        "check {attempt} of {tries}: {why}; again in {}s\n",
+                        delay.as_secs()
+                    )
+                    .into_bytes(),
+                );
                 host.progress(format!("{why}; again in {}s", delay.as_secs()));
                 tokio::time::sleep(delay).await;
             }

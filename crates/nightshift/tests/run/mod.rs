@@ -241,25 +241,43 @@ command = "touch \"$MARK.$NIGHTSHIFT_HOST\""
     let out = tree.run(&["run", "careful", "--check"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("h1"), "{}", stdout(&out));
-    assert!(!tree.path().join("mark.h1").exists(), "check mode ran the command");
+    assert!(
+        !tree.path().join("mark.h1").exists(),
+        "check mode ran the command"
+    );
     let runs = tree.json(&["runs", "--json"]);
     assert_eq!(runs.as_array().map(Vec::len), Some(0), "{runs}");
 
     let out = tree.run(&["run", "careful"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(tree.path().join("mark.h1").exists() && tree.path().join("mark.h2").exists());
-    assert!(stdout(&out).contains("nightshift runs show"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("nightshift runs show"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
 fn an_unknown_playbook_and_a_stray_limit_say_what_exists() {
-    let tree = LocalTree::new(1, "name = \"only\"\ntargets = [\"h1\"]\n[[steps]]\nname = \"x\"\ncommand = \"true\"\n");
+    let tree = LocalTree::new(
+        1,
+        "name = \"only\"\ntargets = [\"h1\"]\n[[steps]]\nname = \"x\"\ncommand = \"true\"\n",
+    );
     let out = tree.run(&["run", "nope"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("known playbooks: only"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("known playbooks: only"),
+        "{}",
+        stderr(&out)
+    );
     let out = tree.run(&["run", "only", "--limit", "web9"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("`web9` matches no host"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`web9` matches no host"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -310,7 +328,10 @@ verify = {{ restore_test = true }}
     let list = snapshots.as_array().expect("snapshots");
     assert_eq!(list.len(), 2, "one per host: {snapshots}");
     let tags = list[0]["tags"].as_array().expect("tags");
-    assert!(tags.iter().any(|t| t == "nightly") && tags.iter().any(|t| t == "playbook:pull"), "{snapshots}");
+    assert!(
+        tags.iter().any(|t| t == "nightly") && tags.iter().any(|t| t == "playbook:pull"),
+        "{snapshots}"
+    );
     // The second host's data was already stored: nothing new.
     let new: Vec<u64> = list
         .iter()
@@ -327,7 +348,10 @@ verify = {{ restore_test = true }}
     assert!(restore.status.success(), "{}", stderr(&restore));
     let landed = target.join(source.strip_prefix("/").expect("absolute"));
     assert_eq!(fs::read(landed.join("a.conf")).expect("a.conf"), b"alpha\n");
-    assert_eq!(fs::read(landed.join("sub/b.conf")).expect("b.conf"), vec![7u8; 300_000]);
+    assert_eq!(
+        fs::read(landed.join("sub/b.conf")).expect("b.conf"),
+        vec![7u8; 300_000]
+    );
     assert!(!landed.join("skip.tmp").exists(), "excluded");
 
     // A second run reads only what changed.
@@ -356,8 +380,14 @@ fn the_quickstart_runs_on_this_machine_without_root() {
     assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
     let text = stdout(&out);
     assert!(text.contains("localhost") && text.contains("ok"), "{text}");
-    assert!(text.contains("nightshift snapshots"), "the next commands to try: {text}");
-    assert!(data.path().join("store.key").exists(), "the quickstart never prompts");
+    assert!(
+        text.contains("nightshift snapshots"),
+        "the next commands to try: {text}"
+    );
+    assert!(
+        data.path().join("store.key").exists(),
+        "the quickstart never prompts"
+    );
     let snapshots = crate::common::in_data_dir(data.path(), &["snapshots", "--json"], &[]);
     let list: serde_json::Value = serde_json::from_slice(&snapshots.stdout).expect("JSON");
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
