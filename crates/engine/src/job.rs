@@ -190,12 +190,14 @@ async fn run_one(
     let env = host.env;
     let name = step.name.get_ref().clone();
     let kind = step::kind_of(step);
+    // Recorded before it is announced: what anyone saw start is in the
+    // catalog, even if the controller dies the next moment.
+    let step_id = begin_step(host, position, &name, kind).await;
     env.emit(Event::StepStarted {
         host: host.target.name.clone(),
         step: name.clone(),
         kind,
     });
-    let step_id = begin_step(host, position, &name, kind).await;
     let started = Instant::now();
     let (done, attempts) = step::attempt(host, step, limit).await;
     let status = if done.failed {

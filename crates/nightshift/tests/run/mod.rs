@@ -392,3 +392,80 @@ fn the_quickstart_runs_on_this_machine_without_root() {
     let list: serde_json::Value = serde_json::from_slice(&snapshots.stdout).expect("JSON");
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
 }
+
+#[test]
+fn a_controller_killed_mid_run_leaves_a_run_that_reads_interrupted() {
+    let tree = LocalTree::new(
+        2,
+        r#"
+name = "long"
+targets = ["all"]
+
+[[steps]]
+name = "quick"
+command = "true"
+
+[[steps]]
+name = "long"
+command = "sleep 20"
+"#,
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nightshift"))
+        .arg("--config")
+        .arg(tree.path().join("nightshift.toml"))
+        .arg("--data-dir")
+        .arg(tree.path().join("data"))
+        .args(["run", "long", "--json"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nightshift starts");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        child.stdout.take().expect("stdout"),
+    ));
+    let mut long_steps = 0;
+    while long_steps < 2 {
+        let line = lines.next().expect("an event").expect("a line");
+        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+        if event["event"] == "step_started" && event["step"] == "long" {
+            long_steps += 1;
+        }
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+
+    let runs = tree.json(&["runs", "--json"]);
+    assert_eq!(
+        runs[0]["status"], "running",
+        "nothing has looked yet: {runs}"
+    );
+    // The next run finds the dead controller's run and says so.
+    let out = tree.run(&["run", "long", "--limit", "h1", "--check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = tree.run(&["exec", "h1", "--", "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    fs::write(
+        tree.path().join("playbooks/test.toml"),
+        "name = \"long\"\ntargets = [\"all\"]\n[[steps]]\nname = \"quick\"\ncommand = \"true\"\n",
+    )
+    .expect("playbook");
+    let out = tree.run(&["run", "long"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    let runs = tree.json(&["runs", "--json"]);
+    let first = runs
+        .as_array()
+        .expect("runs")
+        .iter()
+        .find(|r| r["status"] != "ok")
+        .expect("the killed run");
+    assert_eq!(first["status"], "interrupted", "{runs}");
+    let id = first["id"].to_string();
+    let detail = tree.json(&["runs", "show", &id, "--json"]);
+    for job in detail["jobs"].as_array().expect("jobs") {
+        assert_eq!(job["status"], "interrupted", "{job}");
+        assert_eq!(job["steps"][0]["status"], "ok", "{job}");
+        assert_eq!(job["steps"][1]["status"], "interrupted", "{job}");
+    }
+}
