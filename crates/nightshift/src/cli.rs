@@ -51,7 +51,7 @@ pub enum Command {
     /// Show when schedules fire next, and in which window
     #[command(subcommand)]
     Schedule(ScheduleCommand),
-    /// Roll a playbook out over its hosts, batch by batch: nightshift run playbooks/web-patch.toml
+    /// Roll a playbook out over its hosts, batch by batch (--check changes nothing)
     Run(RunArgs),
     /// Run an ad-hoc command on hosts: nightshift exec 'group:web,!web3' -- uptime
     Exec(ExecArgs),

@@ -277,20 +277,7 @@ pub fn record(
     entry: &nightshift_store::SnapshotEntry,
     damaged_paths: Option<u64>,
 ) -> SnapshotRecord {
-    let s = &entry.snapshot;
-    SnapshotRecord {
-        id: entry.id.clone(),
-        host: s.host.clone(),
-        time: s.time,
-        paths: s.paths.clone(),
-        tags: s.tags.clone(),
-        parent: s.parent.clone(),
-        files: s.summary.files,
-        bytes_total: s.summary.bytes_total,
-        new_bytes_stored: s.summary.new_bytes_stored,
-        job: None,
-        damaged_paths,
-    }
+    nightshift_engine::snapshot_row(entry, None, damaged_paths)
 }
 
 /// Records what a command did in the catalog without failing the

@@ -176,9 +176,9 @@ fn a_missing_inventory_names_the_config_line() {
 
 #[test]
 fn subcommands_not_yet_built_fail_plainly() {
-    let output = nightshift(&["run", "playbooks/quickstart.toml"]);
+    let output = nightshift(&["daemon"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("nightshift run is not yet available"));
+    assert!(stderr(&output).contains("nightshift daemon is not yet available"));
 }
 
 mod ssh {
@@ -292,19 +292,7 @@ mod fleet {
     fn exec_across_five_hosts_with_one_stopped() {
         let fleet = Fleet::up("exec", 5).expect("private fleet");
         let m = fleet.manifest();
-        let inventory: String = fleet
-            .hosts()
-            .iter()
-            .map(|h| {
-                format!(
-                    "[hosts.{}]\naddress = \"{}\"\nuser = \"{}\"\nidentity = \"{}\"\ngroups = [\"fleet\"]\n",
-                    h.name,
-                    h.address,
-                    m.user,
-                    m.identity.display()
-                )
-            })
-            .collect();
+        let inventory = super::common::fleet_inventory(&fleet);
         let tree = Tree::new(
             &inventory,
             &std::fs::read_to_string(&m.known_hosts).expect("known_hosts"),

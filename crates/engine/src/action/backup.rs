@@ -7,12 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use nightshift_catalog::SnapshotRecord;
 use nightshift_plan::Backup;
 use nightshift_store::{
     BackupOptions, LockKind, NodeKind, Progress, RemotePlan, SnapshotEntry, Store,
 };
-use nightshift_transport::{Command, shell_quote};
+use nightshift_transport::shell_quote;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::SyncIoBridge;
 
@@ -239,33 +238,19 @@ async fn fetch(
         nightshift_store::tar_command(&list_file),
         Duration::MAX,
     );
-    let tar = Command {
-        timeout: None,
-        ..tar
-    };
     let reading = conn.read_stream(&tar).await?;
-    let (reading, stored) = {
-        let bridge = SyncIoBridge::new(reading);
-        let handle = tokio::task::spawn_blocking(move || {
-            let mut bridge = bridge;
-            let progress = Progress::default();
-            let result = store.backup_remote(plan, &mut bridge, &options, &progress);
-            // Drain what the store did not read, so the channel ends cleanly.
-            let _ = std::io::copy(&mut bridge, &mut std::io::sink());
-            (bridge.into_inner(), result)
-        });
-        handle
-            .await
-            .map_err(|err| StepError::new("store", err.to_string()))?
-    };
-    let out = reading.finish().await;
+    let progress = Progress::default();
+    let streamed = stream_into(reading, move |tar| {
+        store.backup_remote(plan, tar, &options, &progress)
+    })
+    .await;
     let cleanup = super::command(
         host,
         format!("rm -f {}", shell_quote(&list_file)),
         Duration::from_secs(60),
     );
     let _ = super::exec(host, &cleanup).await;
-    let out = out?;
+    let (stored, out) = streamed?;
     let outcome = stored.map_err(|e| StepError::new("backup_failed", e.to_string()))?;
     // tar exits 1 when a file changed while it was read: the snapshot
     // holds what it sent, and the store lists what it could not use.
@@ -287,54 +272,60 @@ async fn capture(
     options: BackupOptions,
 ) -> Result<SnapshotEntry, StepError> {
     let conn = host.conn()?;
-    let command = Command {
-        timeout: None,
-        ..super::command(host, line, Duration::MAX)
-    };
+    // A dump takes as long as it takes: no limit but the host's.
+    let command = super::command(host, line, Duration::MAX);
     let reading = conn.read_stream(&command).await?;
     let name = name.to_string();
-    let (reading, stored) = {
-        let bridge = SyncIoBridge::new(reading);
-        tokio::task::spawn_blocking(move || {
-            let mut bridge = bridge;
-            let result = store.backup_stream(&name, &mut bridge, &options, &Progress::default());
-            let _ = std::io::copy(&mut bridge, &mut std::io::sink());
-            (bridge.into_inner(), result)
-        })
-        .await
-        .map_err(|err| StepError::new("store", err.to_string()))?
-    };
-    let out = reading.finish().await?;
-    if !out.status.success() {
-        return Err(StepError::new(
-            "backup_failed",
-            format!(
-                "`{line}` failed ({}): {}; its output was not kept as a snapshot",
-                out.status,
-                out.stderr.text().trim()
-            ),
-        ));
+    let (stored, out) = stream_into(reading, move |reader| {
+        let outcome = store.backup_stream(&name, reader, &options, &Progress::default());
+        (outcome, store)
+    })
+    .await?;
+    let (outcome, store) = stored;
+    let entry = outcome
+        .map_err(|e| StepError::new("backup_failed", e.to_string()))?
+        .snapshot;
+    if out.status.success() {
+        return Ok(entry);
     }
-    stored
-        .map(|o| o.snapshot)
-        .map_err(|e| StepError::new("backup_failed", e.to_string()))
+    // A dump that failed half-way is no backup: the snapshot goes again.
+    let forgotten = tokio::task::spawn_blocking(move || store.forget(&[entry.id]))
+        .await
+        .map_err(|err| StepError::new("store", err.to_string()))?;
+    Err(StepError::new(
+        "backup_failed",
+        format!(
+            "`{line}` failed ({}): {}; {}",
+            out.status,
+            out.stderr.text().trim(),
+            match forgotten {
+                Ok(()) => "its output was not kept".to_string(),
+                Err(err) => format!("forgetting its partial snapshot failed too: {err}"),
+            }
+        ),
+    ))
+}
+
+/// Hands a command's standard output to `work` on a blocking thread (the
+/// store is synchronous), drains what `work` left unread so the channel
+/// ends cleanly, and returns what `work` returned with the command's exit.
+async fn stream_into<T: Send + 'static>(
+    reading: nightshift_transport::Reading,
+    work: impl FnOnce(&mut dyn std::io::Read) -> T + Send + 'static,
+) -> Result<(T, nightshift_transport::Output), StepError> {
+    let mut bridge = SyncIoBridge::new(reading);
+    let (result, reading) = tokio::task::spawn_blocking(move || {
+        let result = work(&mut bridge);
+        let _ = std::io::copy(&mut bridge, &mut std::io::sink());
+        (result, bridge.into_inner())
+    })
+    .await
+    .map_err(|err| StepError::new("store", err.to_string()))?;
+    Ok((result, reading.finish().await?))
 }
 
 async fn record(host: &HostRun<'_>, entry: &SnapshotEntry) {
-    let s = &entry.snapshot;
-    let row = SnapshotRecord {
-        id: entry.id.clone(),
-        host: s.host.clone(),
-        time: s.time,
-        paths: s.paths.clone(),
-        tags: s.tags.clone(),
-        parent: s.parent.clone(),
-        files: s.summary.files,
-        bytes_total: s.summary.bytes_total,
-        new_bytes_stored: s.summary.new_bytes_stored,
-        job: host.job,
-        damaged_paths: None,
-    };
+    let row = crate::snapshot_row(entry, host.job, None);
     host.env
         .record(|c| async move {
             if let Err(err) = c.record_snapshot(&row).await {

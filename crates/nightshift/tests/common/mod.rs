@@ -87,3 +87,22 @@ impl Tree {
         std::fs::read_to_string(self.dir.path().join("data/known_hosts")).unwrap_or_default()
     }
 }
+
+/// An inventory of every host of `fleet`, in group `fleet`, reached as
+/// the fleet's admin user with its key.
+pub fn fleet_inventory(fleet: &nightshift_testbed::Fleet) -> String {
+    let m = fleet.manifest();
+    fleet
+        .hosts()
+        .iter()
+        .map(|h| {
+            format!(
+                "[hosts.{}]\naddress = \"{}\"\nuser = \"{}\"\nidentity = \"{}\"\ngroups = [\"fleet\"]\n",
+                h.name,
+                h.address,
+                m.user,
+                m.identity.display()
+            )
+        })
+        .collect()
+}

@@ -19,19 +19,7 @@ fn tree(fleet: &Fleet, playbook: &str) -> Tree {
 /// As [`tree`], with more config lines (`[ssh]` settings).
 fn tree_with(fleet: &Fleet, playbook: &str, config: &str) -> Tree {
     let m = fleet.manifest();
-    let inventory: String = fleet
-        .hosts()
-        .iter()
-        .map(|h| {
-            format!(
-                "[hosts.{}]\naddress = \"{}\"\nuser = \"{}\"\nidentity = \"{}\"\ngroups = [\"fleet\"]\n",
-                h.name,
-                h.address,
-                m.user,
-                m.identity.display()
-            )
-        })
-        .collect();
+    let inventory = crate::common::fleet_inventory(fleet);
     let tree = Tree::new(
         &inventory,
         &std::fs::read_to_string(&m.known_hosts).expect("known_hosts"),
