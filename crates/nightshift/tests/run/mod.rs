@@ -469,3 +469,30 @@ command = "sleep 20"
         assert_eq!(job["steps"][1]["status"], "interrupted", "{job}");
     }
 }
+
+#[test]
+fn forget_after_a_backup_applies_the_hosts_inventory_policy() {
+    let tree = LocalTree::new(1, "");
+    fs::write(
+        tree.path().join("inventory.toml"),
+        "[hosts.h1]\naddress = \"localhost\"\n[hosts.h1.backup]\nkeep_last = 1\n",
+    )
+    .expect("inventory");
+    let source = tree.path().join("source");
+    fs::create_dir_all(&source).expect("mkdir");
+    fs::write(
+        tree.path().join("playbooks/test.toml"),
+        format!(
+            "name = \"keep\"\ntargets = [\"h1\"]\n[[steps]]\nname = \"backup\"\nbackup = {{ paths = [\"{}\"], forget = true }}\n",
+            source.display()
+        ),
+    )
+    .expect("playbook");
+    for generation in 0..3 {
+        fs::write(source.join("f"), format!("generation {generation}")).expect("write");
+        let out = tree.run(&["run", "keep"]);
+        assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
+    }
+    let snapshots = tree.json(&["snapshots", "--json"]);
+    assert_eq!(snapshots.as_array().map(Vec::len), Some(1), "{snapshots}");
+}
