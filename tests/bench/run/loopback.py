@@ -205,9 +205,44 @@ def busy() -> list:
     return found
 
 
+class Monitor:
+    """Looks for build or test processes every 2 s while the benchmark runs,
+    so each figure can say whether it was taken on a quiet machine."""
+
+    def __init__(self):
+        import threading
+        self.seen = []  # (time, [process, ...])
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+        self.thread.start()
+
+    def watch(self):
+        while not self.stop.is_set():
+            found = busy()
+            if found:
+                self.seen.append((time.monotonic(), found))
+            self.stop.wait(2)
+
+    def between(self, start: float, end: float) -> list:
+        return sorted({p for t, found in self.seen if start <= t <= end for p in found})
+
+
+MONITOR = None
+
+
+def machine_cpu() -> float:
+    """CPU seconds all processes of the machine have used (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def hyperfine(what: str, name: str, argv: list, runs: int, out: Path, warmup=1, prepare=None, env=None) -> dict:
     """One command through hyperfine (no shell; it fails on a non-zero
-    exit); its JSON result: median, mean user and system seconds, times."""
+    exit); its JSON result: median, mean user and system seconds, times;
+    plus `machine_cpu`, the whole machine's CPU seconds per run (sshd and
+    the remote commands included; prepare commands too), and `busy`, the
+    build or test processes seen meanwhile."""
     slug = "".join(c if c.isalnum() else "-" for c in name)[:60]
     export = out / f"hyperfine-{slug}.json"
     command = " ".join(str(a) for a in argv)
@@ -217,11 +252,16 @@ def hyperfine(what: str, name: str, argv: list, runs: int, out: Path, warmup=1, 
         cmd += ["--prepare", str(prepare)]
     cmd.append(command)
     say(what, f"hyperfine: {name}")
+    start, cpu = time.monotonic(), machine_cpu()
     done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    cpu, end = machine_cpu() - cpu, time.monotonic()
     if done.returncode != 0:
         sys.exit(f"{name} failed:\n{done.stdout[-3000:]}")
     import json
-    return json.loads(export.read_text())["results"][0]
+    result = json.loads(export.read_text())["results"][0]
+    result["machine_cpu"] = cpu / (runs + warmup)
+    result["busy"] = MONITOR.between(start - 2, end + 2) if MONITOR else []
+    return result
 
 
 def gnu_time(argv: list, env=None, cwd=None) -> dict:
