@@ -58,7 +58,16 @@ def ensure_user(user: str) -> bool:
 
 
 def remove_user(user: str) -> None:
-    subprocess.run(["userdel", "--remove", user], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """Removes the user this run created; sessions still closing may hold
+    it for a moment."""
+    for _ in range(20):
+        done = subprocess.run(["userdel", "--remove", user], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            return
+        time.sleep(0.5)
+    print(f"could not remove the user {user}: {done.stderr.strip()}", file=sys.stderr)
 
 
 class Loopback:
