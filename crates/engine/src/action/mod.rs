@@ -46,10 +46,22 @@ pub(crate) fn command(host: &HostRun<'_>, line: impl Into<String>, limit: Durati
     }
 }
 
-/// Runs `command`, sending its lines as progress; returns its output.
+/// Lines of output shown as progress at most this often: a command that
+/// prints millions of lines must not cost an event each (its output is
+/// kept whole in the step's record anyway).
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Runs `command`, sending a line of its output as progress now and then;
+/// returns its output.
 pub(crate) async fn exec(host: &HostRun<'_>, command: &Command) -> Result<Output, StepError> {
     let conn = host.conn()?;
-    let mut on_line = |_: Stream, text: &str| host.progress(text);
+    let mut shown: Option<std::time::Instant> = None;
+    let mut on_line = |_: Stream, text: &str| {
+        if shown.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
+            shown = Some(std::time::Instant::now());
+            host.progress(text);
+        }
+    };
     Ok(conn.exec(command, &mut on_line).await?)
 }
 
