@@ -815,7 +815,7 @@ pub(crate) fn synthetic_dir(name: Vec<u8>) -> Node {
     }
 }
 
-fn synthetic_file(name: Vec<u8>, mode: u32) -> Node {
+pub(crate) fn synthetic_file(name: Vec<u8>, mode: u32) -> Node {
     Node {
         name,
         kind: NodeKind::File,

@@ -43,7 +43,7 @@ pub use index::{Index, IndexFile, Location};
 pub use lock::{Lock, LockInfo, LockKind, RemovedLock};
 pub use pack::{Blob, BlobKind, PackId};
 pub use prune::{Packs, PruneOptions, PruneReport};
-pub use remote::{Listing, RemotePlan, listing_command, parse_listing, tar_command};
+pub use remote::{Listing, RemotePlan, StreamSource, listing_command, parse_listing, tar_command};
 pub use repair::{Damage, RepairReport};
 pub use repo::{PackFiles, Store};
 pub use restore::RestoreOutcome;

@@ -72,7 +72,7 @@ use std::time::Instant;
 
 use crate::backup::{
     Arena, BackupOptions, BackupOutcome, Changes, Progress, Skipped, Stat, chunk_stream, stat_node,
-    synthetic_dir,
+    synthetic_dir, synthetic_file,
 };
 use crate::chunker::Chunker;
 use crate::error::{IoContext, Result, StoreError};
@@ -491,6 +491,12 @@ pub struct RemotePlan {
     pub fetch_bytes: u64,
     /// Entries the listing could not cover (unreadable directories).
     pub skipped: Vec<Skipped>,
+    /// Named command-output streams the snapshot also holds, each a file
+    /// of that name at its root (`pg_dumpall.sql`).
+    pub streams: Vec<String>,
+    /// What the snapshot records as its paths: the paths, then
+    /// `stream:NAME` for each stream.
+    labels: Vec<String>,
     started: Instant,
     arena: Arena,
     /// The arena index of each path in `fetch`.
@@ -525,9 +531,26 @@ impl Store {
         listing: Listing,
         options: &BackupOptions,
     ) -> Result<RemotePlan> {
+        self.plan_remote_backup_with_streams(paths, &[], listing, options)
+    }
+
+    /// As [`Store::plan_remote_backup`], for a snapshot that also holds the
+    /// named `streams` (their output comes with
+    /// [`Store::backup_remote_with_streams`]). The parent is the latest
+    /// snapshot of the same paths and streams.
+    pub fn plan_remote_backup_with_streams(
+        &mut self,
+        paths: &[String],
+        streams: &[String],
+        listing: Listing,
+        options: &BackupOptions,
+    ) -> Result<RemotePlan> {
         let started = Instant::now();
         self.prepare_backup()?;
         let paths = remote_paths(paths)?;
+        check_stream_names(streams, &paths)?;
+        let mut labels = paths.clone();
+        labels.extend(streams.iter().map(|name| format!("stream:{name}")));
         let Listing {
             mut arena, skipped, ..
         } = listing;
@@ -536,7 +559,7 @@ impl Store {
                 "`{missing}` is not in it: it does not exist on the host, find could not read it, or an exclude pattern matches it"
             )));
         }
-        let parent = self.parent_for(options, &paths)?;
+        let parent = self.parent_for(options, &labels)?;
         let parent_tree = match &parent {
             Some(entry) => Some(self.load_tree(entry.snapshot.tree, &mut PackFiles::default())?),
             None => None,
@@ -557,6 +580,8 @@ impl Store {
             fetch: plan.fetch,
             fetch_bytes: plan.fetch_bytes,
             skipped,
+            streams: streams.to_vec(),
+            labels,
             started,
             arena,
             fetch_at: plan.fetch_at,
@@ -578,10 +603,32 @@ impl Store {
         options: &BackupOptions,
         progress: &Progress,
     ) -> Result<BackupOutcome> {
+        self.backup_remote_with_streams(plan, tar, Vec::new(), options, progress)
+    }
+
+    /// As [`Store::backup_remote`], then each named stream of the plan, in
+    /// its order, read to its end into a file of its name at the
+    /// snapshot's root. A stream whose reader fails (a reader that returns
+    /// an error at its end when its command failed) writes no snapshot.
+    pub fn backup_remote_with_streams(
+        &mut self,
+        plan: RemotePlan,
+        tar: impl Read,
+        streams: Vec<StreamSource<'_>>,
+        options: &BackupOptions,
+        progress: &Progress,
+    ) -> Result<BackupOutcome> {
         if options.host != plan.host {
             return Err(StoreError::Setting(format!(
                 "the plan was made for host `{}`, not `{}`: plan with the options the backup uses",
                 plan.host, options.host
+            )));
+        }
+        let given: Vec<&str> = streams.iter().map(|s| s.name.as_str()).collect();
+        if given != plan.streams.iter().map(String::as_str).collect::<Vec<_>>() {
+            return Err(StoreError::Setting(format!(
+                "the plan names the streams {:?}, the backup was given {given:?}: give the plan's, in its order",
+                plan.streams
             )));
         }
         progress
@@ -591,7 +638,7 @@ impl Store {
             .bytes_total
             .store(plan.fetch_bytes, Ordering::Relaxed);
         let RemotePlan {
-            paths,
+            labels,
             parent,
             fetch,
             mut skipped,
@@ -601,7 +648,7 @@ impl Store {
             link_copies,
             ..
         } = plan;
-        self.write_backup(started, paths, parent, options, |_, sink| {
+        self.write_backup(started, labels, parent, options, |_, sink| {
             let fetched = Fetched {
                 paths: &fetch,
                 at: &fetch_at,
@@ -609,9 +656,60 @@ impl Store {
             let gone = fetched.receive(tar, &mut arena, sink, progress, &mut skipped)?;
             let orphans = arena.settle(link_copies, gone);
             skipped.extend(orphans);
+            for stream in streams {
+                let name = stream.name;
+                let reader = (stream.open)().at("starting stream", &name)?;
+                let (content, size) =
+                    chunk_stream(reader, &mut sink.chunker(), sink, progress, None)
+                        .at("reading stream", &name)?;
+                let mut node = synthetic_file(name.into_bytes(), 0o600);
+                node.size = size;
+                node.content = content;
+                arena.add(0, node);
+                arena.bytes_read += size;
+            }
             Ok((arena, skipped))
         })
     }
+}
+
+/// A named stream for [`Store::backup_remote_with_streams`]: opened when
+/// its turn comes (after the tar), so only one stream of a host's
+/// connection is read at a time.
+pub struct StreamSource<'a> {
+    pub name: String,
+    pub open: Box<dyn FnOnce() -> io::Result<Box<dyn Read + 'a>> + 'a>,
+}
+
+impl std::fmt::Debug for StreamSource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSource")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stream names become files at the snapshot's root: one name each, safe,
+/// distinct, and none the first component of a path.
+fn check_stream_names(streams: &[String], paths: &[String]) -> Result<()> {
+    let tops: HashSet<&str> = paths
+        .iter()
+        .filter_map(|p| p.trim_start_matches('/').split('/').next())
+        .collect();
+    let mut seen = HashSet::new();
+    for name in streams {
+        let why = if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+            "give a file name, without `/`"
+        } else if tops.contains(name.as_str()) {
+            "it is the name of a backed-up path's top directory"
+        } else if !seen.insert(name.as_str()) {
+            "two streams have it"
+        } else {
+            continue;
+        };
+        return Err(StoreError::Setting(format!("stream name `{name}`: {why}")));
+    }
+    Ok(())
 }
 
 /// The paths as a snapshot records them: absolute, without `.` or empty
@@ -938,6 +1036,17 @@ mod tests {
         assert_eq!(time("5.5"), Some(5_500_000_000));
         for bad in ["", "x", "1.2e3", "1.-5", "99999999999999999999"] {
             assert_eq!(time(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn stream_names_are_single_distinct_names_clear_of_the_paths() {
+        let paths = ["/etc".to_string(), "/var/lib".to_string()];
+        let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert!(check_stream_names(&names(&["pg.sql", "ldap.ldif"]), &paths).is_ok());
+        for bad in [&["a/b"][..], &[".."], &[""], &["etc"], &["x", "x"]] {
+            let err = check_stream_names(&names(bad), &paths).expect_err("refused");
+            assert!(err.to_string().contains("stream name"), "{err}");
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use nightshift_plan::Backup;
 use nightshift_store::{
-    BackupOptions, LockKind, NodeKind, Progress, RemotePlan, SnapshotEntry, Store,
+    BackupOptions, LockKind, NodeKind, Progress, RemotePlan, SnapshotEntry, Store, StreamSource,
 };
 use nightshift_transport::shell_quote;
 use tokio::io::AsyncWriteExt;
@@ -50,90 +50,30 @@ async fn pull(host: &HostRun<'_>, backup: &Backup) -> Result<Done, StepError> {
     let mut done = Done::default();
     let mut saved = Vec::new();
     if !backup.paths.is_empty() {
-        host.progress("listing the tree");
-        let line = nightshift_store::listing_command(&backup.paths, &backup.exclude)
-            .map_err(|e| StepError::new("invalid", e.to_string()))?;
-        let listing = super::command(host, line, LIST_LIMIT);
-        let (bytes, out) = super::read_all(host, &listing).await?;
-        // find exits 1 when some entry could not be read; the rest is listed.
-        if !matches!(out.status, nightshift_transport::ExitStatus::Code(0 | 1)) {
-            return Err(StepError::new(
-                "backup_failed",
-                format!(
-                    "listing {} failed ({}): {}",
-                    backup.paths.join(" "),
-                    out.status,
-                    out.stderr.text().trim()
-                ),
-            ));
+        match pull_tree(host, backup, access, &mut done).await? {
+            Some(entry) => saved.push(entry),
+            None => return Ok(done),
         }
-        let listing = nightshift_store::parse_listing(&bytes[..])
-            .map_err(|e| StepError::new("backup_failed", e.to_string()))?;
-        host.progress("waiting for the store");
-        let _turn = host.env.store_turn.lock().await;
-        let mut store = open(access).await?;
-        // Held from the plan to the snapshot, as every backup holds it.
-        let _lock = store
-            .lock(LockKind::Shared, "backup")
-            .map_err(|e| StepError::new("store", e.to_string()))?;
-        let options = options(host, backup);
-        let paths = backup.paths.clone();
-        let planned = options.clone();
-        let (plan, returned) = tokio::task::spawn_blocking(move || {
-            let plan = store.plan_remote_backup(&paths, listing, &planned);
-            (plan, store)
-        })
-        .await
-        .map_err(|err| StepError::new("store", err.to_string()))?;
-        store = returned;
-        let plan = plan.map_err(|e| StepError::new("backup_failed", e.to_string()))?;
-        let since = plan
-            .parent
-            .as_ref()
-            .map_or("no earlier snapshot".to_string(), |p| {
-                format!("since snapshot {}", p.short_id())
-            });
-        let what = format!(
-            "{} files, {} bytes; {} files ({} bytes) new or changed {since}",
-            plan.files,
-            plan.bytes,
-            plan.fetch.len(),
-            plan.fetch_bytes
-        );
-        if host.check {
-            let mut done = Done::would(format!("would back up {what}"));
-            done.say(format!("backup of {}: {what}", backup.paths.join(" ")));
-            return Ok(done);
-        }
-        done.say(format!("listed {what}"));
-        host.progress(format!("fetching {} changed files", plan.fetch.len()));
-        let entry = fetch(host, store, plan, options).await?;
-        done.say(format!("snapshot {} saved", entry.short_id()));
-        saved.push(entry);
     } else if host.check {
         return Ok(Done::would(format!(
             "would store {} command streams",
             backup.streams.len()
         )));
-    }
-    for stream in &backup.streams {
-        host.progress(format!("stream {}", stream.name));
-        let _turn = host.env.store_turn.lock().await;
-        let store = open(access).await?;
-        let entry = capture(
-            host,
-            store,
-            &stream.name,
-            &stream.command,
-            options(host, backup),
-        )
-        .await?;
-        done.say(format!(
-            "stream {} saved as snapshot {}",
-            stream.name,
-            entry.short_id()
-        ));
-        saved.push(entry);
+    } else {
+        // Without paths, each stream is a snapshot of its own.
+        for stream in &backup.streams {
+            host.progress(format!("stream {}", stream.name));
+            let _turn = host.env.store_turn.lock().await;
+            let store = open(access).await?;
+            let options = options(host, backup);
+            let entry = capture(host, store, &stream.name, &stream.command, options).await?;
+            done.say(format!(
+                "stream {} saved as snapshot {}",
+                stream.name,
+                entry.short_id()
+            ));
+            saved.push(entry);
+        }
     }
     for entry in &saved {
         record(host, entry).await;
@@ -180,24 +120,138 @@ fn options(host: &HostRun<'_>, backup: &Backup) -> BackupOptions {
     }
 }
 
+/// Lists the paths, compares them with the host's last snapshot, and
+/// (unless checking) fetches what changed, with the named streams as
+/// files of the same snapshot. `None` in check mode, `done` saying what
+/// would happen.
+async fn pull_tree(
+    host: &HostRun<'_>,
+    backup: &Backup,
+    access: &StoreAccess,
+    done: &mut Done,
+) -> Result<Option<SnapshotEntry>, StepError> {
+    host.progress("listing the tree");
+    let line = nightshift_store::listing_command(&backup.paths, &backup.exclude)
+        .map_err(|e| StepError::new("invalid", e.to_string()))?;
+    let listing = super::command(host, line, LIST_LIMIT);
+    let (bytes, out) = super::read_all(host, &listing).await?;
+    // find exits 1 when some entry could not be read; the rest is listed.
+    if !matches!(out.status, nightshift_transport::ExitStatus::Code(0 | 1)) {
+        return Err(StepError::new(
+            "backup_failed",
+            format!(
+                "listing {} failed ({}): {}",
+                backup.paths.join(" "),
+                out.status,
+                out.stderr.text().trim()
+            ),
+        ));
+    }
+    let listing = nightshift_store::parse_listing(&bytes[..])
+        .map_err(|e| StepError::new("backup_failed", e.to_string()))?;
+    host.progress("waiting for the store");
+    let _turn = host.env.store_turn.lock().await;
+    let mut store = open(access).await?;
+    // Held from the plan to the snapshot, as every backup holds it.
+    let _lock = store
+        .lock(LockKind::Shared, "backup")
+        .map_err(|e| StepError::new("store", e.to_string()))?;
+    let options = options(host, backup);
+    let names: Vec<String> = backup.streams.iter().map(|s| s.name.clone()).collect();
+    let plan = tokio::task::block_in_place(|| {
+        store.plan_remote_backup_with_streams(&backup.paths, &names, listing, &options)
+    })
+    .map_err(|e| StepError::new("backup_failed", e.to_string()))?;
+    let since = plan
+        .parent
+        .as_ref()
+        .map_or("no earlier snapshot".to_string(), |p| {
+            format!("since snapshot {}", p.short_id())
+        });
+    let what = format!(
+        "{} files, {} bytes; {} files ({} bytes) new or changed {since}",
+        plan.files,
+        plan.bytes,
+        plan.fetch.len(),
+        plan.fetch_bytes
+    );
+    if host.check {
+        *done = Done::would(format!("would back up {what}"));
+        done.say(format!("backup of {}: {what}", backup.paths.join(" ")));
+        return Ok(None);
+    }
+    done.say(format!("listed {what}"));
+    host.progress(format!("fetching {} changed files", plan.fetch.len()));
+    let entry = fetch(host, store, plan, options, backup).await?;
+    done.say(format!("snapshot {} saved", entry.short_id()));
+    Ok(Some(entry))
+}
+
 /// Writes the list of changed files to the host, streams them back as one
-/// tar, and stores them.
+/// tar, then each named stream, and stores them as one snapshot.
 async fn fetch(
     host: &HostRun<'_>,
-    mut store: Store,
+    store: Store,
     plan: RemotePlan,
     options: BackupOptions,
+    backup: &Backup,
 ) -> Result<SnapshotEntry, StepError> {
-    if plan.fetch.is_empty() {
-        let stored = tokio::task::spawn_blocking(move || {
-            store.backup_remote(plan, std::io::empty(), &options, &Progress::default())
+    let conn = host.conn()?;
+    let list_file = if plan.fetch.is_empty() {
+        None
+    } else {
+        Some(send_list(host, &plan).await?)
+    };
+    let tar = match &list_file {
+        Some(file) => {
+            let line = nightshift_store::tar_command(file);
+            Some(
+                conn.read_stream(&super::command(host, line, Duration::MAX))
+                    .await?,
+            )
+        }
+        None => None,
+    };
+    let streams: Vec<(String, nightshift_transport::Command)> = backup
+        .streams
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                super::command(host, &s.command, Duration::MAX),
+            )
         })
-        .await
-        .map_err(|err| StepError::new("store", err.to_string()))?;
-        return stored
-            .map(|o| o.snapshot)
-            .map_err(|e| StepError::new("backup_failed", e.to_string()));
+        .collect();
+    // The store is synchronous, and the streams open one after another
+    // from inside it: block this worker (the CLI's runtime has several).
+    let (stored, tar_out) =
+        tokio::task::block_in_place(|| into_store(store, plan, tar, streams, conn, &options));
+    if let Some(file) = &list_file {
+        let cleanup = super::command(
+            host,
+            format!("rm -f {}", shell_quote(file)),
+            Duration::from_secs(60),
+        );
+        let _ = super::exec(host, &cleanup).await;
     }
+    let tar_out = tar_out.transpose()?;
+    let outcome = stored.map_err(|e| StepError::new("backup_failed", e.to_string()))?;
+    // tar exits 1 when a file changed while it was read: the snapshot
+    // holds what it sent, and the store lists what it could not use.
+    if let Some(out) = tar_out
+        && !matches!(out.status, nightshift_transport::ExitStatus::Code(0 | 1))
+    {
+        tracing::warn!(host = host.name(), status = %out.status, "tar reported errors");
+    }
+    for skipped in &outcome.skipped {
+        host.progress(format!("skipped {}: {}", skipped.path, skipped.error));
+    }
+    Ok(outcome.snapshot)
+}
+
+/// Writes the NUL-separated list of files to fetch into a temporary file
+/// on the host; returns its path.
+async fn send_list(host: &HostRun<'_>, plan: &RemotePlan) -> Result<String, StepError> {
     let conn = host.conn()?;
     let mktemp = super::command(
         host,
@@ -221,8 +275,7 @@ async fn fetch(
         LIST_LIMIT,
     );
     let mut writing = conn.write_stream(&write).await?;
-    let list = plan.fetch_list();
-    let sent = writing.write_all(&list).await;
+    let sent = writing.write_all(&plan.fetch_list()).await;
     let out = writing.finish().await?;
     if sent.is_err() || !out.status.success() {
         return Err(StepError::new(
@@ -233,34 +286,105 @@ async fn fetch(
             ),
         ));
     }
-    let tar = super::command(
-        host,
-        nightshift_store::tar_command(&list_file),
-        Duration::MAX,
-    );
-    let reading = conn.read_stream(&tar).await?;
+    Ok(list_file)
+}
+
+type Stored = (
+    nightshift_store::Result<nightshift_store::BackupOutcome>,
+    Option<Result<nightshift_transport::Output, nightshift_transport::TransportError>>,
+);
+
+/// The store's side of a pull, on a blocked worker: the tar (if any), then
+/// each stream, opened in turn on the host's connection.
+fn into_store(
+    mut store: Store,
+    plan: RemotePlan,
+    tar: Option<nightshift_transport::Reading>,
+    streams: Vec<(String, nightshift_transport::Command)>,
+    conn: &nightshift_transport::Host,
+    options: &BackupOptions,
+) -> Stored {
+    let handle = tokio::runtime::Handle::current();
     let progress = Progress::default();
-    let streamed = stream_into(reading, move |tar| {
-        store.backup_remote(plan, tar, &options, &progress)
-    })
-    .await;
-    let cleanup = super::command(
-        host,
-        format!("rm -f {}", shell_quote(&list_file)),
-        Duration::from_secs(60),
-    );
-    let _ = super::exec(host, &cleanup).await;
-    let (stored, out) = streamed?;
-    let outcome = stored.map_err(|e| StepError::new("backup_failed", e.to_string()))?;
-    // tar exits 1 when a file changed while it was read: the snapshot
-    // holds what it sent, and the store lists what it could not use.
-    if !matches!(out.status, nightshift_transport::ExitStatus::Code(0 | 1)) {
-        tracing::warn!(host = host.name(), status = %out.status, "tar reported errors");
+    let sources = streams
+        .into_iter()
+        .map(|(name, command)| {
+            let handle = handle.clone();
+            StreamSource {
+                name,
+                open: Box::new(move || CheckedStream::open(handle, conn, command)),
+            }
+        })
+        .collect();
+    match tar {
+        Some(reading) => {
+            let mut bridge = SyncIoBridge::new_with_handle(reading, handle.clone());
+            let outcome =
+                store.backup_remote_with_streams(plan, &mut bridge, sources, options, &progress);
+            // Drain what the store did not read, so the channel ends cleanly.
+            let _ = std::io::copy(&mut bridge, &mut std::io::sink());
+            let out = handle.block_on(bridge.into_inner().finish());
+            (outcome, Some(out))
+        }
+        None => (
+            store.backup_remote_with_streams(plan, std::io::empty(), sources, options, &progress),
+            None,
+        ),
     }
-    for skipped in &outcome.skipped {
-        host.progress(format!("skipped {}: {}", skipped.path, skipped.error));
+}
+
+/// A command's output that fails at its end when the command failed, so a
+/// dump that broke off half-way is never stored as if it were whole.
+struct CheckedStream {
+    bridge: Option<SyncIoBridge<nightshift_transport::Reading>>,
+    handle: tokio::runtime::Handle,
+    line: String,
+}
+
+impl CheckedStream {
+    fn open<'a>(
+        handle: tokio::runtime::Handle,
+        conn: &'a nightshift_transport::Host,
+        command: nightshift_transport::Command,
+    ) -> std::io::Result<Box<dyn std::io::Read + 'a>> {
+        let reading = handle
+            .block_on(conn.read_stream(&command))
+            .map_err(std::io::Error::other)?;
+        Ok(Box::new(Self {
+            bridge: Some(SyncIoBridge::new_with_handle(reading, handle.clone())),
+            handle,
+            line: command.line,
+        }))
     }
-    Ok(outcome.snapshot)
+}
+
+impl std::io::Read for CheckedStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(bridge) = self.bridge.as_mut() else {
+            return Ok(0);
+        };
+        let n = bridge.read(buf)?;
+        if n > 0 || buf.is_empty() {
+            return Ok(n);
+        }
+        let Some(bridge) = self.bridge.take() else {
+            return Ok(0);
+        };
+        let out = self
+            .handle
+            .block_on(bridge.into_inner().finish())
+            .map_err(std::io::Error::other)?;
+        if out.status.success() {
+            Ok(0)
+        } else {
+            Err(std::io::Error::other(format!(
+                "`{}` failed ({}): {}",
+                self.line,
+                out.status,
+                out.stderr.text().trim()
+            )))
+        }
+    }
 }
 
 /// Stores a command's output as a named stream.
@@ -417,7 +541,7 @@ fn sample_read(store: &Store, host: &str, with_tar: bool) -> Result<Sample, Step
         .map_err(err)?
         .into_iter()
         .filter(|s| {
-            s.snapshot.host == host && !s.snapshot.paths.iter().any(|p| p.starts_with("stream:"))
+            s.snapshot.host == host && s.snapshot.paths.iter().any(|p| !p.starts_with("stream:"))
         })
         .max_by_key(|s| s.snapshot.time)
         .ok_or_else(|| {

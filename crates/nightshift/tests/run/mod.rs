@@ -297,7 +297,7 @@ targets = ["all"]
 
 [[steps]]
 name = "backup"
-backup = {{ paths = ["{}"], exclude = ["*.tmp"], tags = ["nightly"] }}
+backup = {{ paths = ["{}"], exclude = ["*.tmp"], tags = ["nightly"], streams = [{{ name = "dump.sql", command = "echo dump of $NIGHTSHIFT_HOST" }}] }}
 
 [[steps]]
 name = "read back"
@@ -353,6 +353,13 @@ verify = {{ restore_test = true }}
         vec![7u8; 300_000]
     );
     assert!(!landed.join("skip.tmp").exists(), "excluded");
+    let host = list[0]["host"].as_str().expect("host");
+    assert_eq!(
+        fs::read_to_string(target.join("dump.sql")).expect("the stream is a file of the snapshot"),
+        format!("dump of {host}\n")
+    );
+    let paths = list[0]["paths"].as_array().expect("paths");
+    assert!(paths.iter().any(|p| p == "stream:dump.sql"), "{snapshots}");
 
     // A second run reads only what changed.
     fs::write(source.join("a.conf"), "alpha, changed\n").expect("write");
@@ -495,4 +502,34 @@ fn forget_after_a_backup_applies_the_hosts_inventory_policy() {
     }
     let snapshots = tree.json(&["snapshots", "--json"]);
     assert_eq!(snapshots.as_array().map(Vec::len), Some(1), "{snapshots}");
+}
+
+#[test]
+fn a_dump_that_fails_fails_the_backup_and_leaves_no_snapshot() {
+    let tree = LocalTree::new(1, "");
+    let source = tree.path().join("source");
+    fs::create_dir_all(&source).expect("mkdir");
+    fs::write(source.join("a"), "a").expect("write");
+    fs::write(
+        tree.path().join("playbooks/test.toml"),
+        format!(
+            "name = \"dump\"\ntargets = [\"h1\"]\n[[steps]]\nname = \"backup\"\nbackup = {{ paths = [\"{}\"], streams = [{{ name = \"db.sql\", command = \"echo half a dump; echo broken >&2; exit 3\" }}] }}\n",
+            source.display()
+        ),
+    )
+    .expect("playbook");
+    let out = tree.run(&["run", "dump", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let job = events(&out)
+        .into_iter()
+        .find(|e| e["event"] == "host_finished")
+        .expect("a job");
+    assert_eq!(job["status"], "failed", "{job}");
+    let error = job["error"].as_str().expect("an error");
+    assert!(
+        error.contains("exit 3") && error.contains("broken"),
+        "{error}"
+    );
+    let snapshots = tree.json(&["snapshots", "--json"]);
+    assert_eq!(snapshots.as_array().map(Vec::len), Some(0), "{snapshots}");
 }
