@@ -74,6 +74,7 @@ pub async fn run(env: &Env, target: &Target, batch: usize, halt: &Halt) -> JobRe
                 Utc::now(),
             )
             .await
+            .map_err(|err| tracing::warn!(%err, "cannot record in the catalog"))
             .ok()
         })
         .await
@@ -120,8 +121,10 @@ pub async fn run(env: &Env, target: &Target, batch: usize, halt: &Halt) -> JobRe
     report.elapsed = started.elapsed();
     let (status, kind) = (report.status, report.error_kind.clone());
     env.record(|c| async move {
-        if let Some(job) = job {
-            let _ = c.finish_job(job, status, kind.as_deref(), Utc::now()).await;
+        if let Some(job) = job
+            && let Err(err) = c.finish_job(job, status, kind.as_deref(), Utc::now()).await
+        {
+            tracing::warn!(%err, "cannot record the end of a job in the catalog");
         }
     })
     .await;
@@ -283,6 +286,7 @@ async fn begin_step(
         .record(|c| async move {
             c.begin_step(job, position as u32, name, kind, Utc::now())
                 .await
+                .map_err(|err| tracing::warn!(%err, "cannot record in the catalog"))
                 .ok()
         })
         .await

@@ -84,7 +84,7 @@ impl Env {
     }
 
     /// Does `write` with the catalog, if there is one. A catalog that
-    /// fails to record does not stop maintenance: the failure is logged.
+    /// fails to record does not stop maintenance: `write` logs the failure.
     pub async fn record<'a, T, F, Fut>(&'a self, write: F) -> Option<T>
     where
         F: FnOnce(&'a Catalog) -> Fut,
@@ -125,9 +125,9 @@ impl Halt {
     }
 }
 
-/// How many failed hosts a run tolerates: `max_failures` of all targets,
-/// or, when unset, all but one of each batch (so only a batch that failed
-/// on every host halts, as in Ansible).
+/// How many failed hosts a run tolerates: `max_failures` of all targets.
+/// `None` when unset: then only a batch that failed on every host halts
+/// the run, as in Ansible.
 fn tolerated(playbook: &Playbook, hosts: usize) -> Option<usize> {
     playbook.max_failures.map(|t| match t {
         nightshift_plan::Threshold::Count(n) => n,

@@ -51,6 +51,15 @@ impl StepError {
     pub fn lost_host(&self) -> bool {
         matches!(self.kind, "unreachable" | "connection_lost")
     }
+
+    /// Whether trying again could help: not for a wrong step, a wrong key
+    /// or a refusal, which fail the same way every time.
+    pub fn transient(&self) -> bool {
+        !matches!(
+            self.kind,
+            "invalid" | "auth_failed" | "host_key_unknown" | "host_key_changed" | "sudo_password"
+        )
+    }
 }
 
 impl From<TransportError> for StepError {
@@ -81,6 +90,7 @@ impl Done {
             failed: true,
             summary: error.message.clone(),
             output: format!("{}\n", error.message).into_bytes(),
+            retryable: error.transient(),
             error: Some(error),
             ..Self::default()
         }
@@ -137,9 +147,13 @@ const BACKSTOP: Duration = Duration::from_secs(10);
 pub async fn attempt(host: &mut HostRun<'_>, step: &Step, limit: Option<Duration>) -> (Done, u32) {
     let attempts = step.retries + 1;
     let delay = step.delay.map_or(Duration::from_secs(5), |d| d.0);
+    // One limit for all attempts together, as the step's (and host's)
+    // timeout means.
+    let deadline = limit.map(|limit| Instant::now() + limit);
     let mut log = Vec::new();
     for attempt in 1..=attempts {
         let started = Instant::now();
+        let limit = deadline.map(|d| d.saturating_duration_since(started));
         let mut done = match limit {
             // The transport stops the remote command at `limit` and says
             // so precisely; this is the backstop for what it cannot stop.
@@ -157,9 +171,11 @@ pub async fn attempt(host: &mut HostRun<'_>, step: &Step, limit: Option<Duration
             }
             None => action::run(host, step, Duration::MAX).await,
         };
+        let time_left = deadline.is_none_or(|d| d > Instant::now() + delay);
         let again = done.failed
             && attempt < attempts
             && done.retryable
+            && time_left
             && !done.error.as_ref().is_some_and(StepError::lost_host);
         if !again {
             log.append(&mut done.output);

@@ -657,6 +657,12 @@ impl Store {
             let orphans = arena.settle(link_copies, gone);
             skipped.extend(orphans);
             for stream in streams {
+                if sink.failed() {
+                    // The write already failed: the snapshot will not be
+                    // written, and opening a stream now would leave the
+                    // tar's channel unread beside it.
+                    break;
+                }
                 let name = stream.name;
                 let reader = (stream.open)().at("starting stream", &name)?;
                 let (content, size) =

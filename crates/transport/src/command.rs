@@ -100,7 +100,7 @@ impl Command {
     }
 
     /// A short form for messages: the line, never the environment.
-    pub(crate) fn shown(&self) -> String {
+    pub fn shown(&self) -> String {
         let line = self.line.lines().next().unwrap_or("");
         if line.chars().count() > 80 {
             format!("{}…", line.chars().take(80).collect::<String>())

@@ -31,7 +31,7 @@ pub struct Endpoint {
 }
 
 /// Connection settings shared by every host of a run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SshConfig {
     pub known_hosts: Arc<KnownHosts>,
     pub connect_timeout: Duration,
@@ -45,6 +45,19 @@ pub struct SshConfig {
     pub passphrase: Option<String>,
     /// The ssh-agent socket to try keys from; `SSH_AUTH_SOCK` by default.
     pub agent: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for SshConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshConfig")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .field("keepalive_max", &self.keepalive_max)
+            .field("channels_per_host", &self.channels_per_host)
+            .field("passphrase", &self.passphrase.as_ref().map(|_| "***"))
+            .field("agent", &self.agent)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SshConfig {

@@ -153,9 +153,7 @@ async fn pull_tree(
     let _turn = host.env.store_turn.lock().await;
     let mut store = open(access).await?;
     // Held from the plan to the snapshot, as every backup holds it.
-    let _lock = store
-        .lock(LockKind::Shared, "backup")
-        .map_err(|e| StepError::new("store", e.to_string()))?;
+    let _lock = shared_lock(&store, "backup")?;
     let options = options(host, backup);
     let names: Vec<String> = backup.streams.iter().map(|s| s.name.clone()).collect();
     let plan = tokio::task::block_in_place(|| {
@@ -182,7 +180,7 @@ async fn pull_tree(
     }
     done.say(format!("listed {what}"));
     host.progress(format!("fetching {} changed files", plan.fetch.len()));
-    let entry = fetch(host, store, plan, options, backup).await?;
+    let entry = fetch(host, store, plan, options, backup, done).await?;
     done.say(format!("snapshot {} saved", entry.short_id()));
     Ok(Some(entry))
 }
@@ -195,6 +193,7 @@ async fn fetch(
     plan: RemotePlan,
     options: BackupOptions,
     backup: &Backup,
+    done: &mut Done,
 ) -> Result<SnapshotEntry, StepError> {
     let conn = host.conn()?;
     let list_file = if plan.fetch.is_empty() {
@@ -205,10 +204,16 @@ async fn fetch(
     let tar = match &list_file {
         Some(file) => {
             let line = nightshift_store::tar_command(file);
-            Some(
-                conn.read_stream(&super::command(host, line, Duration::MAX))
-                    .await?,
-            )
+            match conn
+                .read_stream(&super::command(host, line, Duration::MAX))
+                .await
+            {
+                Ok(reading) => Some(reading),
+                Err(err) => {
+                    remove_on_host(host, file).await;
+                    return Err(err.into());
+                }
+            }
         }
         None => None,
     };
@@ -227,24 +232,28 @@ async fn fetch(
     let (stored, tar_out) =
         tokio::task::block_in_place(|| into_store(store, plan, tar, streams, conn, &options));
     if let Some(file) = &list_file {
-        let cleanup = super::command(
-            host,
-            format!("rm -f {}", shell_quote(file)),
-            Duration::from_secs(60),
-        );
-        let _ = super::exec(host, &cleanup).await;
+        remove_on_host(host, file).await;
     }
-    let tar_out = tar_out.transpose()?;
+    // The store's verdict first: once it wrote the snapshot, the snapshot
+    // stands, whatever the channel said after.
     let outcome = stored.map_err(|e| StepError::new("backup_failed", e.to_string()))?;
-    // tar exits 1 when a file changed while it was read: the snapshot
-    // holds what it sent, and the store lists what it could not use.
-    if let Some(out) = tar_out
-        && !matches!(out.status, nightshift_transport::ExitStatus::Code(0 | 1))
-    {
-        tracing::warn!(host = host.name(), status = %out.status, "tar reported errors");
+    match tar_out {
+        // tar exits 1 when a file changed while it was read: the snapshot
+        // holds what it sent, and the store lists what it could not use.
+        Some(Ok(out)) if !matches!(out.status, nightshift_transport::ExitStatus::Code(0 | 1)) => {
+            done.say(format!(
+                "tar reported errors ({}): {}",
+                out.status,
+                out.stderr.text().trim()
+            ));
+        }
+        Some(Err(err)) => done.say(format!(
+            "the tar channel ended badly after the snapshot was written: {err}"
+        )),
+        _ => {}
     }
     for skipped in &outcome.skipped {
-        host.progress(format!("skipped {}: {}", skipped.path, skipped.error));
+        done.say(format!("skipped {}: {}", skipped.path, skipped.error));
     }
     Ok(outcome.snapshot)
 }
@@ -274,19 +283,36 @@ async fn send_list(host: &HostRun<'_>, plan: &RemotePlan) -> Result<String, Step
         format!("cat > {}", shell_quote(&list_file)),
         LIST_LIMIT,
     );
-    let mut writing = conn.write_stream(&write).await?;
-    let sent = writing.write_all(&plan.fetch_list()).await;
-    let out = writing.finish().await?;
-    if sent.is_err() || !out.status.success() {
-        return Err(StepError::new(
-            "backup_failed",
-            format!(
-                "cannot write the file list to the host: {}",
-                out.stderr.text().trim()
-            ),
-        ));
+    let written = async {
+        let mut writing = conn.write_stream(&write).await?;
+        let sent = writing.write_all(&plan.fetch_list()).await;
+        let out = writing.finish().await?;
+        if sent.is_err() || !out.status.success() {
+            return Err(StepError::new(
+                "backup_failed",
+                format!(
+                    "cannot write the file list to the host: {}",
+                    out.stderr.text().trim()
+                ),
+            ));
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(err) = written {
+        remove_on_host(host, &list_file).await;
+        return Err(err);
     }
     Ok(list_file)
+}
+
+/// Removes a temporary file of ours on the host, as well as it can.
+async fn remove_on_host(host: &HostRun<'_>, file: &str) {
+    let line = format!("rm -f {}", shell_quote(file));
+    let cleanup = super::command(host, line, Duration::from_secs(60));
+    if let Err(err) = super::exec(host, &cleanup).await {
+        tracing::warn!(host = host.name(), file, error = %err.message, "cannot remove a temporary file on the host");
+    }
 }
 
 type Stored = (
@@ -353,7 +379,7 @@ impl CheckedStream {
         Ok(Box::new(Self {
             bridge: Some(SyncIoBridge::new_with_handle(reading, handle.clone())),
             handle,
-            line: command.line,
+            line: command.shown(),
         }))
     }
 }
@@ -387,7 +413,9 @@ impl std::io::Read for CheckedStream {
     }
 }
 
-/// Stores a command's output as a named stream.
+/// Stores a command's output as a named stream, a snapshot of its own. A
+/// command that fails (or a connection lost mid-dump) fails the stream
+/// before the snapshot is written.
 async fn capture(
     host: &HostRun<'_>,
     mut store: Store,
@@ -398,54 +426,23 @@ async fn capture(
     let conn = host.conn()?;
     // A dump takes as long as it takes: no limit but the host's.
     let command = super::command(host, line, Duration::MAX);
-    let reading = conn.read_stream(&command).await?;
-    let name = name.to_string();
-    let (stored, out) = stream_into(reading, move |reader| {
-        let outcome = store.backup_stream(&name, reader, &options, &Progress::default());
-        (outcome, store)
+    let _lock = shared_lock(&store, "backup")?;
+    tokio::task::block_in_place(|| {
+        let handle = tokio::runtime::Handle::current();
+        let mut reader = CheckedStream::open(handle, conn, command)
+            .map_err(|e| StepError::new("backup_failed", e.to_string()))?;
+        store
+            .backup_stream(name, &mut reader, &options, &Progress::default())
+            .map(|o| o.snapshot)
+            .map_err(|e| StepError::new("backup_failed", e.to_string()))
     })
-    .await?;
-    let (outcome, store) = stored;
-    let entry = outcome
-        .map_err(|e| StepError::new("backup_failed", e.to_string()))?
-        .snapshot;
-    if out.status.success() {
-        return Ok(entry);
-    }
-    // A dump that failed half-way is no backup: the snapshot goes again.
-    let forgotten = tokio::task::spawn_blocking(move || store.forget(&[entry.id]))
-        .await
-        .map_err(|err| StepError::new("store", err.to_string()))?;
-    Err(StepError::new(
-        "backup_failed",
-        format!(
-            "`{line}` failed ({}): {}; {}",
-            out.status,
-            out.stderr.text().trim(),
-            match forgotten {
-                Ok(()) => "its output was not kept".to_string(),
-                Err(err) => format!("forgetting its partial snapshot failed too: {err}"),
-            }
-        ),
-    ))
 }
 
-/// Hands a command's standard output to `work` on a blocking thread (the
-/// store is synchronous), drains what `work` left unread so the channel
-/// ends cleanly, and returns what `work` returned with the command's exit.
-async fn stream_into<T: Send + 'static>(
-    reading: nightshift_transport::Reading,
-    work: impl FnOnce(&mut dyn std::io::Read) -> T + Send + 'static,
-) -> Result<(T, nightshift_transport::Output), StepError> {
-    let mut bridge = SyncIoBridge::new(reading);
-    let (result, reading) = tokio::task::spawn_blocking(move || {
-        let result = work(&mut bridge);
-        let _ = std::io::copy(&mut bridge, &mut std::io::sink());
-        (result, bridge.into_inner())
-    })
-    .await
-    .map_err(|err| StepError::new("store", err.to_string()))?;
-    Ok((result, reading.finish().await?))
+/// The shared lock every backup, check and forget holds.
+fn shared_lock(store: &Store, command: &str) -> Result<nightshift_store::Lock, StepError> {
+    store
+        .lock(LockKind::Shared, command)
+        .map_err(|e| StepError::new("store", e.to_string()))
 }
 
 async fn record(host: &HostRun<'_>, entry: &SnapshotEntry) {
@@ -470,6 +467,7 @@ async fn forget(
         return Ok(());
     };
     let store = open(access).await?;
+    let _lock = shared_lock(&store, "forget")?;
     let name = host.name().to_string();
     let forgotten = tokio::task::spawn_blocking(move || -> nightshift_store::Result<usize> {
         let snapshots: Vec<SnapshotEntry> = store
@@ -501,6 +499,7 @@ pub async fn check(host: &HostRun<'_>) -> Done {
     let result = async {
         let access = access(host)?;
         let store = open(access).await?;
+        let _lock = shared_lock(&store, "check")?;
         let name = host.name().to_string();
         tokio::task::spawn_blocking(move || sample_read(&store, &name, false))
             .await
@@ -573,8 +572,8 @@ fn sample_read(store: &Store, host: &str, with_tar: bool) -> Result<Sample, Step
     };
     let mut builder = with_tar.then(|| tar::Builder::new(Vec::new()));
     for (path, node) in files.into_iter().step_by(step) {
-        if sample.bytes + node.size > SAMPLE_BYTES && !sample.files.is_empty() {
-            continue;
+        if sample.bytes + node.size > SAMPLE_BYTES {
+            continue; // read only what the budget allows, however big a file
         }
         let mut content = Vec::with_capacity(node.size as usize);
         for chunk in &node.content {
@@ -622,17 +621,18 @@ pub async fn restore_test(host: &HostRun<'_>, limit: Duration) -> Done {
 async fn restore_sample(host: &HostRun<'_>, limit: Duration) -> Result<Done, StepError> {
     let access = access(host)?;
     let store = open(access).await?;
+    let lock = shared_lock(&store, "restore")?;
     let name = host.name().to_string();
     let sample = tokio::task::spawn_blocking(move || sample_read(&store, &name, true))
         .await
         .map_err(|err| StepError::new("store", err.to_string()))??;
+    drop(lock);
     let short = limit.min(Duration::from_secs(600));
     let mkdir = super::command(
         host,
         "mktemp -d /tmp/nightshift-restore-test.XXXXXXXX",
         short,
-    )
-    .become_root(false);
+    );
     let out = super::exec(host, &mkdir).await?;
     let dir = out.stdout.text().trim().to_string();
     if !out.status.success() || dir.is_empty() {
@@ -645,8 +645,7 @@ async fn restore_sample(host: &HostRun<'_>, limit: Duration) -> Result<Done, Ste
         ));
     }
     let result = compare_on_host(host, &sample, &dir, short).await;
-    let cleanup =
-        super::command(host, format!("rm -rf {}", shell_quote(&dir)), short).become_root(false);
+    let cleanup = super::command(host, format!("rm -rf {}", shell_quote(&dir)), short);
     let _ = super::exec(host, &cleanup).await;
     let mismatched = result?;
     let mut done = Done::default();
@@ -692,8 +691,7 @@ async fn compare_on_host(
     limit: Duration,
 ) -> Result<Vec<String>, StepError> {
     let conn = host.conn()?;
-    let untar = super::command(host, format!("tar -x -C {} -f -", shell_quote(dir)), limit)
-        .become_root(false);
+    let untar = super::command(host, format!("tar -x -C {} -f -", shell_quote(dir)), limit);
     let mut writing = conn.write_stream(&untar).await?;
     let sent = writing
         .write_all(sample.tar.as_deref().unwrap_or_default())
@@ -716,8 +714,7 @@ async fn compare_on_host(
             shell_quote(dir)
         ),
         limit,
-    )
-    .become_root(false);
+    );
     let (stdout, out) = super::read_all(host, &hash).await?;
     if !out.status.success() {
         return Err(StepError::new(

@@ -121,7 +121,9 @@ async fn reboot_and_wait(
         let check = super::command(host, format!("test -e {marker}"), Duration::from_secs(30))
             .become_root(false);
         match super::exec(host, &check).await {
-            Ok(out) if !out.status.success() => break,
+            // `test -e` says 1 only when it looked and found nothing; a
+            // session the shutdown killed says something else.
+            Ok(out) if out.status == nightshift_transport::ExitStatus::Code(1) => break,
             _ => {
                 // Not down yet (or half up): let go and look again.
                 if let Some(conn) = host.conn.take() {

@@ -65,13 +65,17 @@ async fn update(host: &HostRun<'_>, policy: &Update, limit: Duration) -> Result<
         done.reboot_required = super::reboot::required(host).await?.is_some();
         return Ok(done);
     }
+    hold(host, manager, &selection.left, limit, &mut done).await?;
     let wanted: Vec<String> = chosen.iter().map(|u| u.name.clone()).collect();
     host.progress(format!("upgrading {} packages", wanted.len()));
     let apply = super::command(host, manager.apply(&wanted), limit);
     let out = super::exec(host, &apply).await?;
     done.output.extend(super::log_of(&out));
-    let after = installed(host, manager, &wanted).await?;
-    done.updated = chosen
+    // Every listed package is looked at afterwards, not only the chosen
+    // ones: a dependency may have come along, and the record must say so.
+    let listed: Vec<String> = upgrades.iter().map(|u| u.name.clone()).collect();
+    let after = installed(host, manager, &listed).await?;
+    done.updated = upgrades
         .iter()
         .map(|u| upgraded(u, after.get(&u.name).cloned()))
         .filter(|u| u.to != u.from)
@@ -123,6 +127,40 @@ async fn update(host: &HostRun<'_>, policy: &Update, limit: Duration) -> Result<
         }
     );
     Ok(done)
+}
+
+/// Holds the packages the policy holds in the package manager too, so no
+/// upgrade of another package drags them along.
+async fn hold(
+    host: &HostRun<'_>,
+    manager: Manager,
+    left: &[(Upgrade, &'static str)],
+    limit: Duration,
+    done: &mut Done,
+) -> Result<(), StepError> {
+    let held: Vec<String> = left
+        .iter()
+        .filter(|(_, why)| *why == "held")
+        .map(|(u, _)| u.name.clone())
+        .collect();
+    let Some(line) = manager.hold(&held).filter(|_| !held.is_empty()) else {
+        return Ok(());
+    };
+    let out = super::exec(host, &super::command(host, line, limit)).await?;
+    done.output.extend(super::log_of(&out));
+    if out.status.success() {
+        done.say(format!("held in the package manager: {}", held.join(", ")));
+        Ok(())
+    } else {
+        Err(StepError::new(
+            "update_failed",
+            format!(
+                "holding {} failed ({}); nothing was upgraded",
+                held.join(", "),
+                out.status
+            ),
+        ))
+    }
 }
 
 async fn detect(host: &HostRun<'_>) -> Result<Manager, StepError> {
