@@ -118,6 +118,11 @@ pub fn lock(store: &Store, kind: LockKind, command: &str) -> anyhow::Result<Lock
     Ok(lock)
 }
 
+/// Whether the data dir holds a store yet.
+pub fn store_exists(settings: &Settings) -> bool {
+    Store::exists(&store_dir(settings))
+}
+
 /// Opens the store, creating it (encrypted unless `plain`) if there is none.
 pub fn open_or_create(settings: &Settings, plain: bool) -> anyhow::Result<Store> {
     if Store::exists(&store_dir(settings)) {

@@ -39,7 +39,9 @@ pub fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let ssh = settings.ssh_config(&inventory)?;
-    let store = if needs_store(&playbook) {
+    // A check run creates no store: without one, backups report what
+    // they would read, all of it new.
+    let store = if needs_store(&playbook) && !(args.check && !keys::store_exists(settings)) {
         Some(store_access(settings)?)
     } else {
         None

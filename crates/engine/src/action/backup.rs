@@ -13,7 +13,6 @@ use nightshift_store::{
 };
 use nightshift_transport::shell_quote;
 use tokio::io::AsyncWriteExt;
-use tokio_util::io::SyncIoBridge;
 
 use crate::event::BackupReport;
 use crate::job::HostRun;
@@ -22,8 +21,8 @@ use crate::step::{Done, StepError};
 
 const LIST_LIMIT: Duration = Duration::from_secs(3600);
 
-pub async fn run(host: &HostRun<'_>, backup: &Backup) -> Done {
-    match pull(host, backup).await {
+pub async fn run(host: &HostRun<'_>, backup: &Backup, limit: Duration) -> Done {
+    match pull(host, backup, deadline(limit)).await {
         Ok(done) => done,
         Err(error) => Done::fail(error),
     }
@@ -44,13 +43,16 @@ async fn open(access: &StoreAccess) -> Result<Store, StepError> {
         .map_err(|err| StepError::new("store", err.to_string()))
 }
 
-async fn pull(host: &HostRun<'_>, backup: &Backup) -> Result<Done, StepError> {
+async fn pull(host: &HostRun<'_>, backup: &Backup, deadline: Deadline) -> Result<Done, StepError> {
     let started = Instant::now();
+    if host.check && host.env.store.is_none() {
+        return would_without_store(host, backup).await;
+    }
     let access = access(host)?;
     let mut done = Done::default();
     let mut saved = Vec::new();
     if !backup.paths.is_empty() {
-        match pull_tree(host, backup, access, &mut done).await? {
+        match pull_tree(host, backup, access, &mut done, deadline).await? {
             Some(entry) => saved.push(entry),
             None => return Ok(done),
         }
@@ -66,7 +68,15 @@ async fn pull(host: &HostRun<'_>, backup: &Backup) -> Result<Done, StepError> {
             let _turn = host.env.store_turn.lock().await;
             let store = open(access).await?;
             let options = options(host, backup);
-            let entry = capture(host, store, &stream.name, &stream.command, options).await?;
+            let entry = capture(
+                host,
+                store,
+                &stream.name,
+                &stream.command,
+                options,
+                deadline,
+            )
+            .await?;
             done.say(format!(
                 "stream {} saved as snapshot {}",
                 stream.name,
@@ -120,6 +130,26 @@ fn options(host: &HostRun<'_>, backup: &Backup) -> BackupOptions {
     }
 }
 
+/// Check mode before any store exists: the listing alone, all of it new.
+async fn would_without_store(host: &HostRun<'_>, backup: &Backup) -> Result<Done, StepError> {
+    if backup.paths.is_empty() {
+        return Ok(Done::would(format!(
+            "would store {} command streams in a new store",
+            backup.streams.len()
+        )));
+    }
+    let line = nightshift_store::listing_command(&backup.paths, &backup.exclude)
+        .map_err(|e| StepError::new("invalid", e.to_string()))?;
+    let (bytes, _) = super::read_all(host, &super::command(host, line, LIST_LIMIT)).await?;
+    let listing = nightshift_store::parse_listing(&bytes[..])
+        .map_err(|e| StepError::new("backup_failed", e.to_string()))?;
+    Ok(Done::would(format!(
+        "would back up {} entries of {}, all new (there is no store yet)",
+        listing.len(),
+        backup.paths.join(" ")
+    )))
+}
+
 /// Lists the paths, compares them with the host's last snapshot, and
 /// (unless checking) fetches what changed, with the named streams as
 /// files of the same snapshot. `None` in check mode, `done` saying what
@@ -129,6 +159,7 @@ async fn pull_tree(
     backup: &Backup,
     access: &StoreAccess,
     done: &mut Done,
+    deadline: Deadline,
 ) -> Result<Option<SnapshotEntry>, StepError> {
     host.progress("listing the tree");
     let line = nightshift_store::listing_command(&backup.paths, &backup.exclude)
@@ -180,7 +211,7 @@ async fn pull_tree(
     }
     done.say(format!("listed {what}"));
     host.progress(format!("fetching {} changed files", plan.fetch.len()));
-    let entry = fetch(host, store, plan, options, backup, done).await?;
+    let entry = fetch(host, store, plan, options, backup, done, deadline).await?;
     done.say(format!("snapshot {} saved", entry.short_id()));
     Ok(Some(entry))
 }
@@ -194,6 +225,7 @@ async fn fetch(
     options: BackupOptions,
     backup: &Backup,
     done: &mut Done,
+    deadline: Deadline,
 ) -> Result<SnapshotEntry, StepError> {
     let conn = host.conn()?;
     let list_file = if plan.fetch.is_empty() {
@@ -229,8 +261,9 @@ async fn fetch(
         .collect();
     // The store is synchronous, and the streams open one after another
     // from inside it: block this worker (the CLI's runtime has several).
-    let (stored, tar_out) =
-        tokio::task::block_in_place(|| into_store(store, plan, tar, streams, conn, &options));
+    let (stored, tar_out) = tokio::task::block_in_place(|| {
+        into_store(store, plan, tar, streams, conn, &options, deadline)
+    });
     if let Some(file) = &list_file {
         remove_on_host(host, file).await;
     }
@@ -321,7 +354,8 @@ type Stored = (
 );
 
 /// The store's side of a pull, on a blocked worker: the tar (if any), then
-/// each stream, opened in turn on the host's connection.
+/// each stream, opened in turn on the host's connection, all before
+/// `deadline`.
 fn into_store(
     mut store: Store,
     plan: RemotePlan,
@@ -329,6 +363,7 @@ fn into_store(
     streams: Vec<(String, nightshift_transport::Command)>,
     conn: &nightshift_transport::Host,
     options: &BackupOptions,
+    deadline: Deadline,
 ) -> Stored {
     let handle = tokio::runtime::Handle::current();
     let progress = Progress::default();
@@ -338,19 +373,22 @@ fn into_store(
             let handle = handle.clone();
             StreamSource {
                 name,
-                open: Box::new(move || CheckedStream::open(handle, conn, command)),
+                open: Box::new(move || {
+                    HostReader::open(handle, conn, command, deadline)
+                        .map(|r| Box::new(r) as Box<dyn std::io::Read>)
+                }),
             }
         })
         .collect();
     match tar {
         Some(reading) => {
-            let mut bridge = SyncIoBridge::new_with_handle(reading, handle.clone());
+            let mut tar = HostReader::unchecked(handle.clone(), reading, "tar", deadline);
             let outcome =
-                store.backup_remote_with_streams(plan, &mut bridge, sources, options, &progress);
+                store.backup_remote_with_streams(plan, &mut tar, sources, options, &progress);
             // Drain what the store did not read, so the channel ends cleanly.
-            let _ = std::io::copy(&mut bridge, &mut std::io::sink());
-            let out = handle.block_on(bridge.into_inner().finish());
-            (outcome, Some(out))
+            let _ = std::io::copy(&mut tar, &mut std::io::sink());
+            let out = tar.reading.take().map(|r| handle.block_on(r.finish()));
+            (outcome, out)
         }
         None => (
             store.backup_remote_with_streams(plan, std::io::empty(), sources, options, &progress),
@@ -359,57 +397,101 @@ fn into_store(
     }
 }
 
-/// A command's output that fails at its end when the command failed, so a
-/// dump that broke off half-way is never stored as if it were whole.
-struct CheckedStream {
-    bridge: Option<SyncIoBridge<nightshift_transport::Reading>>,
-    handle: tokio::runtime::Handle,
-    line: String,
+/// When a step's time is up; `None` for no limit.
+type Deadline = Option<tokio::time::Instant>;
+
+fn deadline(limit: Duration) -> Deadline {
+    tokio::time::Instant::now().checked_add(limit)
 }
 
-impl CheckedStream {
-    fn open<'a>(
+/// A command's standard output read from blocking code, stopped at the
+/// step's deadline; a checked one fails at its end when the command
+/// failed, so a dump that broke off half-way is never stored as if whole.
+struct HostReader {
+    reading: Option<nightshift_transport::Reading>,
+    handle: tokio::runtime::Handle,
+    line: String,
+    deadline: Deadline,
+    checked: bool,
+}
+
+impl HostReader {
+    fn open(
         handle: tokio::runtime::Handle,
-        conn: &'a nightshift_transport::Host,
+        conn: &nightshift_transport::Host,
         command: nightshift_transport::Command,
-    ) -> std::io::Result<Box<dyn std::io::Read + 'a>> {
+        deadline: Deadline,
+    ) -> std::io::Result<Self> {
         let reading = handle
             .block_on(conn.read_stream(&command))
             .map_err(std::io::Error::other)?;
-        Ok(Box::new(Self {
-            bridge: Some(SyncIoBridge::new_with_handle(reading, handle.clone())),
-            handle,
-            line: command.shown(),
-        }))
+        Ok(Self {
+            checked: true,
+            ..Self::unchecked(handle, reading, &command.shown(), deadline)
+        })
     }
-}
 
-impl std::io::Read for CheckedStream {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let Some(bridge) = self.bridge.as_mut() else {
-            return Ok(0);
-        };
-        let n = bridge.read(buf)?;
-        if n > 0 || buf.is_empty() {
-            return Ok(n);
+    fn unchecked(
+        handle: tokio::runtime::Handle,
+        reading: nightshift_transport::Reading,
+        line: &str,
+        deadline: Deadline,
+    ) -> Self {
+        Self {
+            reading: Some(reading),
+            handle,
+            line: line.to_string(),
+            deadline,
+            checked: false,
         }
-        let Some(bridge) = self.bridge.take() else {
+    }
+
+    fn finish(&mut self) -> std::io::Result<usize> {
+        let Some(reading) = self.reading.take() else {
             return Ok(0);
         };
         let out = self
             .handle
-            .block_on(bridge.into_inner().finish())
+            .block_on(reading.finish())
             .map_err(std::io::Error::other)?;
         if out.status.success() {
-            Ok(0)
-        } else {
-            Err(std::io::Error::other(format!(
-                "`{}` failed ({}): {}",
-                self.line,
-                out.status,
-                out.stderr.text().trim()
-            )))
+            return Ok(0);
         }
+        Err(std::io::Error::other(format!(
+            "`{}` failed ({}): {}",
+            self.line,
+            out.status,
+            out.stderr.text().trim()
+        )))
+    }
+}
+
+impl std::io::Read for HostReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        let Some(reading) = self.reading.as_mut() else {
+            return Ok(0);
+        };
+        let read = reading.read(buf);
+        let n = match self.deadline {
+            Some(at) => self
+                .handle
+                .block_on(tokio::time::timeout_at(at, read))
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "`{}` did not finish within the step's time limit; raise its timeout if it needs longer",
+                            self.line
+                        ),
+                    )
+                })??,
+            None => self.handle.block_on(read)?,
+        };
+        if n > 0 || buf.is_empty() || !self.checked {
+            return Ok(n);
+        }
+        self.finish()
     }
 }
 
@@ -422,6 +504,7 @@ async fn capture(
     name: &str,
     line: &str,
     options: BackupOptions,
+    deadline: Deadline,
 ) -> Result<SnapshotEntry, StepError> {
     let conn = host.conn()?;
     // A dump takes as long as it takes: no limit but the host's.
@@ -429,7 +512,7 @@ async fn capture(
     let _lock = shared_lock(&store, "backup")?;
     tokio::task::block_in_place(|| {
         let handle = tokio::runtime::Handle::current();
-        let mut reader = CheckedStream::open(handle, conn, command)
+        let mut reader = HostReader::open(handle, conn, command, deadline)
             .map_err(|e| StepError::new("backup_failed", e.to_string()))?;
         store
             .backup_stream(name, &mut reader, &options, &Progress::default())
@@ -496,6 +579,9 @@ async fn forget(
 /// `verify = { backup_check = true }`: reads back a sample of this host's
 /// latest snapshot, every chunk checked against its hash.
 pub async fn check(host: &HostRun<'_>) -> Done {
+    if host.check && host.env.store.is_none() {
+        return Done::would("would read back the latest snapshot (there is no store yet)");
+    }
     let result = async {
         let access = access(host)?;
         let store = open(access).await?;

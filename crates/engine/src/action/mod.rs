@@ -22,7 +22,7 @@ pub async fn run(host: &mut HostRun<'_>, step: &Step, limit: Duration) -> Done {
     } else if let Some(update) = &step.update {
         update::run(host, update, limit).await
     } else if let Some(backup) = &step.backup {
-        backup::run(host, backup).await
+        backup::run(host, backup, limit).await
     } else if let Some(verify) = &step.verify {
         verify::run(host, verify, limit).await
     } else if let Some(reboot) = &step.reboot {

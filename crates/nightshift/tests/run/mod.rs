@@ -533,3 +533,59 @@ fn a_dump_that_fails_fails_the_backup_and_leaves_no_snapshot() {
     let snapshots = tree.json(&["snapshots", "--json"]);
     assert_eq!(snapshots.as_array().map(Vec::len), Some(0), "{snapshots}");
 }
+
+#[test]
+fn check_mode_creates_no_store_and_counts_everything_as_new() {
+    let tree = LocalTree::new(1, "");
+    let source = tree.path().join("source");
+    fs::create_dir_all(&source).expect("mkdir");
+    fs::write(source.join("a"), "a").expect("write");
+    fs::write(
+        tree.path().join("playbooks/test.toml"),
+        format!(
+            "name = \"look\"\ntargets = [\"h1\"]\n[[steps]]\nname = \"backup\"\nbackup = {{ paths = [\"{}\"] }}\n[[steps]]\nname = \"read back\"\nverify = {{ backup_check = true }}\n",
+            source.display()
+        ),
+    )
+    .expect("playbook");
+    let out = tree.run(&["run", "look", "--check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("all new"), "{}", stderr(&out));
+    assert!(
+        !tree.path().join("data/store").exists(),
+        "check mode made a store"
+    );
+    assert!(!tree.path().join("data/store.key").exists());
+}
+
+#[test]
+fn a_dump_that_hangs_is_stopped_at_the_steps_timeout() {
+    let tree = LocalTree::new(1, "");
+    let source = tree.path().join("source");
+    fs::create_dir_all(&source).expect("mkdir");
+    fs::write(source.join("a"), "a").expect("write");
+    fs::write(
+        tree.path().join("playbooks/test.toml"),
+        format!(
+            "name = \"hang\"\ntargets = [\"h1\"]\n[[steps]]\nname = \"backup\"\ntimeout = \"2s\"\nbackup = {{ paths = [\"{}\"], streams = [{{ name = \"db.sql\", command = \"echo start; sleep 30\" }}] }}\n",
+            source.display()
+        ),
+    )
+    .expect("playbook");
+    let started = std::time::Instant::now();
+    let out = tree.run(&["run", "hang", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "stopped at the timeout, not after the dump: {:?}",
+        started.elapsed()
+    );
+    let job = events(&out)
+        .into_iter()
+        .find(|e| e["event"] == "host_finished")
+        .expect("a job");
+    let error = job["error"].as_str().expect("an error");
+    assert!(error.contains("time limit"), "{error}");
+    let snapshots = tree.json(&["snapshots", "--json"]);
+    assert_eq!(snapshots.as_array().map(Vec::len), Some(0), "{snapshots}");
+}
