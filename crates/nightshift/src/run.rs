@@ -41,7 +41,7 @@ pub fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let ssh = settings.ssh_config(&inventory)?;
     // A check run creates no store: without one, backups report what
     // they would read, all of it new.
-    let store = if needs_store(&playbook) && !(args.check && !keys::store_exists(settings)) {
+    let store = if needs_store(&playbook) && (!args.check || keys::store_exists(settings)) {
         Some(store_access(settings)?)
     } else {
         None
