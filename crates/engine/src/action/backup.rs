@@ -267,9 +267,28 @@ async fn fetch(
     if let Some(file) = &list_file {
         remove_on_host(host, file).await;
     }
-    // The store's verdict first: once it wrote the snapshot, the snapshot
-    // stands, whatever the channel said after.
-    let outcome = stored.map_err(|e| StepError::new("backup_failed", e.to_string()))?;
+    // Once the store wrote the snapshot, the snapshot stands, whatever the
+    // channel said after; when it did not, a channel that broke is the
+    // cause (a host cut off mid-stream), not the short stream it left.
+    let outcome = match (stored, tar_out) {
+        (Ok(outcome), tar_out) => {
+            report_tar(done, tar_out);
+            outcome
+        }
+        (Err(_), Some(Err(lost))) => return Err(lost.into()),
+        (Err(err), _) => return Err(StepError::new("backup_failed", err.to_string())),
+    };
+    for skipped in &outcome.skipped {
+        done.say(format!("skipped {}: {}", skipped.path, skipped.error));
+    }
+    Ok(outcome.snapshot)
+}
+
+/// What the tar said, into the step's output.
+fn report_tar(
+    done: &mut Done,
+    tar_out: Option<Result<nightshift_transport::Output, nightshift_transport::TransportError>>,
+) {
     match tar_out {
         // tar exits 1 when a file changed while it was read: the snapshot
         // holds what it sent, and the store lists what it could not use.
@@ -285,10 +304,6 @@ async fn fetch(
         )),
         _ => {}
     }
-    for skipped in &outcome.skipped {
-        done.say(format!("skipped {}: {}", skipped.path, skipped.error));
-    }
-    Ok(outcome.snapshot)
 }
 
 /// Writes the NUL-separated list of files to fetch into a temporary file

@@ -504,28 +504,40 @@ fn forget_after_a_backup_applies_the_hosts_inventory_policy() {
     assert_eq!(snapshots.as_array().map(Vec::len), Some(1), "{snapshots}");
 }
 
-#[test]
-fn a_dump_that_fails_fails_the_backup_and_leaves_no_snapshot() {
+/// A one-host tree whose playbook `test` has `steps`; `{SOURCE}` in them
+/// is a directory holding one file.
+fn backup_tree(steps: &str) -> LocalTree {
     let tree = LocalTree::new(1, "");
     let source = tree.path().join("source");
     fs::create_dir_all(&source).expect("mkdir");
     fs::write(source.join("a"), "a").expect("write");
-    fs::write(
-        tree.path().join("playbooks/test.toml"),
-        format!(
-            "name = \"dump\"\ntargets = [\"h1\"]\n[[steps]]\nname = \"backup\"\nbackup = {{ paths = [\"{}\"], streams = [{{ name = \"db.sql\", command = \"echo half a dump; echo broken >&2; exit 3\" }}] }}\n",
-            source.display()
-        ),
-    )
-    .expect("playbook");
-    let out = tree.run(&["run", "dump", "--json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let job = events(&out)
+    let playbook = format!("name = \"test\"\ntargets = [\"h1\"]\n{steps}")
+        .replace("{SOURCE}", &source.display().to_string());
+    fs::write(tree.path().join("playbooks/test.toml"), playbook).expect("playbook");
+    tree
+}
+
+/// The one host's job of a failed `run --json`, and its error text.
+fn failed_job(out: &Output) -> (serde_json::Value, String) {
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(out));
+    let job = events(out)
         .into_iter()
         .find(|e| e["event"] == "host_finished")
         .expect("a job");
     assert_eq!(job["status"], "failed", "{job}");
-    let error = job["error"].as_str().expect("an error");
+    let error = job["error"].as_str().expect("an error").to_string();
+    (job, error)
+}
+
+#[test]
+fn a_dump_that_fails_fails_the_backup_and_leaves_no_snapshot() {
+    let tree = backup_tree(
+        r#"[[steps]]
+name = "backup"
+backup = { paths = ["{SOURCE}"], streams = [{ name = "db.sql", command = "echo half a dump; echo broken >&2; exit 3" }] }
+"#,
+    );
+    let (_, error) = failed_job(&tree.run(&["run", "test", "--json"]));
     assert!(
         error.contains("exit 3") && error.contains("broken"),
         "{error}"
@@ -536,19 +548,17 @@ fn a_dump_that_fails_fails_the_backup_and_leaves_no_snapshot() {
 
 #[test]
 fn check_mode_creates_no_store_and_counts_everything_as_new() {
-    let tree = LocalTree::new(1, "");
-    let source = tree.path().join("source");
-    fs::create_dir_all(&source).expect("mkdir");
-    fs::write(source.join("a"), "a").expect("write");
-    fs::write(
-        tree.path().join("playbooks/test.toml"),
-        format!(
-            "name = \"look\"\ntargets = [\"h1\"]\n[[steps]]\nname = \"backup\"\nbackup = {{ paths = [\"{}\"] }}\n[[steps]]\nname = \"read back\"\nverify = {{ backup_check = true }}\n",
-            source.display()
-        ),
-    )
-    .expect("playbook");
-    let out = tree.run(&["run", "look", "--check"]);
+    let tree = backup_tree(
+        r#"[[steps]]
+name = "backup"
+backup = { paths = ["{SOURCE}"] }
+
+[[steps]]
+name = "read back"
+verify = { backup_check = true }
+"#,
+    );
+    let out = tree.run(&["run", "test", "--check"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("all new"), "{}", stderr(&out));
     assert!(
@@ -560,31 +570,21 @@ fn check_mode_creates_no_store_and_counts_everything_as_new() {
 
 #[test]
 fn a_dump_that_hangs_is_stopped_at_the_steps_timeout() {
-    let tree = LocalTree::new(1, "");
-    let source = tree.path().join("source");
-    fs::create_dir_all(&source).expect("mkdir");
-    fs::write(source.join("a"), "a").expect("write");
-    fs::write(
-        tree.path().join("playbooks/test.toml"),
-        format!(
-            "name = \"hang\"\ntargets = [\"h1\"]\n[[steps]]\nname = \"backup\"\ntimeout = \"2s\"\nbackup = {{ paths = [\"{}\"], streams = [{{ name = \"db.sql\", command = \"echo start; sleep 30\" }}] }}\n",
-            source.display()
-        ),
-    )
-    .expect("playbook");
+    let tree = backup_tree(
+        r#"[[steps]]
+name = "backup"
+timeout = "2s"
+backup = { paths = ["{SOURCE}"], streams = [{ name = "db.sql", command = "echo start; sleep 30" }] }
+"#,
+    );
     let started = std::time::Instant::now();
-    let out = tree.run(&["run", "hang", "--json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = tree.run(&["run", "test", "--json"]);
     assert!(
         started.elapsed() < std::time::Duration::from_secs(20),
         "stopped at the timeout, not after the dump: {:?}",
         started.elapsed()
     );
-    let job = events(&out)
-        .into_iter()
-        .find(|e| e["event"] == "host_finished")
-        .expect("a job");
-    let error = job["error"].as_str().expect("an error");
+    let (_, error) = failed_job(&out);
     assert!(error.contains("time limit"), "{error}");
     let snapshots = tree.json(&["snapshots", "--json"]);
     assert_eq!(snapshots.as_array().map(Vec::len), Some(0), "{snapshots}");
