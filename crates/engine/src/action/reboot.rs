@@ -15,6 +15,12 @@ use crate::reach::connect;
 use crate::step::{Done, StepError};
 
 const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
+/// The reboot, detached into a session of its own: when this command's SSH
+/// session ends, sshd hangs up on its process group, and a reboot still in
+/// that group (under load, before it got going) would die with it.
+const REBOOT: &str = "if command -v setsid >/dev/null; then \
+    setsid -f sh -c 'sleep 1; shutdown -r now || reboot' </dev/null >/dev/null 2>&1; \
+    else nohup sh -c 'sleep 1; shutdown -r now || reboot' </dev/null >/dev/null 2>&1 & fi";
 const DEFAULT_WAIT: Duration = Duration::from_secs(600);
 const POLL: Duration = Duration::from_secs(2);
 
@@ -82,11 +88,7 @@ async fn reboot_and_wait(
     let started = Instant::now();
     host.progress("rebooting");
     // The connection may drop before the command reports back: both are fine.
-    let reboot = super::command(
-        host,
-        "(shutdown -r now || reboot) >/dev/null 2>&1 &",
-        Duration::from_secs(30),
-    );
+    let reboot = super::command(host, REBOOT, Duration::from_secs(30));
     if let Ok(out) = super::exec(host, &reboot).await
         && !out.status.success()
     {
