@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use nightshift_catalog::{JobStatus, StepKind, StepStatus};
+pub use nightshift_catalog::{JobStatus, PackageChange, StepKind, StepStatus};
 
 /// One thing that happened in a run.
 #[derive(Debug, Clone, Serialize)]
@@ -59,6 +59,9 @@ pub struct StepReport {
     pub attempts: u32,
     /// One line a person reads: "2 packages upgraded", "exit 1".
     pub summary: String,
+    /// The step found that the host needs a reboot.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reboot_required: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<String>,
     #[serde(with = "millis")]
@@ -78,7 +81,7 @@ pub struct JobReport {
     pub error: Option<String>,
     pub steps: Vec<StepReport>,
     /// Packages this job upgraded: name, from, to.
-    pub updated: Vec<Upgraded>,
+    pub updated: Vec<PackageChange>,
     /// How long a reboot took, when the job rebooted the host.
     #[serde(with = "opt_millis", skip_serializing_if = "Option::is_none")]
     pub reboot: Option<Duration>,
@@ -93,14 +96,6 @@ impl JobReport {
     pub fn failed(&self) -> bool {
         self.status == JobStatus::Failed
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Upgraded {
-    pub name: String,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub security: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -11,7 +11,7 @@ use nightshift_transport::{ExitStatus, Host};
 use crate::event::{Event, JobReport, StepReport};
 use crate::reach::connect;
 use crate::rollout::{Env, Halt, Target};
-use crate::step::{self, Done, Past};
+use crate::step::{self, Done};
 
 /// A host while its job runs: the connection, and what earlier steps did.
 pub struct HostRun<'a> {
@@ -20,7 +20,6 @@ pub struct HostRun<'a> {
     /// `None` after the connection was lost (or during a reboot).
     pub conn: Option<Host>,
     pub job: Option<JobId>,
-    pub past: Vec<Past>,
     /// The name of the step running now, for progress events.
     pub step: String,
     /// Report and change nothing: `--check`, or the step's own `check`.
@@ -64,21 +63,21 @@ impl HostRun<'_> {
 /// Runs the playbook's steps on one host.
 pub async fn run(env: &Env, target: &Target, batch: usize, halt: &Halt) -> JobReport {
     let started = Instant::now();
-    let job = env
-        .record(|c| async move {
-            c.begin_job(
-                env.run?,
-                &target.name,
-                target.address.as_deref(),
-                batch as u32,
-                Utc::now(),
-            )
+    let job = match env.run {
+        Some(run) => {
+            env.record("a job", |c| {
+                c.begin_job(
+                    run,
+                    &target.name,
+                    target.address.as_deref(),
+                    batch as u32,
+                    Utc::now(),
+                )
+            })
             .await
-            .map_err(|err| tracing::warn!(%err, "cannot record in the catalog"))
-            .ok()
-        })
-        .await
-        .flatten();
+        }
+        None => None,
+    };
     let mut report = JobReport {
         host: target.name.clone(),
         batch,
@@ -105,7 +104,6 @@ pub async fn run(env: &Env, target: &Target, batch: usize, halt: &Halt) -> JobRe
         env,
         conn,
         job,
-        past: Vec::new(),
         step: String::new(),
         check: env.check,
     };
@@ -120,14 +118,12 @@ pub async fn run(env: &Env, target: &Target, batch: usize, halt: &Halt) -> JobRe
     }
     report.elapsed = started.elapsed();
     let (status, kind) = (report.status, report.error_kind.clone());
-    env.record(|c| async move {
-        if let Some(job) = job
-            && let Err(err) = c.finish_job(job, status, kind.as_deref(), Utc::now()).await
-        {
-            tracing::warn!(%err, "cannot record the end of a job in the catalog");
-        }
-    })
-    .await;
+    if let Some(job) = job {
+        env.record("the end of a job", |c| {
+            c.finish_job(job, status, kind.as_deref(), Utc::now())
+        })
+        .await;
+    }
     report
 }
 
@@ -145,7 +141,7 @@ async fn run_steps(host: &mut HostRun<'_>, report: &mut JobReport, halt: &Halt, 
             report.error_kind = Some("halted".into());
             report.error = Some(format!("the run halted: {}", halt.reason()));
             Some("the run halted")
-        } else if !condition_holds(step, &host.past) {
+        } else if !condition_holds(step, &report.steps) {
             Some("its `when` does not hold")
         } else {
             None
@@ -175,7 +171,7 @@ async fn run_steps(host: &mut HostRun<'_>, report: &mut JobReport, halt: &Halt, 
     }
 }
 
-fn condition_holds(step: &Step, past: &[Past]) -> bool {
+fn condition_holds(step: &Step, past: &[StepReport]) -> bool {
     match &step.when {
         None => true,
         // The plan was validated before the run, so a condition parses.
@@ -212,7 +208,7 @@ async fn run_one(
     };
     finish_step(host, step_id, status, &done, attempts).await;
     let step_report = step::report(step, status, &done, attempts, started.elapsed());
-    absorb(host, report, step, &done, &step_report);
+    absorb(report, step, &done, &step_report);
     env.emit(Event::StepFinished {
         host: host.target.name.clone(),
         step: step_report.clone(),
@@ -220,20 +216,8 @@ async fn run_one(
     report.steps.push(step_report);
 }
 
-/// Takes what a finished step found into the job and its history.
-fn absorb(
-    host: &mut HostRun<'_>,
-    report: &mut JobReport,
-    step: &Step,
-    done: &Done,
-    r: &StepReport,
-) {
-    host.past.push(Past {
-        name: r.step.clone(),
-        status: r.status,
-        changed: done.changed,
-        reboot_required: done.reboot_required,
-    });
+/// Takes what a finished step found into the job.
+fn absorb(report: &mut JobReport, step: &Step, done: &Done, r: &StepReport) {
     report.updated.extend(done.updated.iter().cloned());
     if done.rebooted.is_some() {
         report.reboot = done.rebooted;
@@ -262,12 +246,6 @@ async fn skipped(
     let id = begin_step(host, position, &name, kind).await;
     finish_step(host, id, StepStatus::Skipped, &done, 0).await;
     let r = step::report(step, StepStatus::Skipped, &done, 0, Duration::ZERO);
-    host.past.push(Past {
-        name,
-        status: StepStatus::Skipped,
-        changed: false,
-        reboot_required: false,
-    });
     host.env.emit(Event::StepFinished {
         host: host.target.name.clone(),
         step: r.clone(),
@@ -283,14 +261,10 @@ async fn begin_step(
 ) -> Option<nightshift_catalog::StepId> {
     let job = host.job?;
     host.env
-        .record(|c| async move {
+        .record("a step", |c| {
             c.begin_step(job, position as u32, name, kind, Utc::now())
-                .await
-                .map_err(|err| tracing::warn!(%err, "cannot record in the catalog"))
-                .ok()
         })
         .await
-        .flatten()
 }
 
 async fn finish_step(
@@ -316,10 +290,6 @@ async fn finish_step(
         finished: Utc::now(),
     };
     host.env
-        .record(|c| async move {
-            if let Err(err) = c.finish_step(id, &end).await {
-                tracing::warn!(%err, "cannot record a step in the catalog");
-            }
-        })
+        .record("the end of a step", |c| c.finish_step(id, &end))
         .await;
 }

@@ -83,16 +83,20 @@ impl Env {
         let _ = self.events.send(event);
     }
 
-    /// Does `write` with the catalog, if there is one. A catalog that
-    /// fails to record does not stop maintenance: `write` logs the failure.
-    pub async fn record<'a, T, F, Fut>(&'a self, write: F) -> Option<T>
+    /// Records `what` with `write`, if there is a catalog. A catalog that
+    /// fails to record does not stop maintenance: the failure is logged,
+    /// and the result is `None` as without a catalog.
+    pub async fn record<'a, T, F, Fut>(&'a self, what: &str, write: F) -> Option<T>
     where
         F: FnOnce(&'a Catalog) -> Fut,
-        Fut: Future<Output = T>,
+        Fut: Future<Output = Result<T, nightshift_catalog::CatalogError>>,
     {
-        match &self.catalog {
-            Some(catalog) => Some(write(catalog).await),
-            None => None,
+        match write(self.catalog.as_ref()?).await {
+            Ok(value) => Some(value),
+            Err(err) => {
+                tracing::warn!(%err, "cannot record {what} in the catalog");
+                None
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use nightshift_plan::{Condition, Outcome, Step};
 use nightshift_transport::{ExitStatus, TransportError};
 
 use crate::action;
-use crate::event::{BackupReport, StepReport, Upgraded};
+use crate::event::{BackupReport, PackageChange, StepReport};
 use crate::job::HostRun;
 
 /// What an action reports back.
@@ -25,7 +25,7 @@ pub struct Done {
     /// Set when the step failed for a reason other than its own exit code.
     pub error: Option<StepError>,
     pub reboot_required: bool,
-    pub updated: Vec<Upgraded>,
+    pub updated: Vec<PackageChange>,
     pub backup: Option<BackupReport>,
     pub rebooted: Option<Duration>,
     /// Whether trying again could help (a command's exit, not a refusal).
@@ -96,26 +96,27 @@ impl Done {
         }
     }
 
+    /// Marks what was done so far as failed with `error`, keeping its
+    /// output and findings.
+    pub fn failing(&mut self, error: StepError) {
+        self.failed = true;
+        self.retryable = error.transient();
+        self.summary = error.message.clone();
+        self.error = Some(error);
+    }
+
     pub fn say(&mut self, line: impl AsRef<str>) {
         self.output.extend_from_slice(line.as_ref().as_bytes());
         self.output.push(b'\n');
     }
 }
 
-/// A step that has run (or was skipped), as later `when` conditions see it.
-#[derive(Debug, Clone)]
-pub struct Past {
-    pub name: String,
-    pub status: StepStatus,
-    pub changed: bool,
-    pub reboot_required: bool,
-}
-
-/// Whether `when` lets the step run after `past`.
-pub fn allowed(condition: &Condition, past: &[Past]) -> bool {
-    let relevant: Vec<&Past> = past
+/// Whether `when` lets the step run after the steps `past`, as the job's
+/// report has them.
+pub fn allowed(condition: &Condition, past: &[StepReport]) -> bool {
+    let relevant: Vec<&StepReport> = past
         .iter()
-        .filter(|p| condition.step.as_ref().is_none_or(|name| *name == p.name))
+        .filter(|p| condition.step.as_ref().is_none_or(|name| *name == p.step))
         .collect();
     let holds = match condition.outcome {
         Outcome::Changed => relevant.iter().any(|p| p.changed),
@@ -151,26 +152,16 @@ pub async fn attempt(host: &mut HostRun<'_>, step: &Step, limit: Option<Duration
     // timeout means.
     let deadline = limit.map(|limit| Instant::now() + limit);
     let mut log = Vec::new();
-    for attempt in 1..=attempts {
+    let mut attempt = 1;
+    loop {
         let started = Instant::now();
-        let limit = deadline.map(|d| d.saturating_duration_since(started));
-        let mut done = match limit {
-            // The transport stops the remote command at `limit` and says
-            // so precisely; this is the backstop for what it cannot stop.
-            Some(limit) => {
-                match tokio::time::timeout(limit + BACKSTOP, action::run(host, step, limit)).await {
-                    Ok(done) => done,
-                    Err(_) => Done::fail(StepError::new(
-                        "timeout",
-                        format!(
-                            "the step did not finish within {}s; raise its timeout if it needs longer",
-                            limit.as_secs()
-                        ),
-                    )),
-                }
-            }
-            None => action::run(host, step, Duration::MAX).await,
-        };
+        let mut done = once(
+            host,
+            step,
+            deadline.map(|d| d.saturating_duration_since(started)),
+        )
+        .await;
+        log.append(&mut done.output);
         let time_left = deadline.is_none_or(|d| d > Instant::now() + delay);
         let again = done.failed
             && attempt < attempts
@@ -178,11 +169,9 @@ pub async fn attempt(host: &mut HostRun<'_>, step: &Step, limit: Option<Duration
             && time_left
             && !done.error.as_ref().is_some_and(StepError::lost_host);
         if !again {
-            log.append(&mut done.output);
             done.output = log;
             return (done, attempt);
         }
-        log.append(&mut done.output);
         log.extend_from_slice(
             format!(
                 "attempt {attempt} of {attempts} failed after {:.1}s; trying again in {}s\n",
@@ -192,8 +181,27 @@ pub async fn attempt(host: &mut HostRun<'_>, step: &Step, limit: Option<Duration
             .as_bytes(),
         );
         tokio::time::sleep(delay).await;
+        attempt += 1;
     }
-    unreachable!("the last attempt returns")
+}
+
+/// One attempt within `limit`. The transport stops the remote command at
+/// `limit` and says so precisely; the timeout here is the backstop for
+/// what it cannot stop.
+async fn once(host: &mut HostRun<'_>, step: &Step, limit: Option<Duration>) -> Done {
+    let Some(limit) = limit else {
+        return action::run(host, step, Duration::MAX).await;
+    };
+    match tokio::time::timeout(limit + BACKSTOP, action::run(host, step, limit)).await {
+        Ok(done) => done,
+        Err(_) => Done::fail(StepError::new(
+            "timeout",
+            format!(
+                "the step did not finish within {}s; raise its timeout if it needs longer",
+                limit.as_secs()
+            ),
+        )),
+    }
 }
 
 pub fn report(
@@ -210,6 +218,7 @@ pub fn report(
         changed: done.changed,
         attempts,
         summary: done.summary.clone(),
+        reboot_required: done.reboot_required,
         error_kind: done
             .error
             .as_ref()
@@ -223,12 +232,17 @@ pub fn report(
 mod tests {
     use super::*;
 
-    fn past(name: &str, status: StepStatus, changed: bool) -> Past {
-        Past {
-            name: name.into(),
+    fn past(name: &str, status: StepStatus, changed: bool) -> StepReport {
+        StepReport {
+            step: name.into(),
+            kind: StepKind::Command,
             status,
             changed,
+            attempts: 1,
+            summary: String::new(),
             reboot_required: false,
+            error_kind: None,
+            elapsed: Duration::ZERO,
         }
     }
 

@@ -37,10 +37,21 @@ fn access<'a>(host: &'a HostRun<'_>) -> Result<&'a StoreAccess, StepError> {
 
 async fn open(access: &StoreAccess) -> Result<Store, StepError> {
     let access = access.clone();
-    tokio::task::spawn_blocking(move || Store::open(&access.root, access.passphrase.as_ref()))
+    blocking(move || Store::open(&access.root, access.passphrase.as_ref()).map_err(store_error))
+        .await
+}
+
+/// Store work (synchronous, often long) on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StepError> + Send + 'static,
+) -> Result<T, StepError> {
+    tokio::task::spawn_blocking(work)
         .await
         .map_err(|err| StepError::new("store", format!("the store task failed: {err}")))?
-        .map_err(|err| StepError::new("store", err.to_string()))
+}
+
+fn store_error(err: nightshift_store::StoreError) -> StepError {
+    StepError::new("store", err.to_string())
 }
 
 async fn pull(host: &HostRun<'_>, backup: &Backup, deadline: Deadline) -> Result<Done, StepError> {
@@ -538,19 +549,13 @@ async fn capture(
 
 /// The shared lock every backup, check and forget holds.
 fn shared_lock(store: &Store, command: &str) -> Result<nightshift_store::Lock, StepError> {
-    store
-        .lock(LockKind::Shared, command)
-        .map_err(|e| StepError::new("store", e.to_string()))
+    store.lock(LockKind::Shared, command).map_err(store_error)
 }
 
 async fn record(host: &HostRun<'_>, entry: &SnapshotEntry) {
     let row = crate::snapshot_row(entry, host.job, None);
     host.env
-        .record(|c| async move {
-            if let Err(err) = c.record_snapshot(&row).await {
-                tracing::warn!(%err, "cannot record the snapshot in the catalog");
-            }
-        })
+        .record("the snapshot", |c| c.record_snapshot(&row))
         .await;
 }
 
@@ -567,9 +572,10 @@ async fn forget(
     let store = open(access).await?;
     let _lock = shared_lock(&store, "forget")?;
     let name = host.name().to_string();
-    let forgotten = tokio::task::spawn_blocking(move || -> nightshift_store::Result<usize> {
+    let forgotten = blocking(move || {
         let snapshots: Vec<SnapshotEntry> = store
-            .snapshots()?
+            .snapshots()
+            .map_err(store_error)?
             .into_iter()
             .filter(|s| s.snapshot.host == name)
             .collect();
@@ -579,12 +585,10 @@ async fn forget(
             .filter(|d| !d.keep())
             .map(|d| d.snapshot.id.clone())
             .collect();
-        store.forget(&gone)?;
+        store.forget(&gone).map_err(store_error)?;
         Ok(gone.len())
     })
-    .await
-    .map_err(|err| StepError::new("store", err.to_string()))?
-    .map_err(|e| StepError::new("store", e.to_string()))?;
+    .await?;
     done.say(format!(
         "forgot {forgotten} snapshots by the host's retention policy"
     ));
@@ -602,9 +606,7 @@ pub async fn check(host: &HostRun<'_>) -> Done {
         let store = open(access).await?;
         let _lock = shared_lock(&store, "check")?;
         let name = host.name().to_string();
-        tokio::task::spawn_blocking(move || sample_read(&store, &name, false))
-            .await
-            .map_err(|err| StepError::new("store", err.to_string()))?
+        blocking(move || sample_read(&store, &name, false)).await
     }
     .await;
     match result {
@@ -724,9 +726,7 @@ async fn restore_sample(host: &HostRun<'_>, limit: Duration) -> Result<Done, Ste
     let store = open(access).await?;
     let lock = shared_lock(&store, "restore")?;
     let name = host.name().to_string();
-    let sample = tokio::task::spawn_blocking(move || sample_read(&store, &name, true))
-        .await
-        .map_err(|err| StepError::new("store", err.to_string()))??;
+    let sample = blocking(move || sample_read(&store, &name, true)).await?;
     drop(lock);
     let short = limit.min(Duration::from_secs(600));
     let mkdir = super::command(
@@ -765,8 +765,7 @@ async fn restore_sample(host: &HostRun<'_>, limit: Duration) -> Result<Done, Ste
         Ok(done)
     } else {
         done.say(format!("differ: {}", mismatched.join(", ")));
-        done.failed = true;
-        done.error = Some(StepError::new(
+        done.failing(StepError::new(
             "verify_failed",
             format!(
                 "{} of {} restored files differ from the snapshot: {}",
@@ -775,11 +774,6 @@ async fn restore_sample(host: &HostRun<'_>, limit: Duration) -> Result<Done, Ste
                 mismatched.join(", ")
             ),
         ));
-        done.summary = done
-            .error
-            .as_ref()
-            .map(|e| e.message.clone())
-            .unwrap_or_default();
         Ok(done)
     }
 }

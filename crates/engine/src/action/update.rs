@@ -9,7 +9,6 @@ use chrono::Utc;
 use nightshift_catalog::{PackageChange, PackageState};
 use nightshift_plan::Update;
 
-use crate::event::Upgraded;
 use crate::job::HostRun;
 use crate::packages::{self, Manager, Upgrade};
 use crate::step::{Done, StepError};
@@ -93,9 +92,8 @@ async fn update(host: &HostRun<'_>, policy: &Update, limit: Duration) -> Result<
         .map(|u| u.name.as_str())
         .collect();
     if !out.status.success() || !missing.is_empty() {
-        done.failed = true;
         done.exit = Some(out.status.clone());
-        done.error = Some(StepError::new(
+        done.failing(StepError::new(
             "update_failed",
             format!(
                 "{} ({}); {} of {} upgraded",
@@ -109,11 +107,6 @@ async fn update(host: &HostRun<'_>, policy: &Update, limit: Duration) -> Result<
                 chosen.len()
             ),
         ));
-        done.summary = done
-            .error
-            .as_ref()
-            .map(|e| e.message.clone())
-            .unwrap_or_default();
         return Ok(done);
     }
     done.exit = Some(out.status);
@@ -212,8 +205,8 @@ async fn installed(
         .map_err(|err| StepError::new("update_failed", err.to_string()))
 }
 
-fn upgraded(up: &Upgrade, to: Option<String>) -> Upgraded {
-    Upgraded {
+fn upgraded(up: &Upgrade, to: Option<String>) -> PackageChange {
+    PackageChange {
         name: up.name.clone(),
         from: up.from.clone(),
         to,
@@ -250,47 +243,26 @@ async fn record_state(host: &HostRun<'_>, upgrades: &[Upgrade]) {
             security: u.security,
         })
         .collect();
-    let name = host.name();
     host.env
-        .record(|c| async move {
-            if let Err(err) = c.record_packages(name, &state, Utc::now()).await {
-                tracing::warn!(%err, "cannot record packages in the catalog");
-            }
+        .record("packages", |c| {
+            c.record_packages(host.name(), &state, Utc::now())
         })
         .await;
 }
 
-async fn record_changes(host: &HostRun<'_>, updated: &[Upgraded]) {
+async fn record_changes(host: &HostRun<'_>, changes: &[PackageChange]) {
     let Some(job) = host.job else { return };
-    let changes: Vec<PackageChange> = updated
-        .iter()
-        .map(|u| PackageChange {
-            name: u.name.clone(),
-            from: u.from.clone(),
-            to: u.to.clone(),
-            security: u.security,
-        })
-        .collect();
-    let name = host.name();
     host.env
-        .record(|c| async move {
-            if let Err(err) = c
-                .record_package_changes(job, name, &changes, Utc::now())
-                .await
-            {
-                tracing::warn!(%err, "cannot record package changes in the catalog");
-            }
+        .record("package changes", |c| {
+            c.record_package_changes(job, host.name(), changes, Utc::now())
         })
         .await;
 }
 
 pub(super) async fn record_reboot(host: &HostRun<'_>, reason: Option<&str>) {
-    let name = host.name();
     host.env
-        .record(|c| async move {
-            if let Err(err) = c.set_reboot_required(name, reason, Utc::now()).await {
-                tracing::warn!(%err, "cannot record the reboot state in the catalog");
-            }
+        .record("the reboot state", |c| {
+            c.set_reboot_required(host.name(), reason, Utc::now())
         })
         .await;
 }
