@@ -21,6 +21,9 @@ const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
 const REBOOT: &str = "if command -v setsid >/dev/null; then \
     setsid -f sh -c 'sleep 1; shutdown -r now || reboot' </dev/null >/dev/null 2>&1; \
     else nohup sh -c 'sleep 1; shutdown -r now || reboot' </dev/null >/dev/null 2>&1 & fi";
+/// How long a host may stay up, marker in place, before the reboot is
+/// taken as lost and asked for once more.
+const STILL_UP: Duration = Duration::from_secs(20);
 const DEFAULT_WAIT: Duration = Duration::from_secs(600);
 const POLL: Duration = Duration::from_secs(2);
 
@@ -101,13 +104,15 @@ async fn reboot_and_wait(
         conn.close().await;
     }
     let mut log = format!("boot id before: {before}\n");
+    let mut last = "no connection yet".to_string();
+    let mut asked_again = false;
     loop {
         tokio::time::sleep(POLL).await;
         if started.elapsed() > wait {
             return Err(StepError::new(
                 "reboot_timeout",
                 format!(
-                    "the host did not come back within {}s of the reboot",
+                    "the host did not come back within {}s of the reboot (last look: {last})",
                     wait.as_secs()
                 ),
             ));
@@ -116,8 +121,12 @@ async fn reboot_and_wait(
             "waiting for the host ({}s)",
             started.elapsed().as_secs()
         ));
-        let Ok(conn) = connect(&host.target.reach, &host.env.ssh).await else {
-            continue;
+        let conn = match connect(&host.target.reach, &host.env.ssh).await {
+            Ok(conn) => conn,
+            Err(err) => {
+                last = err.to_string();
+                continue;
+            }
         };
         host.conn = Some(conn);
         let check = super::command(host, format!("test -e {marker}"), Duration::from_secs(30))
@@ -126,12 +135,24 @@ async fn reboot_and_wait(
             // `test -e` says 1 only when it looked and found nothing; a
             // session the shutdown killed says something else.
             Ok(out) if out.status == nightshift_transport::ExitStatus::Code(1) => break,
-            _ => {
-                // Not down yet (or half up): let go and look again.
-                if let Some(conn) = host.conn.take() {
-                    conn.close().await;
-                }
+            // Still up, marker in place, long after the reboot was asked
+            // for: it never started. Ask once more, and say so.
+            Ok(out) if out.status.success() && !asked_again && started.elapsed() > STILL_UP => {
+                asked_again = true;
+                last = "the marker was still there; the reboot was asked for again".into();
+                log.push_str(&format!(
+                    "still up after {}s: reboot asked for again\n",
+                    started.elapsed().as_secs()
+                ));
+                let again = super::command(host, REBOOT, Duration::from_secs(30));
+                let _ = super::exec(host, &again).await;
             }
+            Ok(out) => last = format!("`test -e {marker}`: {}", out.status),
+            Err(err) => last = err.message,
+        }
+        // Not down yet (or half up): let go and look again.
+        if let Some(conn) = host.conn.take() {
+            conn.close().await;
         }
     }
     let took = started.elapsed();
