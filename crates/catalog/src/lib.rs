@@ -7,10 +7,15 @@
 //! build time) and typed access to the records; it knows nothing of SSH or
 //! chunk formats.
 
+mod daemon;
 mod query;
 mod record;
 mod state;
 
+pub use daemon::{
+    DeferredHost, Figures, FireOutcome, FireRecord, FireRow, LastRun, Lease, NewTrigger,
+    TriggerRow, TriggerState,
+};
 pub use query::{HistoryEvent, HostState, JobDetail, RunDetail, RunFilter, RunRow, StepRow};
 pub use record::{
     FinishedJob, FinishedStep, Interrupted, JobId, JobStatus, NewRun, OUTPUT_EDGE, RunId,

@@ -57,6 +57,8 @@ pub struct JobDetail {
     pub error_kind: Option<String>,
     pub started: Option<String>,
     pub finished: Option<String>,
+    /// Why it was deferred, skipped or cut short, in words.
+    pub detail: Option<String>,
     pub steps: Vec<StepRow>,
 }
 
@@ -93,7 +95,7 @@ pub struct HostState {
     pub reboot_required_since: Option<String>,
 }
 
-const RUN_COLUMNS: &str = "r.id, r.playbook, r.trigger, r.operator, r.window, r.started,
+pub(crate) const RUN_COLUMNS: &str = "r.id, r.playbook, r.trigger, r.operator, r.window, r.started,
     r.finished, r.status, r.halted_because,
     (SELECT COUNT(*) FROM jobs j WHERE j.run_id = r.id) AS hosts,
     (SELECT COUNT(*) FROM jobs j WHERE j.run_id = r.id
@@ -148,7 +150,7 @@ impl Catalog {
         .fetch_all(&self.readers)
         .await?;
         let jobs = sqlx::query(
-            "SELECT j.id, h.name, j.batch, j.status, j.error_kind, j.started, j.finished
+            "SELECT j.id, h.name, j.batch, j.status, j.error_kind, j.started, j.finished, j.detail
              FROM jobs j JOIN hosts h ON h.id = j.host_id WHERE j.run_id = ?
              ORDER BY j.batch, h.name",
         )
@@ -169,6 +171,7 @@ impl Catalog {
                     error_kind: j.get(4),
                     started: j.get(5),
                     finished: j.get(6),
+                    detail: j.get(7),
                     steps: mine,
                 }
             })

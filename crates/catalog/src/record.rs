@@ -257,15 +257,32 @@ impl Catalog {
         error_kind: Option<&str>,
         finished: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
+        self.finish_job_saying(job, status, error_kind, None, finished)
+            .await
+    }
+
+    /// Ends a job with a word on why it ended so: deferred to its window,
+    /// skipped, cut short.
+    pub async fn finish_job_saying(
+        &self,
+        job: JobId,
+        status: JobStatus,
+        error_kind: Option<&str>,
+        detail: Option<&str>,
+        finished: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
         let at = stamp(finished);
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("UPDATE jobs SET status = ?, error_kind = ?, finished = ? WHERE id = ?")
-            .bind(status.as_str())
-            .bind(error_kind)
-            .bind(&at)
-            .bind(job.0)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE jobs SET status = ?, error_kind = ?, detail = ?, finished = ? WHERE id = ?",
+        )
+        .bind(status.as_str())
+        .bind(error_kind)
+        .bind(detail)
+        .bind(&at)
+        .bind(job.0)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(HOST_SUMMARY)
             .bind(format!("[{}]", job.0))
             .execute(&mut *tx)
@@ -417,14 +434,14 @@ impl Catalog {
 }
 
 /// This machine's name, as runs record their controller.
-fn this_host() -> String {
+pub(crate) fn this_host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_string())
         .unwrap_or_default()
 }
 
 /// Whether a process of this machine still exists: `/proc/PID` is there.
-fn process_alive(pid: i64) -> bool {
+pub(crate) fn process_alive(pid: i64) -> bool {
     pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 

@@ -25,6 +25,99 @@ pub struct Config {
     pub store: StoreSettings,
     #[serde(default)]
     pub catalog: CatalogSettings,
+    #[serde(default)]
+    pub daemon: DaemonSettings,
+    #[serde(default)]
+    pub notify: NotifySettings,
+}
+
+/// What `nightshift daemon` does with fires it missed while it was down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchUp {
+    /// Record the missed fires and wait for the next one.
+    #[default]
+    Skip,
+    /// Run once at start-up if the missed fire's window is still open.
+    Once,
+}
+
+impl std::fmt::Display for CatchUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Skip => "skip",
+            Self::Once => "once",
+        })
+    }
+}
+
+/// `[daemon]`: how the scheduler runs playbooks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSettings {
+    /// When a window closes mid-run (or the daemon is asked to stop), steps
+    /// in flight may finish within this long; after it they are cancelled.
+    #[serde(default = "default_grace")]
+    pub grace: crate::Duration,
+    /// Missed fires: `skip` or `once`; a schedule may say otherwise.
+    #[serde(default)]
+    pub catch_up: CatchUp,
+    /// Hosts worked on at once across all the daemon's runs.
+    #[serde(default = "default_max_hosts")]
+    pub max_hosts: usize,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        Self {
+            grace: default_grace(),
+            catch_up: CatchUp::default(),
+            max_hosts: default_max_hosts(),
+        }
+    }
+}
+
+fn default_grace() -> crate::Duration {
+    crate::Duration(std::time::Duration::from_secs(10 * 60))
+}
+
+fn default_max_hosts() -> usize {
+    100
+}
+
+/// `[notify]`: where the daemon reports failures, halts, deferred hosts
+/// and window overruns.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySettings {
+    /// A URL that receives a JSON POST per event. It may hold a token, so
+    /// nightshift never prints more of it than its scheme and host.
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// Give up on one attempt after this long.
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout: crate::Duration,
+    /// Attempts after the first, with a doubling pause from 1 s.
+    #[serde(default = "default_webhook_retries")]
+    pub retries: u32,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        Self {
+            webhook: None,
+            timeout: default_webhook_timeout(),
+            retries: default_webhook_retries(),
+        }
+    }
+}
+
+fn default_webhook_timeout() -> crate::Duration {
+    crate::Duration(std::time::Duration::from_secs(10))
+}
+
+fn default_webhook_retries() -> u32 {
+    3
 }
 
 /// `[catalog]`: the SQLite record of runs under the data dir.
@@ -136,6 +229,8 @@ impl Default for Config {
             schedules: default_schedules(),
             ssh: SshSettings::default(),
             catalog: CatalogSettings::default(),
+            daemon: DaemonSettings::default(),
+            notify: NotifySettings::default(),
         }
     }
 }
@@ -164,6 +259,8 @@ impl Config {
                 key_file: self.store.key_file.map(|p| base.join(p)),
             },
             catalog: self.catalog,
+            daemon: self.daemon,
+            notify: self.notify,
         }
     }
 }
@@ -187,6 +284,29 @@ mod tests {
         assert_eq!(
             diagnostic.help.as_deref(),
             Some("did you mean `inventory`?")
+        );
+    }
+
+    #[test]
+    fn daemon_and_notify_settings_read_with_their_defaults() {
+        let text = "[daemon]\ngrace = \"5m\"\ncatch_up = \"once\"\n[notify]\nwebhook = \"https://hooks.example/T0K3N\"\n";
+        let config = Config::parse(&Source::new("n.toml", text)).expect("valid");
+        assert_eq!(config.daemon.grace.0.as_secs(), 300);
+        assert_eq!(config.daemon.catch_up, CatchUp::Once);
+        assert_eq!(config.daemon.max_hosts, 100);
+        assert_eq!(config.notify.retries, 3);
+        assert_eq!(config.notify.timeout.0.as_secs(), 10);
+    }
+
+    #[test]
+    fn a_catch_up_policy_that_is_neither_skip_nor_once_is_placed() {
+        let source = Source::new("n.toml", "[daemon]\ncatch_up = \"always\"\n");
+        let diagnostic = Config::parse(&source).expect_err("bad policy");
+        assert_eq!((diagnostic.line, diagnostic.column), (2, 12));
+        assert!(
+            diagnostic.message.contains("always"),
+            "{}",
+            diagnostic.message
         );
     }
 }

@@ -20,7 +20,10 @@ pub mod window;
 
 pub use validate::validate;
 
-pub use config::{CatalogSettings, Config, DEFAULT_CONFIG_FILE, SshSettings, StoreSettings};
+pub use config::{
+    CatalogSettings, CatchUp, Config, DEFAULT_CONFIG_FILE, DaemonSettings, NotifySettings,
+    SshSettings, StoreSettings,
+};
 pub use diagnostic::{Diagnostic, Source};
 pub use duration::Duration;
 pub use playbook::{

@@ -27,6 +27,10 @@ pub struct Schedule {
     pub window: Spanned<String>,
     #[serde(default = "enabled_by_default")]
     pub enabled: bool,
+    /// Missed fires for this schedule: `skip` or `once` [default: the
+    /// config's `daemon.catch_up`].
+    #[serde(default)]
+    pub catch_up: Option<crate::CatchUp>,
 }
 
 fn enabled_by_default() -> bool {

@@ -57,9 +57,7 @@ fn check_mangled(original: &Path, text: &str) {
         inventory: None,
         playbooks: dir.path().join("playbooks"),
         schedules: dir.path().join("schedules"),
-        ssh: Default::default(),
-        store: Default::default(),
-        catalog: Default::default(),
+        ..Config::default()
     };
     // Errors are expected; a panic is the failure.
     let _ = check_paths(&[target], None, &config);
@@ -115,9 +113,7 @@ fn files_are_what_their_directory_says_whatever_their_name() {
         inventory: None,
         playbooks: root.join("plays"),
         schedules: root.join("cron.d"),
-        ssh: Default::default(),
-        store: Default::default(),
-        catalog: Default::default(),
+        ..Config::default()
     };
     let report = check_paths(&[], None, &config).expect("readable");
     let problems: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();

@@ -1,6 +1,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::shell_quote;
 
 /// A command to run on a host, with its environment and limits.
@@ -11,6 +13,9 @@ pub struct Command {
     /// Run through `sudo -n`.
     pub become_root: bool,
     pub timeout: Option<Duration>,
+    /// Stops the command (its whole process group) when cancelled: a window
+    /// that closed, a daemon asked to stop.
+    pub cancel: Option<CancellationToken>,
 }
 
 /// An environment variable; a secret one is never shown.
@@ -28,6 +33,7 @@ impl fmt::Debug for Command {
             .field("env", &self.env)
             .field("become_root", &self.become_root)
             .field("timeout", &self.timeout)
+            .field("cancel", &self.cancel.is_some())
             .finish()
     }
 }
@@ -41,6 +47,14 @@ impl fmt::Debug for EnvVar {
         };
         write!(f, "{}={value}", self.name)
     }
+}
+
+/// How a command's run ended.
+#[derive(Debug)]
+pub(crate) enum Ended<T> {
+    Done(T),
+    TimedOut,
+    Cancelled,
 }
 
 /// The marker the remote shell prints first, giving the process group to
@@ -63,6 +77,50 @@ impl Command {
     pub fn timeout(mut self, limit: Duration) -> Self {
         self.timeout = Some(limit);
         self
+    }
+
+    /// Stops the command when `token` is cancelled.
+    pub fn cancel_on(mut self, token: CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// Runs `work` (the command's I/O) until it ends, its time limit passes,
+    /// or it is cancelled, whichever comes first.
+    pub(crate) async fn bounded<F: std::future::Future>(&self, work: F) -> Ended<F::Output> {
+        let limit = async {
+            match self.timeout {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        let cancelled = async {
+            match &self.cancel {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            out = work => Ended::Done(out),
+            () = limit => Ended::TimedOut,
+            () = cancelled => Ended::Cancelled,
+        }
+    }
+
+    /// The error for a command that did not end by itself.
+    pub(crate) fn cut_short(&self, host: &str, cancelled: bool) -> crate::TransportError {
+        match cancelled {
+            true => crate::TransportError::Cancelled {
+                host: host.to_string(),
+                command: self.shown(),
+            },
+            false => crate::TransportError::Timeout {
+                host: host.to_string(),
+                command: self.shown(),
+                limit: self.timeout.unwrap_or_default(),
+            },
+        }
     }
 
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>, secret: bool) -> Self {

@@ -107,6 +107,8 @@ pub enum TransportError {
         command: String,
         limit: Duration,
     },
+    #[error("`{command}` on {host} was stopped before it finished: the run was cancelled")]
+    Cancelled { host: String, command: String },
     #[error("connection to {host} was lost while {during}")]
     ConnectionLost { host: String, during: String },
     #[error("cannot start `{command}` on {host}: {reason}")]
@@ -130,6 +132,7 @@ impl TransportError {
             Self::SudoNeedsPassword { .. } => "sudo_password",
             Self::CommandFailed { .. } => "command_failed",
             Self::Timeout { .. } => "timeout",
+            Self::Cancelled { .. } => "cancelled",
             Self::ConnectionLost { .. } => "connection_lost",
             Self::Spawn { .. } | Self::Protocol { .. } => "protocol",
         }

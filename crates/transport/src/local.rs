@@ -1,9 +1,8 @@
 use std::process::Stdio;
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::command::sudo_wants_password;
+use crate::command::{Ended, sudo_wants_password};
 use crate::output::Lines;
 use crate::{Captured, Command, ExitStatus, Output, Reading, Stream, TransportError, Writing};
 
@@ -42,18 +41,13 @@ impl Local {
             }
             child.wait().await
         };
-        let waited = match command.timeout {
-            Some(limit) => tokio::time::timeout(limit, work).await.ok(),
-            None => Some(work.await),
-        };
-        let Some(waited) = waited else {
-            stop_group(pid, command.become_root).await;
-            readers.abort();
-            return Err(TransportError::Timeout {
-                host: Self::HOST.into(),
-                command: command.shown(),
-                limit: command.timeout.unwrap_or(Duration::ZERO),
-            });
+        let waited = match command.bounded(work).await {
+            Ended::Done(waited) => waited,
+            how => {
+                stop_group(pid, command.become_root).await;
+                readers.abort();
+                return Err(command.cut_short(Self::HOST, matches!(how, Ended::Cancelled)));
+            }
         };
         let status = waited.map_err(|err| self.spawn_error(command, &err.to_string()))?;
         let status = exit_status(status);
@@ -249,6 +243,8 @@ fn signal_name(number: i32) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const LIMIT: Duration = Duration::from_secs(10);
@@ -294,6 +290,35 @@ mod tests {
             .timeout(Duration::from_millis(300));
         let (out, _) = run(command).await;
         assert_eq!(out.expect_err("must time out").kind(), "timeout");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let left = std::process::Command::new("pgrep")
+            .args(["-f", &marker])
+            .output()
+            .expect("pgrep");
+        assert!(
+            left.stdout.is_empty(),
+            "left behind: {}",
+            String::from_utf8_lossy(&left.stdout)
+        );
+    }
+
+    #[tokio::test]
+    async fn cancelling_stops_the_whole_process_tree_and_says_so() {
+        let marker = format!("sleep 58.{}", std::process::id());
+        let token = tokio_util::sync::CancellationToken::new();
+        let command = Command::new(format!("sh -c '{marker}; true' & wait"))
+            .timeout(LIMIT)
+            .cancel_on(token.clone());
+        let started = std::time::Instant::now();
+        let cancel = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            token.cancel();
+        });
+        let (out, _) = run(command).await;
+        cancel.await.expect("cancel task");
+        let err = out.expect_err("must be cancelled");
+        assert_eq!(err.kind(), "cancelled");
+        assert!(err.to_string().contains("was cancelled"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
         let left = std::process::Command::new("pgrep")
             .args(["-f", &marker])

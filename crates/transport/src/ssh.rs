@@ -8,7 +8,7 @@ use russh::{ChannelMsg, Preferred};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
-use crate::command::{PGID_MARKER, sudo_wants_password};
+use crate::command::{Ended, PGID_MARKER, sudo_wants_password};
 use crate::output::Lines;
 use crate::stream::{Reading, Writing};
 use crate::{
@@ -199,20 +199,12 @@ impl Session {
             .await
             .map_err(|err| self.channel_error(err, "starting a command"))?;
         let mut run = Running::default();
-        let outcome = match command.timeout {
-            Some(limit) => tokio::time::timeout(limit, run.pump(&mut channel, on_line))
-                .await
-                .ok(),
-            None => Some(run.pump(&mut channel, on_line).await),
-        };
+        let outcome = command.bounded(run.pump(&mut channel, on_line)).await;
         let _ = channel.close().await;
-        let Some(status) = outcome else {
-            self.stop_group(run.pgid, command.become_root).await;
-            return Err(TransportError::Timeout {
-                host: self.name.clone(),
-                command: command.shown(),
-                limit: command.timeout.unwrap_or_default(),
-            });
+        let status = match outcome {
+            Ended::Done(status) => status,
+            Ended::TimedOut => return Err(self.cut_short(command, &run, false).await),
+            Ended::Cancelled => return Err(self.cut_short(command, &run, true).await),
         };
         let status = status.ok_or_else(|| self.lost(&format!("running `{}`", command.shown())))?;
         if command.become_root
@@ -320,6 +312,12 @@ impl Session {
             .await
             .map_err(|err| self.channel_error(err, "starting a command"))?;
         Ok((channel, permit))
+    }
+
+    /// Stops a command that timed out or was cancelled, and says which.
+    async fn cut_short(&self, command: &Command, run: &Running, cancelled: bool) -> TransportError {
+        self.stop_group(run.pgid, command.become_root).await;
+        command.cut_short(&self.name, cancelled)
     }
 
     /// Stops a timed-out command's whole process group, first asking, then

@@ -277,6 +277,34 @@ async fn a_timeout_stops_the_remote_process_tree() {
 }
 
 #[tokio::test]
+async fn cancelling_stops_the_remote_process_tree() {
+    let sshd = Sshd::start().expect("sshd");
+    let session = connect(&sshd).await;
+    let marker = format!("sleep 57.{}", std::process::id());
+    let token = tokio_util::sync::CancellationToken::new();
+    let command = Command::new(format!("sh -c '{marker}; true' & wait"))
+        .timeout(Duration::from_secs(30))
+        .cancel_on(token.clone());
+    let started = Instant::now();
+    let canceller = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        token.cancel();
+    };
+    let ((out, _), ()) = tokio::join!(run(&session, command), canceller);
+    assert_eq!(out.expect_err("must be cancelled").kind(), "cancelled");
+    assert!(started.elapsed() < Duration::from_secs(6));
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .expect("pgrep");
+    assert!(
+        left.stdout.is_empty(),
+        "left behind: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
+#[tokio::test]
 async fn sshd_killed_mid_command_is_a_lost_connection() {
     let mut sshd = Sshd::start().expect("sshd");
     let session = connect(&sshd).await;
