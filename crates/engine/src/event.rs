@@ -93,6 +93,22 @@ pub struct JobReport {
 }
 
 impl JobReport {
+    /// A job with nothing done yet.
+    pub fn new(host: &str, batch: usize, status: JobStatus) -> Self {
+        Self {
+            host: host.to_string(),
+            batch,
+            status,
+            error_kind: None,
+            error: None,
+            steps: Vec::new(),
+            updated: Vec::new(),
+            reboot: None,
+            backup: None,
+            elapsed: Duration::ZERO,
+        }
+    }
+
     pub fn failed(&self) -> bool {
         self.status == JobStatus::Failed
     }
@@ -119,14 +135,17 @@ pub struct RunReport {
     pub hosts: usize,
     pub ok: usize,
     pub failed: usize,
-    /// Hosts never started because the run halted.
+    /// Hosts never started because the run halted or was stopped.
     pub skipped: usize,
+    /// Hosts waiting for their own window.
+    pub deferred: usize,
     #[serde(with = "millis")]
     pub elapsed: Duration,
 }
 
 impl RunReport {
-    /// Every host succeeded and the run did not halt.
+    /// Every host succeeded (or waits for its window) and the run did not
+    /// halt.
     pub fn success(&self) -> bool {
         self.status == nightshift_catalog::RunStatus::Ok
     }

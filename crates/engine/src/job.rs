@@ -78,18 +78,7 @@ pub async fn run(env: &Env, target: &Target, batch: usize, halt: &Halt) -> JobRe
         }
         None => None,
     };
-    let mut report = JobReport {
-        host: target.name.clone(),
-        batch,
-        status: JobStatus::Running,
-        error_kind: None,
-        error: None,
-        steps: Vec::new(),
-        updated: Vec::new(),
-        reboot: None,
-        backup: None,
-        elapsed: Duration::ZERO,
-    };
+    let mut report = JobReport::new(&target.name, batch, JobStatus::Running);
     let conn = match connect(&target.reach, &env.ssh).await {
         Ok(conn) => Some(conn),
         Err(err) => {
@@ -117,10 +106,14 @@ pub async fn run(env: &Env, target: &Target, batch: usize, halt: &Halt) -> JobRe
         report.status = JobStatus::Ok;
     }
     report.elapsed = started.elapsed();
-    let (status, kind) = (report.status, report.error_kind.clone());
+    let (status, kind, detail) = (
+        report.status,
+        report.error_kind.clone(),
+        report.error.clone(),
+    );
     if let Some(job) = job {
         env.record("the end of a job", |c| {
-            c.finish_job(job, status, kind.as_deref(), Utc::now())
+            c.finish_job_saying(job, status, kind.as_deref(), detail.as_deref(), Utc::now())
         })
         .await;
     }
@@ -141,6 +134,11 @@ async fn run_steps(host: &mut HostRun<'_>, report: &mut JobReport, halt: &Halt, 
             report.error_kind = Some("halted".into());
             report.error = Some(format!("the run halted: {}", halt.reason()));
             Some("the run halted")
+        } else if let Some((kind, reason)) = env.stop.draining() {
+            report.status = JobStatus::Interrupted;
+            report.error_kind = Some(kind.as_str().into());
+            report.error = Some(reason);
+            Some("the run is being stopped")
         } else if !condition_holds(step, &report.steps) {
             Some("its `when` does not hold")
         } else {
@@ -199,7 +197,10 @@ async fn run_one(
     });
     let started = Instant::now();
     let (done, attempts) = step::attempt(host, step, limit).await;
-    let status = if done.failed {
+    let cut_short = done.failed && env.stop.is_cancelled();
+    let status = if cut_short {
+        StepStatus::Interrupted
+    } else if done.failed {
         StepStatus::Failed
     } else if done.skipped {
         StepStatus::Skipped
@@ -209,6 +210,11 @@ async fn run_one(
     finish_step(host, step_id, status, &done, attempts).await;
     let step_report = step::report(step, status, &done, attempts, started.elapsed());
     absorb(report, step, &done, &step_report);
+    if cut_short && let Some((kind, reason)) = env.stop.draining() {
+        report.status = JobStatus::Interrupted;
+        report.error_kind = Some(kind.as_str().into());
+        report.error = Some(format!("{name} was cancelled: {reason}"));
+    }
     env.emit(Event::StepFinished {
         host: host.target.name.clone(),
         step: step_report.clone(),

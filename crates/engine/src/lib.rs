@@ -15,6 +15,7 @@ pub mod packages;
 pub mod reach;
 pub mod rollout;
 mod step;
+pub mod stop;
 
 pub use batch::batches;
 

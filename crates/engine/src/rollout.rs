@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::Utc;
-use nightshift_catalog::{Catalog, JobStatus, NewRun, RunId, RunStatus, Trigger};
+use nightshift_catalog::{Catalog, JobStatus, Lease, NewRun, RunId, RunStatus, Trigger};
 use nightshift_plan::Playbook;
+use nightshift_plan::window::WindowRule;
+use nightshift_scheduler::Clock;
 use nightshift_store::{Passphrase, RetentionPolicy};
 use nightshift_transport::SshConfig;
 use tokio::sync::{Semaphore, mpsc};
@@ -17,6 +19,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::batch::batches;
 use crate::event::{Event, JobReport, RunReport};
 use crate::reach::Reach;
+use crate::stop::Stop;
 
 /// A host of the run and what the engine needs to know of it.
 #[derive(Debug, Clone)]
@@ -27,6 +30,16 @@ pub struct Target {
     pub address: Option<String>,
     /// Its retention policy from the inventory, for `forget = true`.
     pub retention: Option<RetentionPolicy>,
+    /// Its own maintenance window, when the run respects it: closed when
+    /// its batch comes, the host is deferred.
+    pub window: Option<HostWindow>,
+}
+
+/// A host's own maintenance window.
+#[derive(Debug, Clone)]
+pub struct HostWindow {
+    pub name: String,
+    pub rule: WindowRule,
 }
 
 /// Where backups go.
@@ -58,6 +71,13 @@ pub struct Rollout {
     pub trigger: Trigger,
     pub operator: Option<String>,
     pub window: Option<String>,
+    /// How the daemon stops the run from outside.
+    pub stop: Stop,
+    /// Read for host windows; the daemon's clock.
+    pub clock: Arc<dyn Clock>,
+    /// A bound on hosts at once shared with other runs (the daemon's
+    /// `max_hosts`), on top of this run's `forks`.
+    pub fleet_slots: Option<Arc<Semaphore>>,
 }
 
 /// What every job of a run shares.
@@ -75,6 +95,7 @@ pub struct Env {
     /// backup already uses every core for chunking and compression, so
     /// little is lost, and hosts' other steps still run in parallel.
     pub store_turn: tokio::sync::Mutex<()>,
+    pub stop: Stop,
     events: mpsc::UnboundedSender<Event>,
 }
 
@@ -153,6 +174,9 @@ pub async fn run(rollout: Rollout, events: mpsc::UnboundedSender<Event>) -> RunR
         trigger,
         operator,
         window,
+        stop,
+        clock,
+        fleet_slots,
     } = rollout;
     let sizes = batches(targets.len(), playbook.serial.as_ref());
     let limit = tolerated(&playbook, targets.len());
@@ -175,6 +199,7 @@ pub async fn run(rollout: Rollout, events: mpsc::UnboundedSender<Event>) -> RunR
         store,
         run,
         store_turn: tokio::sync::Mutex::new(()),
+        stop,
         events,
     });
     env.emit(Event::RunStarted {
@@ -190,16 +215,18 @@ pub async fn run(rollout: Rollout, events: mpsc::UnboundedSender<Event>) -> RunR
         halt: Arc::new(Halt::default()),
         reports: Arc::new(Mutex::new(Vec::new())),
         slots: Arc::new(Semaphore::new(forks.max(1))),
+        fleet_slots,
+        clock,
         limit,
     };
     let mut rest = targets.into_iter();
     let mut skipped = 0;
     for (number, size) in sizes.iter().enumerate() {
         let batch: Vec<Target> = rest.by_ref().take(*size).collect();
-        if rollout.halt.is_set() {
+        if let Some(why) = rollout.not_starting() {
             skipped += batch.len();
             for target in &batch {
-                record_skipped(&env, target, number + 1).await;
+                record_skipped(&env, target, number + 1, &why).await;
             }
             continue;
         }
@@ -245,53 +272,58 @@ async fn begin_run(
 }
 
 /// A rollout under way: what its batches share.
+#[derive(Clone)]
 struct Running {
     env: Arc<Env>,
     halt: Arc<Halt>,
     reports: Arc<Mutex<Vec<JobReport>>>,
     slots: Arc<Semaphore>,
+    fleet_slots: Option<Arc<Semaphore>>,
+    clock: Arc<dyn Clock>,
     limit: Option<usize>,
 }
 
+/// Why a host is not started: the catalog's `error_kind` and, in words,
+/// its `detail`.
+#[derive(Debug, Clone)]
+struct NotStarted {
+    kind: &'static str,
+    detail: Option<String>,
+}
+
 impl Running {
+    /// Why nothing more starts, if so: the run halted, or is being
+    /// stopped from outside.
+    fn not_starting(&self) -> Option<NotStarted> {
+        if self.halt.is_set() {
+            return Some(NotStarted {
+                kind: "halted",
+                detail: Some(format!("the run halted: {}", self.halt.reason())),
+            });
+        }
+        self.env.stop.draining().map(|(kind, reason)| NotStarted {
+            kind: kind.as_str(),
+            detail: Some(reason),
+        })
+    }
+
     /// Runs one batch, at most `forks` hosts at once; returns how many of
-    /// its hosts never started because the run halted.
+    /// its hosts never started because the run halted or was stopped.
     async fn batch(&self, batch: Vec<Target>, number: usize, last: bool) -> usize {
         let size = batch.len();
         let mut tasks = tokio::task::JoinSet::new();
         for target in batch {
-            let (env, halt, reports, slots, limit) = (
-                self.env.clone(),
-                self.halt.clone(),
-                self.reports.clone(),
-                self.slots.clone(),
-                self.limit,
-            );
-            tasks.spawn(async move {
-                let Ok(_slot) = slots.acquire_owned().await else {
-                    return;
-                };
-                if halt.is_set() {
-                    record_skipped(&env, &target, number).await;
-                    return;
-                }
-                let report = crate::job::run(&env, &target, number, &halt).await;
-                env.emit(Event::HostFinished(report.clone()));
-                let mut all = reports.lock().unwrap_or_else(|e| e.into_inner());
-                let failed = report.failed();
-                all.push(report);
-                if failed
-                    && let Some(reason) = over_limit(&all, limit)
-                    && halt.set(reason.clone())
-                {
-                    env.emit(Event::Halted { reason });
-                }
-            });
+            let running = self.clone();
+            tasks.spawn(async move { running.host(target, number).await });
         }
         while tasks.join_next().await.is_some() {}
         let all = self.reports.lock().unwrap_or_else(|e| e.into_inner());
         let done: Vec<&JobReport> = all.iter().filter(|r| r.batch == number).collect();
-        let wiped_out = !done.is_empty() && done.iter().all(|r| r.failed());
+        let worked: Vec<&&JobReport> = done
+            .iter()
+            .filter(|r| r.status != JobStatus::Deferred)
+            .collect();
+        let wiped_out = !worked.is_empty() && worked.iter().all(|r| r.failed());
         if self.limit.is_none() && wiped_out && !last {
             let reason = format!("every host of batch {number} failed");
             if self.halt.set(reason.clone()) {
@@ -299,6 +331,131 @@ impl Running {
             }
         }
         size - done.len()
+    }
+
+    /// One host of a batch, once a slot is free: started, deferred to its
+    /// window, or not started at all.
+    async fn host(&self, target: Target, number: usize) {
+        let env = &self.env;
+        let Ok(_slot) = self.slots.clone().acquire_owned().await else {
+            return;
+        };
+        let _fleet_slot = match &self.fleet_slots {
+            Some(slots) => match slots.clone().acquire_owned().await {
+                Ok(slot) => Some(slot),
+                Err(_) => return,
+            },
+            None => None,
+        };
+        if let Some(why) = self.not_starting() {
+            record_skipped(env, &target, number, &why).await;
+            return;
+        }
+        let report = match self.closed_window(&target) {
+            Some(detail) => deferred(env, &target, number, detail).await,
+            None => match lease(env, &target, number).await {
+                Err(report) => report,
+                Ok(()) => {
+                    let report = crate::job::run(env, &target, number, &self.halt).await;
+                    release(env, &target).await;
+                    report
+                }
+            },
+        };
+        env.emit(Event::HostFinished(report.clone()));
+        let mut all = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        let failed = report.failed();
+        all.push(report);
+        if failed
+            && let Some(reason) = over_limit(&all, self.limit)
+            && self.halt.set(reason.clone())
+        {
+            env.emit(Event::Halted { reason });
+        }
+    }
+
+    /// Why the host's own window keeps it out now, if it does.
+    fn closed_window(&self, target: &Target) -> Option<String> {
+        let window = target.window.as_ref()?;
+        let now = self.clock.now();
+        if window.rule.is_open(&now) {
+            return None;
+        }
+        let opens = window
+            .rule
+            .next_opening(&now)
+            .map(|o| format!("; it opens next at {}", o.open.format("%Y-%m-%d %H:%M %Z")))
+            .unwrap_or_default();
+        Some(format!("outside window {}{opens}", window.name))
+    }
+}
+
+/// A job that says the host waits for its own window.
+async fn deferred(env: &Env, target: &Target, batch: usize, detail: String) -> JobReport {
+    kept_out(
+        env,
+        target,
+        batch,
+        JobStatus::Deferred,
+        "outside_window",
+        detail,
+    )
+    .await
+}
+
+/// Records and reports a job that ended before it began.
+async fn kept_out(
+    env: &Env,
+    target: &Target,
+    batch: usize,
+    status: JobStatus,
+    kind: &'static str,
+    detail: String,
+) -> JobReport {
+    let why = NotStarted {
+        kind,
+        detail: Some(detail.clone()),
+    };
+    record_ended(env, target, batch, status, &why).await;
+    let mut report = JobReport::new(&target.name, batch, status);
+    report.error_kind = Some(kind.into());
+    report.error = Some(detail);
+    report
+}
+
+/// Takes the host's lease for this playbook; another live run holding it
+/// keeps the host out, with a job that says so.
+async fn lease(env: &Env, target: &Target, batch: usize) -> Result<(), JobReport> {
+    let (Some(catalog), Some(run)) = (&env.catalog, env.run) else {
+        return Ok(());
+    };
+    let playbook = env.playbook.name.get_ref();
+    let held = match catalog
+        .take_lease(&target.name, playbook, run, Utc::now())
+        .await
+    {
+        Ok(Lease::Taken) => return Ok(()),
+        Ok(Lease::Held { run, since }) => {
+            format!(
+                "{playbook} is already running on {} in run {run} (since {since})",
+                target.name
+            )
+        }
+        Err(err) => {
+            tracing::warn!(%err, "cannot take a host lease; going on without one");
+            return Ok(());
+        }
+    };
+    Err(kept_out(env, target, batch, JobStatus::Skipped, "leased", held).await)
+}
+
+async fn release(env: &Env, target: &Target) {
+    if let (Some(run), Some(_)) = (env.run, &env.catalog) {
+        let playbook = env.playbook.name.get_ref();
+        env.record("the end of a host lease", |c| {
+            c.release_lease(&target.name, playbook, run)
+        })
+        .await;
     }
 }
 
@@ -320,8 +477,19 @@ fn over_limit(reports: &[JobReport], limit: Option<usize>) -> Option<String> {
     })
 }
 
-/// A host the halted run never started: a job that says so.
-async fn record_skipped(env: &Env, target: &Target, batch: usize) {
+/// A host the run never started: a job that says why.
+async fn record_skipped(env: &Env, target: &Target, batch: usize, why: &NotStarted) {
+    record_ended(env, target, batch, JobStatus::Skipped, why).await;
+}
+
+/// Records a job that ended before it began.
+async fn record_ended(
+    env: &Env,
+    target: &Target,
+    batch: usize,
+    status: JobStatus,
+    why: &NotStarted,
+) {
     let (Some(catalog), Some(run)) = (&env.catalog, env.run) else {
         return;
     };
@@ -337,11 +505,11 @@ async fn record_skipped(env: &Env, target: &Target, batch: usize) {
             )
             .await?;
         catalog
-            .finish_job(job, JobStatus::Skipped, Some("halted"), now)
+            .finish_job_saying(job, status, Some(why.kind), why.detail.as_deref(), now)
             .await
     };
     if let Err(err) = recorded.await {
-        tracing::warn!(%err, "cannot record a skipped host in the catalog");
+        tracing::warn!(%err, "cannot record a host that was not started in the catalog");
     }
 }
 
@@ -356,12 +524,27 @@ async fn finish(
 ) -> RunReport {
     let failed = reports.iter().filter(|r| r.failed()).count();
     let ok = reports.iter().filter(|r| r.status == JobStatus::Ok).count();
-    let status = if halted_because.is_some() {
-        RunStatus::Halted
-    } else if failed > 0 || ok < reports.len() {
-        RunStatus::Failed
+    let deferred = reports
+        .iter()
+        .filter(|r| r.status == JobStatus::Deferred)
+        .count();
+    let cut_short = reports
+        .iter()
+        .filter(|r| r.status == JobStatus::Interrupted)
+        .count();
+    let stopped = env
+        .stop
+        .draining()
+        .filter(|_| halted_because.is_none() && (skipped > 0 || cut_short > 0))
+        .map(|(_, reason)| format!("{reason}: {skipped} hosts not started, {cut_short} cut short"));
+    let (status, halted_because) = if halted_because.is_some() {
+        (RunStatus::Halted, halted_because)
+    } else if stopped.is_some() {
+        (RunStatus::Interrupted, stopped)
+    } else if failed > 0 || ok + deferred < reports.len() {
+        (RunStatus::Failed, None)
     } else {
-        RunStatus::Ok
+        (RunStatus::Ok, None)
     };
     if let (Some(catalog), Some(run)) = (&env.catalog, run)
         && let Err(err) = catalog
@@ -379,6 +562,7 @@ async fn finish(
         ok,
         failed,
         skipped,
+        deferred,
         elapsed: started.elapsed(),
     };
     env.emit(Event::RunFinished(report.clone()));
@@ -390,22 +574,14 @@ mod tests {
     use super::*;
 
     fn job(host: &str, failed: bool) -> JobReport {
-        JobReport {
-            host: host.into(),
-            batch: 1,
-            status: if failed {
-                JobStatus::Failed
-            } else {
-                JobStatus::Ok
-            },
-            error_kind: failed.then(|| "unreachable".to_string()),
-            error: None,
-            steps: Vec::new(),
-            updated: Vec::new(),
-            reboot: None,
-            backup: None,
-            elapsed: std::time::Duration::ZERO,
-        }
+        let status = if failed {
+            JobStatus::Failed
+        } else {
+            JobStatus::Ok
+        };
+        let mut report = JobReport::new(host, 1, status);
+        report.error_kind = failed.then(|| "unreachable".to_string());
+        report
     }
 
     #[test]

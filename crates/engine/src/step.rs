@@ -57,7 +57,12 @@ impl StepError {
     pub fn transient(&self) -> bool {
         !matches!(
             self.kind,
-            "invalid" | "auth_failed" | "host_key_unknown" | "host_key_changed" | "sudo_password"
+            "invalid"
+                | "auth_failed"
+                | "host_key_unknown"
+                | "host_key_changed"
+                | "sudo_password"
+                | "cancelled"
         )
     }
 }
@@ -189,16 +194,32 @@ pub async fn attempt(host: &mut HostRun<'_>, step: &Step, limit: Option<Duration
 /// `limit` and says so precisely; the timeout here is the backstop for
 /// what it cannot stop.
 async fn once(host: &mut HostRun<'_>, step: &Step, limit: Option<Duration>) -> Done {
-    let Some(limit) = limit else {
-        return action::run(host, step, Duration::MAX).await;
+    let token = host.env.stop.token();
+    // Commands stop themselves when the run is cancelled; this catches
+    // what waits without a command (a reboot's wait for the host).
+    let cancelled = async {
+        token.cancelled().await;
+        tokio::time::sleep(BACKSTOP).await;
     };
-    match tokio::time::timeout(limit + BACKSTOP, action::run(host, step, limit)).await {
-        Ok(done) => done,
-        Err(_) => Done::fail(StepError::new(
+    let limit_or_max = limit.unwrap_or(Duration::MAX);
+    let backstop = async {
+        match limit {
+            Some(limit) => tokio::time::sleep(limit + BACKSTOP).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        done = action::run(host, step, limit_or_max) => done,
+        () = cancelled => Done::fail(StepError::new(
+            "cancelled",
+            "the step was cancelled and did not stop by itself",
+        )),
+        () = backstop => Done::fail(StepError::new(
             "timeout",
             format!(
                 "the step did not finish within {}s; raise its timeout if it needs longer",
-                limit.as_secs()
+                limit_or_max.as_secs()
             ),
         )),
     }

@@ -82,10 +82,12 @@ pub enum Command {
     /// Maintain the catalog: prune old step output, rebuild snapshots from the store
     #[command(subcommand)]
     Catalog(CatalogCommand),
-    /// Ask the running daemon to start a run now [not yet available]
-    Trigger(Pending),
-    /// Run schedules, only ever inside their maintenance windows [not yet available]
-    Daemon(Pending),
+    /// Ask the running daemon to start a run now (inside its window unless --ignore-window)
+    Trigger(TriggerArgs),
+    /// Run schedules, only ever inside their maintenance windows
+    Daemon(DaemonArgs),
+    /// The daemon, what runs next and when, runs in progress, the last result per playbook
+    Status(StatusArgs),
     /// Compliance reports: patched, backed up, restore-tested [not yet available]
     Report(Pending),
 }
@@ -111,6 +113,7 @@ impl Command {
             Self::Catalog(_) => "catalog",
             Self::Trigger(_) => "trigger",
             Self::Daemon(_) => "daemon",
+            Self::Status(_) => "status",
             Self::Report(_) => "report",
         }
     }
@@ -464,6 +467,41 @@ pub enum KeyCommand {
     Remove { id: String },
     /// Print the passphrase in use (the generated key file's content), for safekeeping
     Export,
+}
+
+#[derive(Debug, Args)]
+pub struct TriggerArgs {
+    /// The playbook, by name
+    pub playbook: String,
+    /// Only these of its hosts: names, group:NAME, globs, exclusions like !db3, comma-separated
+    #[arg(long)]
+    pub limit: Option<String>,
+    /// Run now even if the playbook's window (and the hosts' own) is closed; needs --reason, and is audited
+    #[arg(long, requires = "reason")]
+    pub ignore_window: bool,
+    /// Why the window is overridden, for the audit log
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Wait for the run to end and exit with its outcome
+    #[arg(long)]
+    pub wait: bool,
+    /// Print the request (and, with --wait, the run) as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Serve Prometheus metrics on this address (127.0.0.1:9187); off unless given
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of a subcommand that has not landed yet.

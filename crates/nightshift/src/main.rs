@@ -5,6 +5,7 @@
 mod backup;
 mod check;
 mod cli;
+mod daemon;
 mod exec;
 mod hosts;
 mod keys;
@@ -13,7 +14,9 @@ mod run;
 mod runs;
 mod schedule;
 mod settings;
+mod status;
 mod store;
+mod trigger;
 
 use std::process::ExitCode;
 
@@ -54,6 +57,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs(args) => runs::runs(&settings, &args),
         Command::History(args) => runs::history(&settings, &args),
         Command::Catalog(command) => runs::catalog(&settings, command),
+        Command::Daemon(args) => daemon::run(settings, &args),
+        Command::Trigger(args) => trigger::run(&settings, &args),
+        Command::Status(args) => status::run(&settings, &args),
         other => Ok(not_yet_available(&other)),
     }
 }

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,8 +16,10 @@ use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressStyle};
 use nightshift_catalog::{CATALOG_FILE, Catalog, JobStatus, Trigger};
 use nightshift_engine::event::{Event, JobReport, RunReport};
 use nightshift_engine::reach::reach;
-use nightshift_engine::rollout::{self, Rollout, StoreAccess, Target};
+use nightshift_engine::rollout::{self, HostWindow, Rollout, StoreAccess, Target};
+use nightshift_engine::stop::Stop;
 use nightshift_plan::Playbook;
+use nightshift_scheduler::SystemClock;
 
 use crate::cli::RunArgs;
 use crate::keys;
@@ -25,20 +28,10 @@ use crate::settings::Settings;
 pub fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let plan = settings.parse_plan()?;
     let playbook = find_playbook(&plan, &args.playbook)?;
-    let inventory = plan.inventory().into_owned();
-    let names = targets(&inventory, &playbook, args.limit.as_deref())?;
-    let targets = names
-        .iter()
-        .map(|name| {
-            Ok(Target {
-                name: name.clone(),
-                reach: reach(&inventory, name)?,
-                address: inventory.hosts.get(name).and_then(|h| h.address.clone()),
-                retention: inventory.retention(name).map(crate::store::policy_of),
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let ssh = settings.ssh_config(&inventory)?;
+    // A manual run is the operator's decision: host windows are the
+    // daemon's to keep.
+    let targets = rollout_targets(&plan, &playbook, args.limit.as_deref(), false)?;
+    let ssh = settings.ssh_config(&plan.inventory())?;
     // A check run creates no store: without one, backups report what
     // they would read, all of it new.
     let store = if needs_store(&playbook) && (!args.check || keys::store_exists(settings)) {
@@ -61,6 +54,9 @@ pub fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
             trigger: Trigger::Manual,
             operator: Some(crate::operator()),
             window: None,
+            stop: Stop::default(),
+            clock: Arc::new(SystemClock),
+            fleet_slots: None,
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let work = tokio::spawn(rollout::run(rollout, tx));
@@ -82,8 +78,34 @@ pub fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The rollout's hosts: the playbook's targets narrowed by `limit`, each
+/// with the way to reach it and, with `windows`, its own window.
+pub fn rollout_targets(
+    plan: &nightshift_plan::Plan,
+    playbook: &Playbook,
+    limit: Option<&str>,
+    windows: bool,
+) -> anyhow::Result<Vec<Target>> {
+    let inventory = plan.inventory();
+    targets(&inventory, playbook, limit)?
+        .iter()
+        .map(|name| {
+            Ok(Target {
+                name: name.clone(),
+                reach: reach(&inventory, name)?,
+                address: inventory.hosts.get(name).and_then(|h| h.address.clone()),
+                retention: inventory.retention(name).map(crate::store::policy_of),
+                window: windows
+                    .then(|| plan.host_window(name))
+                    .flatten()
+                    .map(|(name, rule)| HostWindow { name, rule }),
+            })
+        })
+        .collect()
+}
+
 /// A playbook by file path or by name.
-fn find_playbook(plan: &nightshift_plan::Plan, wanted: &str) -> anyhow::Result<Playbook> {
+pub fn find_playbook(plan: &nightshift_plan::Plan, wanted: &str) -> anyhow::Result<Playbook> {
     let path = std::path::Path::new(wanted);
     let found = plan.playbooks.iter().find(|p| {
         p.value.name.get_ref() == wanted
@@ -158,7 +180,7 @@ fn targets(
     Ok(names.into_iter().map(str::to_string).collect())
 }
 
-fn needs_store(playbook: &Playbook) -> bool {
+pub(crate) fn needs_store(playbook: &Playbook) -> bool {
     playbook.steps.iter().any(|s| {
         s.backup.is_some()
             || s.verify
@@ -167,7 +189,7 @@ fn needs_store(playbook: &Playbook) -> bool {
     })
 }
 
-fn store_access(settings: &Settings) -> anyhow::Result<StoreAccess> {
+pub(crate) fn store_access(settings: &Settings) -> anyhow::Result<StoreAccess> {
     let store = keys::open_or_create(settings, false)?;
     let passphrase = keys::passphrase(settings, &store)?;
     Ok(StoreAccess {
@@ -218,7 +240,7 @@ async fn render(mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>, json: bool)
     jobs
 }
 
-fn log_line(event: &Event) -> Option<String> {
+pub(crate) fn log_line(event: &Event) -> Option<String> {
     Some(match event {
         Event::RunStarted {
             playbook,
@@ -425,12 +447,17 @@ fn closing_line(report: &RunReport) -> String {
         .run
         .map_or_else(|| report.playbook.clone(), |r| format!("run {r}"));
     let what = match &report.halted_because {
-        Some(reason) => format!("halted: {reason}"),
+        Some(reason) => format!("{}: {reason}", report.status),
         None => format!(
-            "{}: {} ok, {} failed{} in {}",
+            "{}: {} ok, {} failed{}{} in {}",
             report.status,
             report.ok,
             report.failed,
+            if report.deferred > 0 {
+                format!(", {} deferred to their window", report.deferred)
+            } else {
+                String::new()
+            },
             if report.skipped > 0 {
                 format!(", {} not started", report.skipped)
             } else {

@@ -53,6 +53,40 @@ impl WindowDef<'_> {
     }
 }
 
+impl Plan {
+    /// A window by name, in its own time zone or else `default_tz`; `None`
+    /// when no valid window has that name (`nightshift check` says why).
+    pub fn window_rule(&self, name: &str, default_tz: Tz) -> Option<WindowRule> {
+        self.schedules.iter().find_map(|file| {
+            let (_, window) = file
+                .value
+                .windows
+                .iter()
+                .find(|(n, _)| n.get_ref() == name)?;
+            build_window(&file.source, window, default_tz).ok()
+        })
+    }
+
+    /// A host's own window, by name and rule: the host's `window`, else
+    /// that of the first of its groups that has one (UTC unless the window
+    /// names its zone).
+    pub fn host_window(&self, host: &str) -> Option<(String, WindowRule)> {
+        let inventory = self.inventory();
+        let entry = inventory.hosts.get(host)?;
+        let from_group = || {
+            let resolver = inventory.targets();
+            inventory
+                .groups
+                .iter()
+                .filter(|(name, _)| resolver.group_hosts(name).contains(host))
+                .find_map(|(_, group)| group.window.clone())
+        };
+        let name = entry.window.clone().or_else(from_group)?.into_inner();
+        let rule = self.window_rule(&name, Tz::UTC)?;
+        Some((name, rule))
+    }
+}
+
 /// All windows of all schedule files by name; a second definition of a name
 /// is an error.
 pub fn windows<'a>(plan: &'a Plan, out: &mut Vec<Diagnostic>) -> BTreeMap<String, WindowDef<'a>> {

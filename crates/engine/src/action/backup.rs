@@ -22,7 +22,7 @@ use crate::step::{Done, StepError};
 const LIST_LIMIT: Duration = Duration::from_secs(3600);
 
 pub async fn run(host: &HostRun<'_>, backup: &Backup, limit: Duration) -> Done {
-    match pull(host, backup, deadline(limit)).await {
+    match pull(host, backup, Deadline::new(limit, host.env.stop.token())).await {
         Ok(done) => done,
         Err(error) => Done::fail(error),
     }
@@ -63,7 +63,7 @@ async fn pull(host: &HostRun<'_>, backup: &Backup, deadline: Deadline) -> Result
     let mut done = Done::default();
     let mut saved = Vec::new();
     if !backup.paths.is_empty() {
-        match pull_tree(host, backup, access, &mut done, deadline).await? {
+        match pull_tree(host, backup, access, &mut done, deadline.clone()).await? {
             Some(entry) => saved.push(entry),
             None => return Ok(done),
         }
@@ -85,7 +85,7 @@ async fn pull(host: &HostRun<'_>, backup: &Backup, deadline: Deadline) -> Result
                 &stream.name,
                 &stream.command,
                 options,
-                deadline,
+                deadline.clone(),
             )
             .await?;
             done.say(format!(
@@ -397,6 +397,7 @@ fn into_store(
         .into_iter()
         .map(|(name, command)| {
             let handle = handle.clone();
+            let deadline = deadline.clone();
             StreamSource {
                 name,
                 open: Box::new(move || {
@@ -408,7 +409,7 @@ fn into_store(
         .collect();
     match tar {
         Some(reading) => {
-            let mut tar = HostReader::unchecked(handle.clone(), reading, "tar", deadline);
+            let mut tar = HostReader::unchecked(handle.clone(), reading, "tar", deadline.clone());
             let outcome =
                 store.backup_remote_with_streams(plan, &mut tar, sources, options, &progress);
             // Drain what the store did not read, so the channel ends cleanly.
@@ -424,10 +425,49 @@ fn into_store(
 }
 
 /// When a step's time is up; `None` for no limit.
-type Deadline = Option<tokio::time::Instant>;
+#[derive(Debug, Clone)]
+struct Deadline {
+    /// `None` for no limit.
+    at: Option<tokio::time::Instant>,
+    /// The run's cancellation: a reader stops when it fires.
+    cancel: tokio_util::sync::CancellationToken,
+}
 
-fn deadline(limit: Duration) -> Deadline {
-    tokio::time::Instant::now().checked_add(limit)
+impl Deadline {
+    fn new(limit: Duration, cancel: tokio_util::sync::CancellationToken) -> Self {
+        Self {
+            at: tokio::time::Instant::now().checked_add(limit),
+            cancel,
+        }
+    }
+
+    /// Runs `read` until the deadline or the run's cancellation.
+    async fn bound<T>(
+        &self,
+        line: &str,
+        read: impl std::future::Future<Output = std::io::Result<T>>,
+    ) -> std::io::Result<T> {
+        let late = async {
+            match self.at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            done = read => done,
+            () = self.cancel.cancelled() => Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                format!("`{line}` was stopped: the run was cancelled"),
+            )),
+            () = late => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "`{line}` did not finish within the step's time limit; raise its timeout if it needs longer"
+                ),
+            )),
+        }
+    }
 }
 
 /// A command's standard output read from blocking code, stopped at the
@@ -499,21 +539,9 @@ impl std::io::Read for HostReader {
             return Ok(0);
         };
         let read = reading.read(buf);
-        let n = match self.deadline {
-            Some(at) => self
-                .handle
-                .block_on(tokio::time::timeout_at(at, read))
-                .map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!(
-                            "`{}` did not finish within the step's time limit; raise its timeout if it needs longer",
-                            self.line
-                        ),
-                    )
-                })??,
-            None => self.handle.block_on(read)?,
-        };
+        let n = self
+            .handle
+            .block_on(self.deadline.bound(&self.line, read))?;
         if n > 0 || buf.is_empty() || !self.checked {
             return Ok(n);
         }

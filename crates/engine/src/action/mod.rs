@@ -33,12 +33,13 @@ pub async fn run(host: &mut HostRun<'_>, step: &Step, limit: Duration) -> Done {
 }
 
 /// A command as the playbook asks for it: through sudo when it says
-/// `become`, stopped at `limit`, with `NIGHTSHIFT_HOST` set to the host's
-/// inventory name.
+/// `become`, stopped at `limit` or when the run is cancelled, with
+/// `NIGHTSHIFT_HOST` set to the host's inventory name.
 pub(crate) fn command(host: &HostRun<'_>, line: impl Into<String>, limit: Duration) -> Command {
     let command = Command::new(line)
         .become_root(host.env.playbook.become_root)
-        .env("NIGHTSHIFT_HOST", host.name(), false);
+        .env("NIGHTSHIFT_HOST", host.name(), false)
+        .cancel_on(host.env.stop.token());
     if limit == Duration::MAX {
         command
     } else {

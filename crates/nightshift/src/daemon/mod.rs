@@ -1,0 +1,187 @@
+//! `nightshift daemon`: runs schedules, only ever inside their windows.
+//!
+//! One daemon per data directory (a `flock` on `daemon.pid`). It ticks
+//! every second; SIGTERM or SIGINT stop it gracefully (nothing new starts,
+//! steps in flight get the grace period, then are cancelled and recorded as
+//! interrupted, and it exits 0); SIGHUP reloads the configuration after
+//! validating it, keeping the running one when the new one is invalid.
+
+mod dispatch;
+pub mod lock;
+mod metrics;
+mod notify;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nightshift_catalog::{CATALOG_FILE, Catalog};
+use nightshift_engine::stop::StopKind;
+use nightshift_plan::{Config, Plan};
+use nightshift_scheduler::SystemClock;
+use tokio::signal::unix::{SignalKind, signal};
+
+pub use dispatch::Daemon;
+
+use crate::cli::DaemonArgs;
+use crate::settings::Settings;
+
+/// How often the daemon looks at its schedules.
+const TICK: Duration = Duration::from_secs(1);
+
+/// After the grace period and the cancel, how long runs get to record how
+/// they ended before the daemon exits regardless.
+const RECORDING: Duration = Duration::from_secs(30);
+
+pub fn run(settings: Settings, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
+    let (settings, plan) = match load_checked(settings.config_file.as_deref(), &settings.data_dir) {
+        Ok(loaded) => loaded,
+        Err(problems) => {
+            for problem in &problems {
+                eprintln!("{problem}");
+            }
+            anyhow::bail!(
+                "the configuration has {} problem(s); the daemon does not start on it (`nightshift check` lists them)",
+                problems.len()
+            );
+        }
+    };
+    let holder = lock::Holder {
+        pid: std::process::id(),
+        started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        version: env!("CARGO_PKG_VERSION").into(),
+        metrics: args.metrics_listen.map(|a| a.to_string()),
+    };
+    let _lock = lock::DaemonLock::acquire(&settings.data_dir, &holder)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(serve(settings, plan, args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(settings: Settings, plan: Plan, args: &DaemonArgs) -> anyhow::Result<()> {
+    let catalog = Catalog::open(&settings.data_dir.join(CATALOG_FILE)).await?;
+    let left = catalog.interrupt_orphans(chrono::Utc::now()).await?;
+    if left.runs > 0 {
+        tracing::warn!(
+            "{} run(s) of a controller that is gone were left running; they now read as interrupted",
+            left.runs
+        );
+    }
+    if let Some(addr) = args.metrics_listen {
+        metrics::serve(addr, catalog.clone()).await?;
+    }
+    let mut daemon = Daemon::new(settings, plan, catalog.clone(), Arc::new(SystemClock))?;
+    tracing::info!(
+        pid = std::process::id(),
+        schedules = daemon.entries.len(),
+        "nightshift daemon started"
+    );
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let why = loop {
+        tokio::select! {
+            _ = ticker.tick() => daemon.tick().await,
+            _ = term.recv() => break "SIGTERM",
+            _ = interrupt.recv() => break "SIGINT",
+            _ = hangup.recv() => reload(&mut daemon),
+        }
+    };
+    shut_down(&mut daemon, why).await;
+    catalog.close().await;
+    Ok(())
+}
+
+/// Stops gracefully: drain, wait out the grace period, cancel, let the
+/// runs record how they ended.
+async fn shut_down(daemon: &mut Daemon, signal: &str) {
+    let grace = daemon.settings.config.daemon.grace.0;
+    let reason = format!("the daemon was asked to stop ({signal})");
+    tracing::info!(
+        runs = daemon.runs.len(),
+        "{reason}; steps in flight have {}s to finish",
+        grace.as_secs()
+    );
+    daemon.drain_all(StopKind::Shutdown, &reason);
+    wait_for_runs(daemon, grace).await;
+    if !daemon.runs.is_empty() {
+        tracing::warn!(
+            runs = daemon.runs.len(),
+            "the grace period is over; cancelling steps in flight"
+        );
+        daemon.cancel_all(StopKind::Shutdown, &reason);
+        wait_for_runs(daemon, RECORDING).await;
+    }
+    if !daemon.runs.is_empty() {
+        tracing::error!(
+            runs = daemon.runs.len(),
+            "runs did not end; the next start records them as interrupted"
+        );
+    }
+    tracing::info!("nightshift daemon stopped");
+}
+
+async fn wait_for_runs(daemon: &mut Daemon, limit: Duration) {
+    let until = Instant::now() + limit;
+    while !daemon.runs.is_empty() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        daemon.reap().await;
+    }
+}
+
+/// SIGHUP: the configuration read and checked again; an invalid one is
+/// refused, every problem logged, and the running one kept.
+fn reload(daemon: &mut Daemon) {
+    let (config_file, data_dir) = (
+        daemon.settings.config_file.clone(),
+        daemon.settings.data_dir.clone(),
+    );
+    match load_checked(config_file.as_deref(), &data_dir) {
+        Ok((settings, plan)) => match daemon.replace(settings, plan) {
+            Ok(()) => tracing::info!(schedules = daemon.entries.len(), "configuration reloaded"),
+            Err(err) => tracing::error!(
+                "the new configuration is refused: {err:#}; keeping the running one"
+            ),
+        },
+        Err(problems) => {
+            for problem in &problems {
+                tracing::error!("{problem}");
+            }
+            tracing::error!(
+                "the new configuration has {} problem(s); keeping the running one",
+                problems.len()
+            );
+        }
+    }
+}
+
+/// The configuration and plan, fully validated; every problem rendered.
+fn load_checked(
+    config_file: Option<&Path>,
+    data_dir: &Path,
+) -> Result<(Settings, Plan), Vec<String>> {
+    let config = match config_file {
+        Some(path) => Config::load(path).map_err(|err| vec![err.to_string()])?,
+        None => Config::default(),
+    };
+    let report = nightshift_plan::check_paths(&[], config_file, &config)
+        .map_err(|err| vec![err.to_string()])?;
+    if !report.is_clean() {
+        return Err(report.diagnostics.iter().map(ToString::to_string).collect());
+    }
+    let (plan, _) = nightshift_plan::load(config_file, &config, &[])
+        .context("loading the plan")
+        .map_err(|err| vec![format!("{err:#}")])?;
+    let settings = Settings {
+        config_file: config_file.map(PathBuf::from),
+        config,
+        data_dir: data_dir.to_path_buf(),
+    };
+    Ok((settings, plan))
+}

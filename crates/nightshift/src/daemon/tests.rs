@@ -1,0 +1,333 @@
+//! The daemon's loop under an injected clock, with real rollouts on this
+//! machine (the local transport) and a real catalog: the clock jumps, the
+//! runs are real.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use nightshift_catalog::{CATALOG_FILE, Catalog, RunDetail};
+use nightshift_scheduler::ManualClock;
+
+use super::{Daemon, load_checked};
+
+fn utc(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 1, h, m, s)
+        .single()
+        .expect("a time")
+}
+
+/// A plan tree: config, one playbook, one schedule in a
+/// 01:00–02:00 UTC window, and an inventory.
+fn tree(dir: &Path, config: &str, cron: &str, steps: &str, inventory: &str) {
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    };
+    write(
+        "nightshift.toml",
+        &format!("inventory = \"inventory.toml\"\n{config}"),
+    );
+    write(
+        "playbooks/work.toml",
+        &format!("name = \"work\"\ntargets = [\"all\"]\n{steps}"),
+    );
+    write(
+        "schedules/nightly.toml",
+        &format!(
+            "[[schedule]]\nplaybook = \"work\"\ncron = \"{cron}\"\ntimezone = \"UTC\"\nwindow = \"nightly\"\n\n\
+         [windows.nightly]\nstart = \"01:00\"\nend = \"02:00\"\n\n\
+         [windows.late]\nstart = \"03:00\"\nend = \"04:00\"\n"
+        ),
+    );
+    write("inventory.toml", inventory);
+}
+
+const EVERY_MINUTE: &str = "* * * * *";
+
+const ONE_HOST: &str = "[hosts.alpha]\naddress = \"localhost\"\n";
+
+async fn daemon(dir: &Path, clock: &ManualClock) -> Daemon {
+    let config = dir.join("nightshift.toml");
+    let (settings, plan) = match load_checked(Some(&config), &dir.join("data")) {
+        Ok(loaded) => loaded,
+        Err(problems) => panic!("the test plan is invalid:\n{}", problems.join("\n")),
+    };
+    std::fs::create_dir_all(&settings.data_dir).expect("data dir");
+    let catalog = Catalog::open(&settings.data_dir.join(CATALOG_FILE))
+        .await
+        .expect("catalog");
+    Daemon::new(settings, plan, catalog, Arc::new(clock.clone())).expect("daemon")
+}
+
+/// Ticks (the clock standing still) until no run is in progress.
+async fn settle(daemon: &mut Daemon) {
+    for _ in 0..300 {
+        daemon.reap().await;
+        if daemon.runs.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("runs did not end");
+}
+
+async fn only_run(catalog: &Catalog) -> RunDetail {
+    let runs = catalog
+        .runs(&nightshift_catalog::RunFilter::default())
+        .await
+        .expect("runs");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    catalog
+        .run_detail(runs[0].id)
+        .await
+        .expect("detail")
+        .expect("run")
+}
+
+/// Waits (in real time) for a step to be running.
+async fn until_running(catalog: &Catalog, step: &str) {
+    for _ in 0..100 {
+        let running = step_status(catalog, step).await;
+        if running.as_deref() == Some("running") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("step {step} never ran");
+}
+
+async fn step_status(catalog: &Catalog, step: &str) -> Option<String> {
+    let runs = catalog
+        .runs(&nightshift_catalog::RunFilter::default())
+        .await
+        .ok()?;
+    let detail = catalog.run_detail(runs.first()?.id).await.ok()??;
+    detail
+        .jobs
+        .iter()
+        .flat_map(|j| &j.steps)
+        .find(|s| s.name == step)
+        .map(|s| s.status.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fire_outside_the_window_never_runs_and_one_inside_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    tree(
+        dir.path(),
+        "",
+        EVERY_MINUTE,
+        "[[steps]]\nname = \"hello\"\ncommand = \"echo hello\"\n",
+        ONE_HOST,
+    );
+    let clock = ManualClock::new(utc(0, 58, 30));
+    let mut daemon = daemon(dir.path(), &clock).await;
+    // Two fires before the window opens at 01:00: nothing starts.
+    for t in [utc(0, 58, 30), utc(0, 59, 5), utc(0, 59, 35)] {
+        clock.set(t);
+        daemon.tick().await;
+        assert!(daemon.runs.is_empty(), "nothing may start at {t}");
+    }
+    clock.set(utc(1, 0, 5));
+    daemon.tick().await;
+    assert_eq!(daemon.runs.len(), 1, "the 01:00 fire starts a run");
+    settle(&mut daemon).await;
+    let run = only_run(&daemon.catalog).await;
+    assert_eq!(run.run.status, "ok");
+    assert_eq!(run.run.window.as_deref(), Some("nightly"));
+    assert_eq!(run.jobs[0].steps[0].output_tail.as_deref(), Some("hello\n"));
+    let fires = daemon
+        .catalog
+        .fires(&daemon.entries[0].key, 10)
+        .await
+        .expect("fires");
+    assert_eq!(fires.len(), 1);
+    assert_eq!(
+        (fires[0].outcome.as_str(), fires[0].run_id),
+        ("started", Some(run.run.id))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_closing_mid_run_drains_then_cancels_after_the_grace_period() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    tree(
+        dir.path(),
+        "[daemon]\ngrace = \"5s\"\n",
+        EVERY_MINUTE,
+        "[[steps]]\nname = \"long\"\ncommand = \"sleep 60\"\n\n[[steps]]\nname = \"after\"\ncommand = \"true\"\n",
+        ONE_HOST,
+    );
+    let clock = ManualClock::new(utc(1, 58, 30));
+    let mut daemon = daemon(dir.path(), &clock).await;
+    daemon.tick().await;
+    clock.set(utc(1, 59, 2));
+    daemon.tick().await;
+    assert_eq!(daemon.runs.len(), 1, "the 01:59 fire starts");
+    until_running(&daemon.catalog, "long").await;
+    // 02:00: the window closes; inside the grace period the step goes on.
+    clock.set(utc(2, 0, 1));
+    daemon.tick().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    daemon.reap().await;
+    assert_eq!(daemon.runs.len(), 1, "the step has its grace period");
+    assert!(daemon.runs[0].stop.draining().is_some());
+    assert!(!daemon.runs[0].stop.is_cancelled());
+    // The grace period is over: the step is cancelled.
+    clock.set(utc(2, 0, 7));
+    daemon.tick().await;
+    settle(&mut daemon).await;
+    let run = only_run(&daemon.catalog).await;
+    assert_eq!(run.run.status, "interrupted");
+    let why = run.run.halted_because.clone().unwrap_or_default();
+    assert!(
+        why.starts_with("the window nightly closed at 2026-12-01 02:00 UTC"),
+        "{why}"
+    );
+    assert!(why.contains("1 cut short"), "{why}");
+    let job = &run.jobs[0];
+    assert_eq!(
+        (job.status.as_str(), job.error_kind.as_deref()),
+        ("interrupted", Some("window_closed"))
+    );
+    let steps: Vec<(&str, &str)> = job
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.status.as_str()))
+        .collect();
+    assert_eq!(steps, [("long", "interrupted"), ("after", "skipped")]);
+    // The next fire (02:00 was outside the window) does not start a run.
+    clock.set(utc(2, 1, 2));
+    daemon.tick().await;
+    assert!(daemon.runs.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_whose_own_window_is_closed_is_deferred_and_picked_up_when_it_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    tree(
+        dir.path(),
+        "",
+        EVERY_MINUTE,
+        "[[steps]]\nname = \"hello\"\ncommand = \"echo \\\"$NIGHTSHIFT_HOST\\\"\"\n",
+        "[hosts.alpha]\naddress = \"localhost\"\n\n[hosts.beta]\naddress = \"localhost\"\nwindow = \"late\"\n",
+    );
+    let clock = ManualClock::new(utc(1, 29, 30));
+    let mut daemon = daemon(dir.path(), &clock).await;
+    daemon.tick().await;
+    clock.set(utc(1, 30, 3));
+    daemon.tick().await;
+    settle(&mut daemon).await;
+    let run = only_run(&daemon.catalog).await;
+    assert_eq!(
+        run.run.status, "ok",
+        "a deferred host does not fail the run"
+    );
+    let jobs: Vec<(&str, &str)> = run
+        .jobs
+        .iter()
+        .map(|j| (j.host.as_str(), j.status.as_str()))
+        .collect();
+    assert_eq!(jobs, [("alpha", "ok"), ("beta", "deferred")]);
+    let detail = run.jobs[1].detail.clone().unwrap_or_default();
+    assert!(
+        detail.starts_with("outside window late; it opens next at 2026-12-01 03:00 UTC"),
+        "{detail}"
+    );
+    // Its window opens at 03:00: a run for beta alone. The 03:00 fire of
+    // the schedule itself is outside the nightly window and starts nothing.
+    clock.set(utc(3, 0, 40));
+    daemon.tick().await;
+    assert_eq!(daemon.runs.len(), 1, "the deferred host is picked up");
+    settle(&mut daemon).await;
+    let runs = daemon
+        .catalog
+        .runs(&nightshift_catalog::RunFilter::default())
+        .await
+        .expect("runs");
+    assert_eq!(runs.len(), 2);
+    let pickup = daemon
+        .catalog
+        .run_detail(runs[0].id)
+        .await
+        .expect("detail")
+        .expect("run");
+    assert_eq!(pickup.run.window.as_deref(), Some("late"));
+    let jobs: Vec<(&str, &str)> = pickup
+        .jobs
+        .iter()
+        .map(|j| (j.host.as_str(), j.status.as_str()))
+        .collect();
+    assert_eq!(jobs, [("beta", "ok")]);
+    assert_eq!(
+        pickup.jobs[0].steps[0].output_tail.as_deref(),
+        Some("beta\n")
+    );
+    assert!(
+        daemon
+            .catalog
+            .deferred_hosts()
+            .await
+            .expect("deferred")
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fires_missed_while_the_daemon_was_down_follow_the_catch_up_policy() {
+    for (policy, outcome) in [("skip", "missed"), ("once", "caught_up")] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        tree(
+            dir.path(),
+            &format!("[daemon]\ncatch_up = \"{policy}\"\n"),
+            "5 1 * * *",
+            "[[steps]]\nname = \"hello\"\ncommand = \"true\"\n",
+            ONE_HOST,
+        );
+        let clock = ManualClock::new(utc(1, 0, 30));
+        let mut first = daemon(dir.path(), &clock).await;
+        first.tick().await;
+        first.catalog.clone().close().await;
+        drop(first);
+        // Down from 01:00:30 to 01:30:30, across the 01:05 fire; the
+        // window is open until 02:00.
+        clock.set(utc(1, 30, 30));
+        let mut second = daemon(dir.path(), &clock).await;
+        second.tick().await;
+        assert_eq!(second.runs.len(), usize::from(policy == "once"), "{policy}");
+        settle(&mut second).await;
+        let fires = second
+            .catalog
+            .fires(&second.entries[0].key, 10)
+            .await
+            .expect("fires");
+        assert_eq!(fires.len(), 1, "{policy}: {fires:?}");
+        assert_eq!(fires[0].fire, "2026-12-01T01:05:00.000Z");
+        assert_eq!(fires[0].outcome, outcome, "{policy}");
+        if policy == "skip" {
+            assert!(
+                fires[0]
+                    .detail
+                    .as_deref()
+                    .is_some_and(|d| d.contains("the daemon was down")),
+                "{:?}",
+                fires[0].detail
+            );
+            assert!(
+                second
+                    .catalog
+                    .runs(&Default::default())
+                    .await
+                    .expect("runs")
+                    .is_empty()
+            );
+        } else {
+            let run = only_run(&second.catalog).await;
+            assert_eq!(fires[0].run_id, Some(run.run.id));
+            assert_eq!(run.run.status, "ok");
+        }
+    }
+}
