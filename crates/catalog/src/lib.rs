@@ -75,6 +75,33 @@ pub fn redacted(value: &serde_json::Value) -> serde_json::Value {
     }
 }
 
+/// Holds `CATALOG.lock` exclusively while migrations run.
+async fn migration_lock(path: &Path) -> std::io::Result<std::fs::File> {
+    let lock = path.with_extension("lock");
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(lock)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    /// JSON, secrets redacted.
+    pub arguments: String,
+    pub outcome: String,
+}
+
 /// A time as the catalog stores it: UTC, RFC 3339 with milliseconds, so
 /// text order is time order.
 pub fn stamp(time: chrono::DateTime<chrono::Utc>) -> String {
@@ -110,13 +137,21 @@ impl Catalog {
             .connect_with(options.clone())
             .await
             .map_err(open_err)?;
-        MIGRATOR
-            .run(&writer)
+        // SQLite has no advisory lock for sqlx to take, so two processes
+        // opening a new catalog at once (a daemon and a `status`) would both
+        // migrate it: a lock file beside it lets one go at a time.
+        let guard = migration_lock(path)
             .await
-            .map_err(|source| CatalogError::Migrate {
+            .map_err(|source| CatalogError::Open {
                 path: path.to_path_buf(),
-                source,
+                source: sqlx::Error::Io(source),
             })?;
+        let migrated = MIGRATOR.run(&writer).await;
+        drop(guard);
+        migrated.map_err(|source| CatalogError::Migrate {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
@@ -169,6 +204,17 @@ impl Catalog {
         .fetch_one(&self.writer)
         .await?;
         Ok(id)
+    }
+
+    /// The newest audit entries, newest first: (at, actor, action,
+    /// arguments as JSON, outcome).
+    pub async fn audit_entries(&self, limit: u32) -> Result<Vec<AuditEntry>, CatalogError> {
+        Ok(sqlx::query_as(
+            "SELECT at, actor, action, arguments, outcome FROM audit_log ORDER BY id DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await?)
     }
 
     /// How many audit entries exist.

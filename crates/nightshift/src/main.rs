@@ -26,7 +26,9 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.global.verbose, cli.global.quiet);
+    // A daemon's log is its record of what it decided: info by default.
+    let daemon = u8::from(matches!(cli.command, Command::Daemon(_)));
+    init_tracing(cli.global.verbose.saturating_add(daemon), cli.global.quiet);
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -96,6 +98,8 @@ fn init_tracing(verbose: u8, quiet: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only for a person: a journal or a log file gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }

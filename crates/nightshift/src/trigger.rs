@@ -64,7 +64,7 @@ pub fn run(settings: &Settings, args: &TriggerArgs) -> anyhow::Result<ExitCode> 
             catalog.close().await;
             return Ok(ExitCode::SUCCESS);
         }
-        let code = wait(&catalog, id, args.json).await;
+        let code = wait(&catalog, &settings.data_dir, id, args.json).await;
         catalog.close().await;
         code
     })
@@ -79,9 +79,19 @@ fn say(json: bool, doc: &serde_json::Value, text: &str) {
 }
 
 /// Follows the request to the end of its run.
-async fn wait(catalog: &Catalog, id: i64, json: bool) -> anyhow::Result<ExitCode> {
+async fn wait(
+    catalog: &Catalog,
+    data_dir: &std::path::Path,
+    id: i64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let mut told = None;
     loop {
+        if lock::running(data_dir).is_none() {
+            anyhow::bail!(
+                "the daemon stopped before it started trigger request {id}; the request stays, for the daemon's next start"
+            );
+        }
         let request: TriggerRow = catalog
             .trigger(id)
             .await?

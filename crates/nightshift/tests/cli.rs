@@ -4,6 +4,7 @@
 mod backup;
 mod catalog;
 mod common;
+mod daemon;
 mod run;
 
 use common::{nightshift, stderr, stdout};
@@ -325,4 +326,48 @@ mod fleet {
             stderr(&out)
         );
     }
+}
+
+/// The shipped systemd unit is hardened as the README says, and systemd
+/// itself finds nothing wrong in it (pointed at this build's binary).
+#[test]
+fn the_systemd_unit_is_hardened_and_systemd_accepts_it() {
+    let unit = std::fs::read_to_string(common::repo_root().join("deploy/nightshift.service"))
+        .expect("the unit");
+    for line in [
+        "User=nightshift",
+        "StateDirectory=nightshift",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "KillSignal=SIGTERM",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "{line} missing");
+    }
+    let Ok(probe) = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    else {
+        eprintln!("systemd-analyze is not installed; the unit's syntax is not checked");
+        return;
+    };
+    assert!(probe.status.success());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("nightshift.service");
+    std::fs::write(
+        &copy,
+        unit.replace(
+            "/usr/local/bin/nightshift",
+            env!("CARGO_BIN_EXE_nightshift"),
+        ),
+    )
+    .expect("copy");
+    let verdict = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("systemd-analyze");
+    let said = String::from_utf8_lossy(&verdict.stderr);
+    assert!(verdict.status.success(), "{said}");
+    assert!(!said.contains("Unknown"), "{said}");
 }

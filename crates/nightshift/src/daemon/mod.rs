@@ -56,13 +56,39 @@ pub fn run(settings: Settings, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         version: env!("CARGO_PKG_VERSION").into(),
         metrics: args.metrics_listen.map(|a| a.to_string()),
     };
-    let _lock = lock::DaemonLock::acquire(&settings.data_dir, &holder)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(serve(settings, plan, args))?;
+    runtime.block_on(async {
+        // Handlers first: once the lock shows the daemon, a signal sent to
+        // it must find them (SIGHUP's default would kill it).
+        let signals = Signals::new()?;
+        let _lock = lock::DaemonLock::acquire(&settings.data_dir, &holder)?;
+        serve(settings, plan, args, signals).await
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(settings: Settings, plan: Plan, args: &DaemonArgs) -> anyhow::Result<()> {
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+async fn serve(
+    settings: Settings,
+    plan: Plan,
+    args: &DaemonArgs,
+    mut signals: Signals,
+) -> anyhow::Result<()> {
     let catalog = Catalog::open(&settings.data_dir.join(CATALOG_FILE)).await?;
     let left = catalog.interrupt_orphans(chrono::Utc::now()).await?;
     if left.runs > 0 {
@@ -80,17 +106,14 @@ async fn serve(settings: Settings, plan: Plan, args: &DaemonArgs) -> anyhow::Res
         schedules = daemon.entries.len(),
         "nightshift daemon started"
     );
-    let mut term = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let why = loop {
         tokio::select! {
             _ = ticker.tick() => daemon.tick().await,
-            _ = term.recv() => break "SIGTERM",
-            _ = interrupt.recv() => break "SIGINT",
-            _ = hangup.recv() => reload(&mut daemon),
+            _ = signals.term.recv() => break "SIGTERM",
+            _ = signals.interrupt.recv() => break "SIGINT",
+            _ = signals.hangup.recv() => reload(&mut daemon),
         }
     };
     shut_down(&mut daemon, why).await;
