@@ -157,7 +157,7 @@ fn every_minute_in_an_open_window_runs_on_the_fleet_defers_a_closed_host_and_sur
     let left = fleet
         .ssh(
             hosts[0],
-            "pgrep -f 'sleep 117' || true",
+            "pgrep -f '[s]leep 117' || true",
             Duration::from_secs(10),
         )
         .expect("ssh");
