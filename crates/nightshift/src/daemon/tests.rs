@@ -331,3 +331,34 @@ async fn fires_missed_while_the_daemon_was_down_follow_the_catch_up_policy() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_hosts_bounds_the_hosts_worked_on_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("spans");
+    tree(
+        dir.path(),
+        "[daemon]\nmax_hosts = 1\n",
+        EVERY_MINUTE,
+        &format!(
+            "[[steps]]\nname = \"span\"\ncommand = \"echo start $(date +%s.%N) >> {0}; sleep 0.5; echo end $(date +%s.%N) >> {0}\"\n",
+            log.display()
+        ),
+        "[hosts.a]\naddress = \"localhost\"\n[hosts.b]\naddress = \"localhost\"\n[hosts.c]\naddress = \"localhost\"\n",
+    );
+    let clock = ManualClock::new(utc(1, 10, 30));
+    let mut daemon = daemon(dir.path(), &clock).await;
+    daemon.tick().await;
+    clock.set(utc(1, 11, 1));
+    daemon.tick().await;
+    settle(&mut daemon).await;
+    assert_eq!(only_run(&daemon.catalog).await.run.status, "ok");
+    let text = std::fs::read_to_string(&log).expect("spans");
+    let marks: Vec<&str> = text.split_whitespace().step_by(2).collect();
+    // One host at a time: every start is followed by its end.
+    assert_eq!(
+        marks,
+        ["start", "end", "start", "end", "start", "end"],
+        "{text}"
+    );
+}

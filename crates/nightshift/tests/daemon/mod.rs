@@ -351,6 +351,22 @@ fn sigterm_mid_run_records_interrupted_jobs_and_a_restarted_daemon_carries_on() 
     tree.wait_until("the long step runs", |t| {
         t.step_status("long").as_deref() == Some("running")
     });
+    // A manual run of the same playbook keeps off the host the daemon's
+    // run holds.
+    let manual = tree.run(&["run", "slow", "--json"]);
+    assert_eq!(manual.status.code(), Some(1), "{}", stderr(&manual));
+    let finished = stdout(&manual)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "host_finished")
+        .expect("a host_finished event");
+    assert_eq!(finished["status"], "skipped");
+    assert_eq!(finished["error_kind"], "leased");
+    let why = finished["error"].as_str().unwrap_or_default();
+    assert!(
+        why.starts_with("slow is already running on h1 in run "),
+        "{why}"
+    );
     let asked = Instant::now();
     tree.signal("TERM");
     let exit = tree.wait_exit(Duration::from_secs(40));
@@ -365,7 +381,10 @@ fn sigterm_mid_run_records_interrupted_jobs_and_a_restarted_daemon_carries_on() 
         asked.elapsed()
     );
     let runs = tree.runs();
-    let slow = &runs[0];
+    let slow = runs
+        .iter()
+        .find(|r| r.run.trigger == "manual" && r.run.status != "failed")
+        .expect("the daemon's run");
     assert_eq!(slow.run.status, "interrupted");
     let why = slow.run.halted_because.clone().unwrap_or_default();
     assert!(
