@@ -6,6 +6,9 @@
 ALTER TABLE jobs ADD COLUMN detail TEXT;
 -- The schedule (or trigger request) a daemon run was started for.
 ALTER TABLE runs ADD COLUMN schedule TEXT;
+-- The controller process as no other can be, even with its pid reused (a
+-- daemon is pid 1 in every container): boot id, pid, start time.
+ALTER TABLE runs ADD COLUMN controller_instance TEXT;
 
 -- A playbook runs at most once at a time on a host: a run holds a lease on
 -- (host, playbook) while its job there runs. A lease whose run is over, or
@@ -57,3 +60,9 @@ CREATE TABLE trigger_requests (
     updated        TEXT
 );
 CREATE INDEX trigger_requests_state ON trigger_requests (state);
+
+-- Hosts waiting for their window, found without scanning every job; a
+-- host's later jobs, for "has it been done since"; steps running now.
+CREATE INDEX jobs_deferred ON jobs (host_id, id) WHERE status = 'deferred';
+CREATE INDEX jobs_host_id ON jobs (host_id, id);
+CREATE INDEX steps_running ON steps (job_id) WHERE status = 'running';

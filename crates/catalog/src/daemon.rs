@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::record::{process_alive, this_host};
+use crate::record::{controller_alive, this_host};
 use crate::{Catalog, CatalogError, RunId, stamp};
 
 /// Whether a run got a host for a playbook.
@@ -135,14 +135,19 @@ pub struct LastRun {
 /// The figures the Prometheus endpoint serves.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Figures {
-    /// (status, count) over all runs.
+    /// (status, count) over all finished runs.
     pub runs: Vec<(String, i64)>,
+    pub runs_in_progress: i64,
     /// (last job status, hosts).
     pub hosts: Vec<(String, i64)>,
     /// (host, last successful patch, last backup), RFC 3339.
     pub ages: Vec<(String, Option<String>, Option<String>)>,
     pub steps_in_flight: i64,
 }
+
+/// A lease's holder: run, controller host, pid, since, run status,
+/// controller instance.
+type Holder = (i64, String, i64, String, String, Option<String>);
 
 const TRIGGER_COLUMNS: &str = "id, playbook, host_limit, ignore_window, reason, requested_by,
     requested_at, state, detail, run_id";
@@ -159,8 +164,9 @@ impl Catalog {
         now: DateTime<Utc>,
     ) -> Result<Lease, CatalogError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let holder: Option<(i64, String, i64, String, String)> = sqlx::query_as(
-            "SELECT l.run_id, l.controller, l.controller_pid, l.since, r.status
+        let holder: Option<Holder> = sqlx::query_as(
+            "SELECT l.run_id, l.controller, l.controller_pid, l.since, r.status,
+                 r.controller_instance
              FROM host_leases l JOIN runs r ON r.id = l.run_id
              WHERE l.host = ? AND l.playbook = ?",
         )
@@ -168,8 +174,8 @@ impl Catalog {
         .bind(playbook)
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some((holder, controller, pid, since, status)) = holder {
-            let alive = controller != this_host() || process_alive(pid);
+        if let Some((holder, controller, pid, since, status, instance)) = holder {
+            let alive = controller != this_host() || controller_alive(pid, instance.as_deref());
             if holder != run.0 && status == "running" && alive {
                 return Ok(Lease::Held { run: holder, since });
             }
@@ -287,9 +293,11 @@ impl Catalog {
         .await?)
     }
 
-    /// Asks the daemon for a run; returns the request's id.
+    /// Asks the daemon for a run, and writes the audit entry for it in the
+    /// same transaction; returns the request's id.
     pub async fn request_trigger(&self, new: &NewTrigger<'_>) -> Result<i64, CatalogError> {
-        Ok(sqlx::query_scalar(
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let id: i64 = sqlx::query_scalar(
             "INSERT INTO trigger_requests
                  (playbook, host_limit, ignore_window, reason, requested_by, requested_at)
              VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
@@ -300,8 +308,58 @@ impl Catalog {
         .bind(new.reason)
         .bind(new.requested_by)
         .bind(stamp(new.at))
-        .fetch_one(&self.writer)
-        .await?)
+        .fetch_one(&mut *tx)
+        .await?;
+        let action = if new.ignore_window {
+            "trigger --ignore-window"
+        } else {
+            "trigger"
+        };
+        let arguments = serde_json::json!({
+            "request": id,
+            "playbook": new.playbook,
+            "limit": new.host_limit,
+            "ignore_window": new.ignore_window,
+            "reason": new.reason,
+        });
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, arguments, outcome)
+             VALUES (?, ?, ?, ?, 'requested')",
+        )
+        .bind(stamp(new.at))
+        .bind(new.requested_by)
+        .bind(action)
+        .bind(crate::redacted(&arguments).to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Claims a pending or waiting request for a run; `false` when another
+    /// look (or another daemon) already did.
+    pub async fn claim_trigger(&self, id: i64) -> Result<bool, CatalogError> {
+        let claimed = sqlx::query(
+            "UPDATE trigger_requests SET state = 'started', detail = NULL, updated = ?
+             WHERE id = ? AND state IN ('pending', 'waiting')",
+        )
+        .bind(stamp(Utc::now()))
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(claimed.rows_affected() == 1)
+    }
+
+    /// A run whose controller lost it (its task died): it, its jobs and
+    /// steps read interrupted, and its leases are given back.
+    pub async fn abandon_run(&self, run: RunId, now: DateTime<Utc>) -> Result<(), CatalogError> {
+        self.interrupt_where(now, &format!("run_id = {}", run.0))
+            .await?;
+        sqlx::query("DELETE FROM host_leases WHERE run_id = ?")
+            .bind(run.0)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     /// Requests not yet started or refused, oldest first.
@@ -367,7 +425,7 @@ impl Catalog {
                                  AND j2.id > j.id)
              ORDER BY j.id",
         )
-        .fetch_all(&self.writer)
+        .fetch_all(&self.readers)
         .await?)
     }
 
@@ -376,7 +434,7 @@ impl Catalog {
         Ok(sqlx::query_as(
             "SELECT r.playbook, r.id AS run_id, r.started, r.finished, r.status, r.halted_because
              FROM runs r
-             WHERE r.id = (SELECT MAX(id) FROM runs r2 WHERE r2.playbook = r.playbook)
+             WHERE r.id IN (SELECT MAX(id) FROM runs GROUP BY playbook)
              ORDER BY r.playbook",
         )
         .fetch_all(&self.readers)
@@ -394,7 +452,9 @@ impl Catalog {
 
     /// What the metrics endpoint reports, read in one go.
     pub async fn figures(&self) -> Result<Figures, CatalogError> {
-        let runs = sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY 1")
+        let runs = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM runs WHERE status != 'running' GROUP BY status ORDER BY 1",
+        )
             .fetch_all(&self.readers)
             .await?;
         let hosts = sqlx::query_as(
@@ -410,8 +470,13 @@ impl Catalog {
             sqlx::query_scalar("SELECT COUNT(*) FROM steps WHERE status = 'running'")
                 .fetch_one(&self.readers)
                 .await?;
+        let runs_in_progress =
+            sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status = 'running'")
+                .fetch_one(&self.readers)
+                .await?;
         Ok(Figures {
             runs,
+            runs_in_progress,
             hosts,
             ages,
             steps_in_flight,

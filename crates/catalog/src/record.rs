@@ -110,7 +110,9 @@ const HOST_SUMMARY: &str = "UPDATE hosts SET last_job_id = j.id, last_job_status
     FROM (SELECT jobs.id, jobs.host_id, jobs.status, jobs.error_kind, jobs.finished,
               EXISTS (SELECT 1 FROM steps s WHERE s.job_id = jobs.id
                       AND s.kind = 'update' AND s.status = 'ok') AS patched
-          FROM jobs WHERE jobs.id IN (SELECT value FROM json_each(?1))) AS j
+          FROM jobs WHERE jobs.id IN (SELECT value FROM json_each(?1))
+              -- A host skipped or deferred was not touched: its state stands.
+              AND jobs.status NOT IN ('skipped', 'deferred')) AS j
     WHERE hosts.id = j.host_id";
 
 /// Rows per multi-row INSERT, within SQLite's 32,766 bound values.
@@ -141,8 +143,8 @@ impl Catalog {
     pub async fn begin_run(&self, run: &NewRun<'_>) -> Result<RunId, CatalogError> {
         let id = sqlx::query_scalar(
             "INSERT INTO runs (playbook, trigger, operator, window, started, status,
-                 controller, controller_pid)
-             VALUES (?, ?, ?, ?, ?, 'running', ?, ?) RETURNING id",
+                 controller, controller_pid, controller_instance)
+             VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?) RETURNING id",
         )
         .bind(run.playbook)
         .bind(run.trigger.as_str())
@@ -151,6 +153,7 @@ impl Catalog {
         .bind(stamp(run.started))
         .bind(this_host())
         .bind(std::process::id())
+        .bind(instance_of(i64::from(std::process::id())))
         .fetch_one(&self.writer)
         .await?;
         Ok(RunId(id))
@@ -374,19 +377,22 @@ impl Catalog {
     /// of other hosts' controllers cannot be judged from here and are left
     /// alone. Call it before a new run begins.
     pub async fn interrupt_orphans(&self, now: DateTime<Utc>) -> Result<Interrupted, CatalogError> {
-        let running: Vec<(i64, Option<String>, Option<i64>)> = sqlx::query_as(
-            "SELECT id, controller, controller_pid FROM runs WHERE status = 'running'",
+        let running: Vec<Controlled> = sqlx::query_as(
+            "SELECT id, controller, controller_pid, controller_instance
+             FROM runs WHERE status = 'running'",
         )
         .fetch_all(&self.writer)
         .await?;
         let here = this_host();
         let gone: Vec<i64> = running
             .into_iter()
-            .filter(|(_, host, pid)| match (host, pid) {
-                (Some(host), Some(pid)) => *host == here && !process_alive(*pid),
+            .filter(|(_, host, pid, instance)| match (host, pid) {
+                (Some(host), Some(pid)) => {
+                    *host == here && !controller_alive(*pid, instance.as_deref())
+                }
                 _ => true,
             })
-            .map(|(id, _, _)| id)
+            .map(|(id, _, _, _)| id)
             .collect();
         if gone.is_empty() {
             return Ok(Interrupted::default());
@@ -399,7 +405,7 @@ impl Catalog {
 
     /// Interrupts the running runs matching `runs_filter` (on `run_id`),
     /// their jobs and their steps.
-    async fn interrupt_where(
+    pub(crate) async fn interrupt_where(
         &self,
         now: DateTime<Utc>,
         runs_filter: &str,
@@ -433,6 +439,9 @@ impl Catalog {
     }
 }
 
+/// A running run and its controller: id, host, pid, instance.
+type Controlled = (i64, Option<String>, Option<i64>, Option<String>);
+
 /// This machine's name, as runs record their controller.
 pub(crate) fn this_host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -441,8 +450,27 @@ pub(crate) fn this_host() -> String {
 }
 
 /// Whether a process of this machine still exists: `/proc/PID` is there.
-pub(crate) fn process_alive(pid: i64) -> bool {
+fn process_alive(pid: i64) -> bool {
     pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Whether the controller that recorded `pid` (and, since schema 4, its
+/// instance) is still that same process.
+pub(crate) fn controller_alive(pid: i64, instance: Option<&str>) -> bool {
+    match instance {
+        Some(recorded) if !recorded.is_empty() => instance_of(pid).as_deref() == Some(recorded),
+        _ => process_alive(pid),
+    }
+}
+
+/// A process as no other: boot id, pid and start time (field 22 of
+/// `/proc/PID/stat`, counted after the command name, which may hold
+/// spaces and parentheses).
+pub(crate) fn instance_of(pid: i64) -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let started = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?;
+    Some(format!("{}/{pid}/{started}", boot.trim()))
 }
 
 type Tx<'c> = sqlx::Transaction<'c, Sqlite>;
@@ -531,4 +559,22 @@ fn edges(output: &[u8]) -> (String, Option<String>) {
     let head = String::from_utf8_lossy(&output[..OUTPUT_EDGE]).into_owned();
     let tail = String::from_utf8_lossy(&output[output.len() - OUTPUT_EDGE..]).into_owned();
     (head, Some(tail))
+}
+
+#[cfg(test)]
+mod instance_tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_known_by_its_start_and_a_reused_pid_is_not_it() {
+        let me = i64::from(std::process::id());
+        let instance = instance_of(me).expect("this process has an instance");
+        assert!(controller_alive(me, Some(&instance)));
+        // The same pid, started at another time: a different process.
+        let (head, _) = instance.rsplit_once('/').expect("three parts");
+        assert!(!controller_alive(me, Some(&format!("{head}/1"))));
+        // Rows from before schema 4 have only the pid.
+        assert!(controller_alive(me, None));
+        assert!(!controller_alive(999_999_999, None));
+    }
 }

@@ -829,5 +829,6 @@ async fn a_deferred_host_waits_until_a_later_job_of_the_playbook() {
         "{:?}",
         figures.hosts
     );
-    assert_eq!(figures.runs, [("running".to_string(), 3)]);
+    assert!(figures.runs.is_empty(), "running runs are not counted yet");
+    assert_eq!(figures.runs_in_progress, 3);
 }

@@ -12,6 +12,7 @@ use crate::event::{Event, JobReport, StepReport};
 use crate::reach::connect;
 use crate::rollout::{Env, Halt, Target};
 use crate::step::{self, Done};
+use crate::stop::Stop;
 
 /// A host while its job runs: the connection, and what earlier steps did.
 pub struct HostRun<'a> {
@@ -24,6 +25,8 @@ pub struct HostRun<'a> {
     pub step: String,
     /// Report and change nothing: `--check`, or the step's own `check`.
     pub check: bool,
+    /// The run's stop, and this host's own window.
+    pub stop: Stop,
 }
 
 impl std::fmt::Debug for HostRun<'_> {
@@ -61,7 +64,7 @@ impl HostRun<'_> {
 }
 
 /// Runs the playbook's steps on one host.
-pub async fn run(env: &Env, target: &Target, batch: usize, halt: &Halt) -> JobReport {
+pub async fn run(env: &Env, target: &Target, batch: usize, halt: &Halt, stop: Stop) -> JobReport {
     let started = Instant::now();
     let job = match env.run {
         Some(run) => {
@@ -95,6 +98,7 @@ pub async fn run(env: &Env, target: &Target, batch: usize, halt: &Halt) -> JobRe
         job,
         step: String::new(),
         check: env.check,
+        stop,
     };
     if host.conn.is_some() {
         run_steps(&mut host, &mut report, halt, started).await;
@@ -134,7 +138,7 @@ async fn run_steps(host: &mut HostRun<'_>, report: &mut JobReport, halt: &Halt, 
             report.error_kind = Some("halted".into());
             report.error = Some(format!("the run halted: {}", halt.reason()));
             Some("the run halted")
-        } else if let Some((kind, reason)) = env.stop.draining() {
+        } else if let Some((kind, reason)) = host.stop.draining() {
             report.status = JobStatus::Interrupted;
             report.error_kind = Some(kind.as_str().into());
             report.error = Some(reason);
@@ -197,7 +201,7 @@ async fn run_one(
     });
     let started = Instant::now();
     let (done, attempts) = step::attempt(host, step, limit).await;
-    let cut_short = done.failed && env.stop.is_cancelled();
+    let cut_short = done.failed && host.stop.is_cancelled();
     let status = if cut_short {
         StepStatus::Interrupted
     } else if done.failed {
@@ -210,7 +214,7 @@ async fn run_one(
     finish_step(host, step_id, status, &done, attempts).await;
     let step_report = step::report(step, status, &done, attempts, started.elapsed());
     absorb(report, step, &done, &step_report);
-    if cut_short && let Some((kind, reason)) = env.stop.draining() {
+    if cut_short && let Some((kind, reason)) = host.stop.draining() {
         report.status = JobStatus::Interrupted;
         report.error_kind = Some(kind.as_str().into());
         report.error = Some(format!("{name} was cancelled: {reason}"));

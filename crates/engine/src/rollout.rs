@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::batch::batches;
 use crate::event::{Event, JobReport, RunReport};
 use crate::reach::Reach;
-use crate::stop::Stop;
+use crate::stop::{Closing, Stop};
 
 /// A host of the run and what the engine needs to know of it.
 #[derive(Debug, Clone)]
@@ -78,6 +78,13 @@ pub struct Rollout {
     /// A bound on hosts at once shared with other runs (the daemon's
     /// `max_hosts`), on top of this run's `forks`.
     pub fleet_slots: Option<Arc<Semaphore>>,
+    /// When the run's window closes, if it has one.
+    pub closing: Option<Closing>,
+    /// How long a host's steps may go on after its own window closed.
+    pub grace: std::time::Duration,
+    /// Hosts a closing window or a stop leaves unstarted stay deferred (a
+    /// run for hosts that were deferred), rather than skipped.
+    pub undone_waits: bool,
 }
 
 /// What every job of a run shares.
@@ -96,6 +103,8 @@ pub struct Env {
     /// little is lost, and hosts' other steps still run in parallel.
     pub store_turn: tokio::sync::Mutex<()>,
     pub stop: Stop,
+    /// See [`Rollout::undone_waits`].
+    undone_waits: bool,
     events: mpsc::UnboundedSender<Event>,
 }
 
@@ -177,6 +186,9 @@ pub async fn run(rollout: Rollout, events: mpsc::UnboundedSender<Event>) -> RunR
         stop,
         clock,
         fleet_slots,
+        closing,
+        grace,
+        undone_waits,
     } = rollout;
     let sizes = batches(targets.len(), playbook.serial.as_ref());
     let limit = tolerated(&playbook, targets.len());
@@ -200,8 +212,10 @@ pub async fn run(rollout: Rollout, events: mpsc::UnboundedSender<Event>) -> RunR
         run,
         store_turn: tokio::sync::Mutex::new(()),
         stop,
+        undone_waits,
         events,
     });
+    let keeper = closing.map(|c| tokio::spawn(c.keep(env.stop.clone(), clock.clone())));
     env.emit(Event::RunStarted {
         run: run.map(|r| r.0),
         playbook: name.clone(),
@@ -217,8 +231,22 @@ pub async fn run(rollout: Rollout, events: mpsc::UnboundedSender<Event>) -> RunR
         slots: Arc::new(Semaphore::new(forks.max(1))),
         fleet_slots,
         clock,
+        grace,
         limit,
     };
+    if env.catalog.is_some() && run.is_none() {
+        // Without a record there is no lease, and no trace of what was
+        // done: nothing starts.
+        let reason =
+            "the run could not be recorded in the catalog, so no host was started (see the log)"
+                .to_string();
+        let skipped = targets.len();
+        let report = finish(&env, run, name, Vec::new(), Some(reason), skipped, started).await;
+        if let Some(keeper) = keeper {
+            keeper.abort();
+        }
+        return report;
+    }
     let mut rest = targets.into_iter();
     let mut skipped = 0;
     for (number, size) in sizes.iter().enumerate() {
@@ -245,6 +273,9 @@ pub async fn run(rollout: Rollout, events: mpsc::UnboundedSender<Event>) -> RunR
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let halted_because = rollout.halt.is_set().then(|| rollout.halt.reason());
+    if let Some(keeper) = keeper {
+        keeper.abort();
+    }
     finish(&env, run, name, reports, halted_because, skipped, started).await
 }
 
@@ -280,6 +311,7 @@ struct Running {
     slots: Arc<Semaphore>,
     fleet_slots: Option<Arc<Semaphore>>,
     clock: Arc<dyn Clock>,
+    grace: std::time::Duration,
     limit: Option<usize>,
 }
 
@@ -356,7 +388,14 @@ impl Running {
             None => match lease(env, &target, number).await {
                 Err(report) => report,
                 Ok(()) => {
-                    let report = crate::job::run(env, &target, number, &self.halt).await;
+                    let stop = env.stop.child();
+                    let keeper = self
+                        .host_closing(&target)
+                        .map(|c| tokio::spawn(c.keep(stop.clone(), self.clock.clone())));
+                    let report = crate::job::run(env, &target, number, &self.halt, stop).await;
+                    if let Some(keeper) = keeper {
+                        keeper.abort();
+                    }
                     release(env, &target).await;
                     report
                 }
@@ -372,6 +411,22 @@ impl Running {
         {
             env.emit(Event::Halted { reason });
         }
+    }
+
+    /// When the host's own window, open now, closes on its job.
+    fn host_closing(&self, target: &Target) -> Option<Closing> {
+        let window = target.window.as_ref()?;
+        let opening = window.rule.next_opening(&self.clock.now())?;
+        Some(Closing {
+            reason: format!(
+                "the window {} of {} closed at {}",
+                window.name,
+                target.name,
+                opening.close.format("%Y-%m-%d %H:%M %Z")
+            ),
+            closes: opening.close.to_utc(),
+            grace: self.grace,
+        })
     }
 
     /// Why the host's own window keeps it out now, if it does.
@@ -442,8 +497,19 @@ async fn lease(env: &Env, target: &Target, batch: usize) -> Result<(), JobReport
             )
         }
         Err(err) => {
-            tracing::warn!(%err, "cannot take a host lease; going on without one");
-            return Ok(());
+            let why = format!(
+                "cannot take the lease of {} for {playbook} ({err}); the host is left alone",
+                target.name
+            );
+            return Err(kept_out(
+                env,
+                target,
+                batch,
+                JobStatus::Skipped,
+                "lease_unavailable",
+                why,
+            )
+            .await);
         }
     };
     Err(kept_out(env, target, batch, JobStatus::Skipped, "leased", held).await)
@@ -479,7 +545,13 @@ fn over_limit(reports: &[JobReport], limit: Option<usize>) -> Option<String> {
 
 /// A host the run never started: a job that says why.
 async fn record_skipped(env: &Env, target: &Target, batch: usize, why: &NotStarted) {
-    record_ended(env, target, batch, JobStatus::Skipped, why).await;
+    let waits = env.undone_waits && matches!(why.kind, "window_closed" | "stopped");
+    let status = if waits {
+        JobStatus::Deferred
+    } else {
+        JobStatus::Skipped
+    };
+    record_ended(env, target, batch, status, why).await;
 }
 
 /// Records a job that ended before it began.

@@ -172,6 +172,7 @@ pub async fn attempt(host: &mut HostRun<'_>, step: &Step, limit: Option<Duration
             && attempt < attempts
             && done.retryable
             && time_left
+            && !host.stop.is_cancelled()
             && !done.error.as_ref().is_some_and(StepError::lost_host);
         if !again {
             done.output = log;
@@ -185,7 +186,14 @@ pub async fn attempt(host: &mut HostRun<'_>, step: &Step, limit: Option<Duration
             )
             .as_bytes(),
         );
-        tokio::time::sleep(delay).await;
+        let token = host.stop.token();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = token.cancelled() => {
+                done.output = log;
+                return (done, attempt);
+            }
+        }
         attempt += 1;
     }
 }
@@ -194,7 +202,7 @@ pub async fn attempt(host: &mut HostRun<'_>, step: &Step, limit: Option<Duration
 /// `limit` and says so precisely; the timeout here is the backstop for
 /// what it cannot stop.
 async fn once(host: &mut HostRun<'_>, step: &Step, limit: Option<Duration>) -> Done {
-    let token = host.env.stop.token();
+    let token = host.stop.token();
     // Commands stop themselves when the run is cancelled; this catches
     // what waits without a command (a reboot's wait for the host).
     let cancelled = async {

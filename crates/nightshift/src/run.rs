@@ -57,6 +57,9 @@ pub fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
             stop: Stop::default(),
             clock: Arc::new(SystemClock),
             fleet_slots: None,
+            closing: None,
+            grace: Duration::ZERO,
+            undone_waits: false,
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let work = tokio::spawn(rollout::run(rollout, tx));
@@ -87,6 +90,11 @@ pub fn rollout_targets(
     windows: bool,
 ) -> anyhow::Result<Vec<Target>> {
     let inventory = plan.inventory();
+    let host_windows = if windows {
+        plan.host_windows()
+    } else {
+        Default::default()
+    };
     targets(&inventory, playbook, limit)?
         .iter()
         .map(|name| {
@@ -95,10 +103,10 @@ pub fn rollout_targets(
                 reach: reach(&inventory, name)?,
                 address: inventory.hosts.get(name).and_then(|h| h.address.clone()),
                 retention: inventory.retention(name).map(crate::store::policy_of),
-                window: windows
-                    .then(|| plan.host_window(name))
-                    .flatten()
-                    .map(|(name, rule)| HostWindow { name, rule }),
+                window: host_windows.get(name).map(|(name, rule)| HostWindow {
+                    name: name.clone(),
+                    rule: rule.clone(),
+                }),
             })
         })
         .collect()
@@ -144,7 +152,7 @@ fn settings_dirs(plan: &nightshift_plan::Plan) -> String {
 }
 
 /// The playbook's hosts, narrowed by `--limit`.
-fn targets(
+pub(crate) fn targets(
     inventory: &nightshift_plan::inventory::Inventory,
     playbook: &Playbook,
     limit: Option<&str>,

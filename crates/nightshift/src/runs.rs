@@ -154,6 +154,12 @@ fn print_detail(detail: &RunDetail) {
             "\n{} [batch {}]: {}{error}",
             job.host, job.batch, job.status
         );
+        if let Some(detail) = &job.detail {
+            println!("  {detail}");
+        }
+        if job.steps.is_empty() {
+            continue;
+        }
         let mut table = Table::new();
         table.load_preset(presets::NOTHING);
         table.set_header([

@@ -67,7 +67,13 @@ pub fn run(settings: &Settings, args: &StatusArgs) -> anyhow::Result<ExitCode> {
                 last_fire,
             });
         }
-        schedules.sort_by(|a, b| a.next.cmp(&b.next));
+        // Soonest first, in absolute time; schedules that never fire last.
+        schedules.sort_by_key(|s| {
+            s.next
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map_or((1, None), |t| (0, Some(t.to_utc())))
+        });
         let status = match &catalog {
             Some(c) => Status {
                 daemon,

@@ -37,21 +37,6 @@ pub fn run(settings: &Settings, args: &TriggerArgs) -> anyhow::Result<ExitCode> 
                 at: chrono::Utc::now(),
             })
             .await?;
-        let arguments = serde_json::json!({
-            "request": id,
-            "playbook": playbook,
-            "limit": args.limit,
-            "ignore_window": args.ignore_window,
-            "reason": args.reason,
-        });
-        let action = if args.ignore_window {
-            "trigger --ignore-window"
-        } else {
-            "trigger"
-        };
-        catalog
-            .audit(&operator, action, &arguments, "requested")
-            .await?;
         if !args.wait {
             say(
                 args.json,

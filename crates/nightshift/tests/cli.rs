@@ -177,9 +177,9 @@ fn a_missing_inventory_names_the_config_line() {
 
 #[test]
 fn subcommands_not_yet_built_fail_plainly() {
-    let output = nightshift(&["daemon"]);
+    let output = nightshift(&["report", "compliance"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("nightshift daemon is not yet available"));
+    assert!(stderr(&output).contains("nightshift report is not yet available"));
 }
 
 mod ssh {

@@ -87,7 +87,7 @@ fn default_max_hosts() -> usize {
 
 /// `[notify]`: where the daemon reports failures, halts, deferred hosts
 /// and window overruns.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifySettings {
     /// A URL that receives a JSON POST per event. It may hold a token, so
@@ -109,6 +109,17 @@ impl Default for NotifySettings {
             timeout: default_webhook_timeout(),
             retries: default_webhook_retries(),
         }
+    }
+}
+
+impl std::fmt::Debug for NotifySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a token.
+        f.debug_struct("NotifySettings")
+            .field("webhook", &self.webhook.as_ref().map(|_| "[redacted]"))
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .finish()
     }
 }
 

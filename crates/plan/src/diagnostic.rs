@@ -285,7 +285,11 @@ pub(crate) fn suggest(field: &str, expected: &[String]) -> Option<String> {
         .map(|(_, _, name)| name.clone())
 }
 
-const SECRET_WORDS: [&str; 10] = [
+const SECRET_WORDS: [&str; 13] = [
+    // Webhook URLs carry their token in the path.
+    "webh",
+    "hook",
+    "url",
     "pass",
     "pwd",
     "token",

@@ -71,19 +71,38 @@ impl Plan {
     /// that of the first of its groups that has one (UTC unless the window
     /// names its zone).
     pub fn host_window(&self, host: &str) -> Option<(String, WindowRule)> {
+        self.host_windows().remove(host)
+    }
+
+    /// Every host's own window, worked out in one pass over the groups.
+    pub fn host_windows(&self) -> BTreeMap<String, (String, WindowRule)> {
         let inventory = self.inventory();
-        let entry = inventory.hosts.get(host)?;
-        let from_group = || {
-            let resolver = inventory.targets();
-            inventory
-                .groups
-                .iter()
-                .filter(|(name, _)| resolver.group_hosts(name).contains(host))
-                .find_map(|(_, group)| group.window.clone())
-        };
-        let name = entry.window.clone().or_else(from_group)?.into_inner();
-        let rule = self.window_rule(&name, Tz::UTC)?;
-        Some((name, rule))
+        let resolver = inventory.targets();
+        let mut names: BTreeMap<String, String> = BTreeMap::new();
+        for (group, def) in &inventory.groups {
+            let Some(window) = &def.window else { continue };
+            for host in resolver.group_hosts(group) {
+                names
+                    .entry(host.to_string())
+                    .or_insert_with(|| window.get_ref().clone());
+            }
+        }
+        for (host, def) in &inventory.hosts {
+            if let Some(window) = &def.window {
+                names.insert(host.clone(), window.get_ref().clone());
+            }
+        }
+        let mut rules: BTreeMap<String, Option<WindowRule>> = BTreeMap::new();
+        names
+            .into_iter()
+            .filter_map(|(host, name)| {
+                let rule = rules
+                    .entry(name.clone())
+                    .or_insert_with(|| self.window_rule(&name, Tz::UTC))
+                    .clone()?;
+                Some((host, (name, rule)))
+            })
+            .collect()
     }
 }
 

@@ -20,6 +20,9 @@ impl Local {
         command: &Command,
         on_line: &mut (dyn FnMut(Stream, &str) + Send),
     ) -> Result<Output, TransportError> {
+        if command.cancel.as_ref().is_some_and(|t| t.is_cancelled()) {
+            return Err(command.cut_short(Self::HOST, true));
+        }
         let mut child = self.spawn(command)?;
         let pid = child.id();
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {

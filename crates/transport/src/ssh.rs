@@ -184,6 +184,9 @@ impl Session {
         command: &Command,
         on_line: &mut (dyn FnMut(Stream, &str) + Send),
     ) -> Result<Output, TransportError> {
+        if command.cancel.as_ref().is_some_and(|t| t.is_cancelled()) {
+            return Err(command.cut_short(&self.name, true));
+        }
         let _permit = self
             .channels
             .acquire()
@@ -200,6 +203,12 @@ impl Session {
             .map_err(|err| self.channel_error(err, "starting a command"))?;
         let mut run = Running::default();
         let outcome = command.bounded(run.pump(&mut channel, on_line)).await;
+        if matches!(outcome, Ended::Cancelled) && run.pgid.is_none() {
+            // Cancelled before the shell said its process group: give it a
+            // moment to, so the command can still be stopped.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), run.pump(&mut channel, on_line)).await;
+        }
         let _ = channel.close().await;
         let status = match outcome {
             Ended::Done(status) => status,

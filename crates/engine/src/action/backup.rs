@@ -22,7 +22,7 @@ use crate::step::{Done, StepError};
 const LIST_LIMIT: Duration = Duration::from_secs(3600);
 
 pub async fn run(host: &HostRun<'_>, backup: &Backup, limit: Duration) -> Done {
-    match pull(host, backup, Deadline::new(limit, host.env.stop.token())).await {
+    match pull(host, backup, Deadline::new(limit, host.stop.token())).await {
         Ok(done) => done,
         Err(error) => Done::fail(error),
     }

@@ -39,7 +39,7 @@ pub(crate) fn command(host: &HostRun<'_>, line: impl Into<String>, limit: Durati
     let command = Command::new(line)
         .become_root(host.env.playbook.become_root)
         .env("NIGHTSHIFT_HOST", host.name(), false)
-        .cancel_on(host.env.stop.token());
+        .cancel_on(host.stop.token());
     if limit == Duration::MAX {
         command
     } else {

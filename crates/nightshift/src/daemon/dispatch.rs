@@ -13,13 +13,13 @@ use nightshift_catalog::{
 };
 use nightshift_engine::event::{Event, JobReport, RunReport};
 use nightshift_engine::rollout::{self, Rollout};
-use nightshift_engine::stop::{Stop, StopKind};
+use nightshift_engine::stop::{Closing, Stop, StopKind};
 use nightshift_plan::Plan;
 use nightshift_scheduler::{Clock, Decision, Entry, Phase, due, entries, phase};
 use tokio::sync::Semaphore;
 
 use super::notify::{Notice, NoticeHost, NoticeKind, Notifier};
-use crate::run::{find_playbook, log_line, needs_store, rollout_targets, store_access};
+use crate::run::{find_playbook, log_line, needs_store, rollout_targets, store_access, targets};
 use crate::settings::Settings;
 
 /// A fire older than this when the daemon first sees it was missed (the
@@ -91,7 +91,18 @@ pub struct Active {
     pub origin: Origin,
     pub window: Option<RunWindow>,
     pub stop: Stop,
+    /// Its hosts, so a pickup of deferred hosts leaves them to it.
+    hosts: Vec<String>,
+    /// The catalog's id, once the run is recorded.
+    run: Arc<std::sync::Mutex<Option<RunId>>>,
+    overrun_noticed: bool,
     task: tokio::task::JoinHandle<Followed>,
+}
+
+impl Active {
+    fn run_id(&self) -> Option<RunId> {
+        *self.run.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 type Followed = anyhow::Result<(RunReport, Vec<JobReport>)>;
@@ -104,6 +115,9 @@ pub struct Daemon {
     pub catalog: Catalog,
     clock: Arc<dyn Clock>,
     fleet_slots: Arc<Semaphore>,
+    fleet_size: usize,
+    /// Each host's own window, worked out once per configuration.
+    host_windows: BTreeMap<String, (String, nightshift_plan::window::WindowRule)>,
     notifier: Notifier,
     /// Up to when each schedule's fires were looked at.
     cursors: BTreeMap<String, DateTime<Utc>>,
@@ -131,8 +145,11 @@ impl Daemon {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let notifier = Notifier::new(&settings.config.notify)?;
+        let fleet_size = fleet_size(&settings)?;
         Ok(Self {
-            fleet_slots: Arc::new(Semaphore::new(settings.config.daemon.max_hosts.max(1))),
+            fleet_slots: Arc::new(Semaphore::new(fleet_size)),
+            fleet_size,
+            host_windows: plan.host_windows(),
             entries: entries(&plan),
             settings,
             plan,
@@ -148,17 +165,50 @@ impl Daemon {
     }
 
     /// Takes a new, validated configuration. Runs in progress keep the
-    /// plan they started with.
-    pub fn replace(&mut self, settings: Settings, plan: Plan) -> anyhow::Result<()> {
-        self.notifier = Notifier::new(&settings.config.notify)?;
-        if settings.config.daemon.max_hosts != self.settings.config.daemon.max_hosts {
-            self.fleet_slots = Arc::new(Semaphore::new(settings.config.daemon.max_hosts.max(1)));
-        }
+    /// plan they started with, and share the new bound on hosts. A
+    /// schedule new to this configuration starts counting its fires now,
+    /// even if an earlier configuration had it.
+    pub async fn replace(&mut self, settings: Settings, plan: Plan) -> anyhow::Result<()> {
+        let notifier = Notifier::new(&settings.config.notify)?;
+        let size = fleet_size(&settings)?;
+        self.resize_fleet(size);
+        let before: HashSet<String> = self.entries.iter().map(|e| e.key.clone()).collect();
+        self.notifier = notifier;
         self.entries = entries(&plan);
+        self.host_windows = plan.host_windows();
         self.settings = settings;
         self.plan = plan;
         self.said.clear();
+        self.cursors.retain(|key, _| before.contains(key));
+        let now = self.clock.now();
+        for entry in self.entries.iter().filter(|e| !before.contains(&e.key)) {
+            self.cursors.insert(entry.key.clone(), now);
+            if let Err(err) = self.catalog.record_fires(&entry.key, now, &[]).await {
+                tracing::warn!(%err, "cannot record a new schedule's cursor");
+            }
+        }
         Ok(())
+    }
+
+    /// Grows or shrinks the bound on hosts at once, for every run.
+    fn resize_fleet(&mut self, size: usize) {
+        if size > self.fleet_size {
+            self.fleet_slots.add_permits(size - self.fleet_size);
+        } else if size < self.fleet_size {
+            let less = self.fleet_size - size;
+            let gone = self.fleet_slots.forget_permits(less);
+            if gone < less {
+                // The rest are in use: take them as they come free.
+                let slots = self.fleet_slots.clone();
+                let rest = u32::try_from(less - gone).unwrap_or(u32::MAX);
+                tokio::spawn(async move {
+                    if let Ok(permits) = slots.acquire_many_owned(rest).await {
+                        permits.forget();
+                    }
+                });
+            }
+        }
+        self.fleet_size = size;
     }
 
     fn grace(&self) -> TimeDelta {
@@ -197,13 +247,34 @@ impl Daemon {
             .partition(|a| a.task.is_finished());
         self.runs = going;
         for active in done {
+            let run = active.run_id();
+            let origin = active.origin.clone();
             match active.task.await {
-                Ok(Ok((report, jobs))) => self.ended(&active.window, &report, &jobs),
-                Ok(Err(err)) => {
-                    tracing::error!(playbook = active.playbook, "a run failed: {err:#}")
+                Ok(Ok((report, jobs))) => {
+                    if let (None, Origin::Trigger(id)) = (report.run, &origin) {
+                        let why = report.halted_because.clone().unwrap_or_default();
+                        self.set_trigger(*id, TriggerState::Refused, Some(&why))
+                            .await;
+                    }
+                    self.ended(&active.window, &report, &jobs);
                 }
-                Err(err) => tracing::error!(playbook = active.playbook, %err, "a run's task died"),
+                Ok(Err(err)) => {
+                    tracing::error!(playbook = active.playbook, "a run failed: {err:#}");
+                    self.abandon(run).await;
+                }
+                Err(err) => {
+                    tracing::error!(playbook = active.playbook, %err, "a run's task died");
+                    self.abandon(run).await;
+                }
             }
+        }
+    }
+
+    /// A run whose task died: recorded as interrupted, leases given back.
+    async fn abandon(&self, run: Option<RunId>) {
+        let Some(run) = run else { return };
+        if let Err(err) = self.catalog.abandon_run(run, Utc::now()).await {
+            tracing::error!(%err, run = run.0, "cannot record the end of a run whose task died");
         }
     }
 
@@ -241,38 +312,29 @@ impl Daemon {
         }
     }
 
-    /// Runs whose window closed drain; after the grace period, they are
-    /// cancelled.
-    fn window_phases(&self, now: DateTime<Utc>) {
+    /// A window that closes on a run still going is told once. (The
+    /// engine itself drains the run at the close and cancels it after the
+    /// grace period.)
+    fn window_phases(&mut self, now: DateTime<Utc>) {
         let grace = self.grace();
-        for active in &self.runs {
+        for active in &mut self.runs {
             let Some(window) = &active.window else {
                 continue;
             };
-            let reason = format!("the window {} closed at {}", window.name, window.shown);
-            match phase(window.closes, grace, now) {
-                Phase::Open => {}
-                Phase::Draining if active.stop.draining().is_none() => {
-                    tracing::warn!(
-                        playbook = active.playbook,
-                        "{reason}; no new host starts, steps in flight have the grace period to finish"
-                    );
-                    active.stop.drain(StopKind::WindowClosed, &reason);
-                    let mut notice =
-                        Notice::new(NoticeKind::WindowOverrun, &active.playbook, "running");
-                    notice.window = Some(window.name.clone());
-                    notice.reason = Some(reason);
-                    self.notifier.send(notice);
-                }
-                Phase::Cancel if !active.stop.is_cancelled() => {
-                    tracing::warn!(
-                        playbook = active.playbook,
-                        "{reason} and the grace period is over; cancelling steps in flight"
-                    );
-                    active.stop.cancel(StopKind::WindowClosed, &reason);
-                }
-                Phase::Draining | Phase::Cancel => {}
+            if active.overrun_noticed || phase(window.closes, grace, now) == Phase::Open {
+                continue;
             }
+            active.overrun_noticed = true;
+            let reason = format!("the window {} closed at {}", window.name, window.shown);
+            tracing::warn!(
+                playbook = active.playbook,
+                "{reason} with the run still going; no new host starts, steps in flight have the grace period to finish"
+            );
+            let mut notice = Notice::new(NoticeKind::WindowOverrun, &active.playbook, "running");
+            notice.run = active.run_id().map(|r| r.0);
+            notice.window = Some(window.name.clone());
+            notice.reason = Some(reason);
+            self.notifier.send(notice);
         }
     }
 
@@ -288,8 +350,9 @@ impl Daemon {
                 .catch_up
                 .unwrap_or(self.settings.config.daemon.catch_up);
             let decisions = due(&entry, since, now, LATE_AFTER, policy);
-            if !decisions.is_empty() {
-                self.decide(&entry, decisions, now).await;
+            if !decisions.is_empty() && !self.decide(&entry, decisions, now).await {
+                // Not recorded: look at the same fires again next tick.
+                self.cursors.insert(entry.key.clone(), since);
             }
         }
     }
@@ -316,7 +379,14 @@ impl Daemon {
         }
     }
 
-    async fn decide(&mut self, entry: &Entry, decisions: Vec<Decision>, now: DateTime<Utc>) {
+    /// Starts or records the decisions; `false` when they could not be
+    /// recorded (and nothing was started).
+    async fn decide(
+        &mut self,
+        entry: &Entry,
+        decisions: Vec<Decision>,
+        now: DateTime<Utc>,
+    ) -> bool {
         let mut records = Vec::new();
         let mut start = None;
         for decision in decisions {
@@ -369,14 +439,15 @@ impl Daemon {
         let ids = match self.catalog.record_fires(&entry.key, now, &records).await {
             Ok(ids) => ids,
             Err(err) => {
-                tracing::warn!(%err, "cannot record the schedule's fires; the run starts anyway");
-                Vec::new()
+                tracing::warn!(%err, "cannot record the schedule's fires; trying again next tick");
+                return false;
             }
         };
         if let Some((index, mut launch, rollout)) = start {
             launch.fire = ids.get(index).copied();
             self.spawn(launch, rollout);
         }
+        true
     }
 
     /// The run for a schedule's fire, unless the previous one still runs.
@@ -422,19 +493,26 @@ impl Daemon {
     }
 
     async fn trigger(&mut self, request: TriggerRow, now: DateTime<Utc>) {
-        let window = if request.ignore_window {
-            None
-        } else {
-            match self.trigger_window(&request.playbook, now) {
-                Ok(window) => window,
-                Err(closed) => {
-                    if request.state != "waiting" || request.detail.as_deref() != Some(&closed) {
-                        tracing::info!(request = request.id, "{closed}");
-                        self.set_trigger(request.id, TriggerState::Waiting, Some(&closed))
-                            .await;
-                    }
-                    return;
+        let gate = match self.runs.iter().find(|a| a.playbook == request.playbook) {
+            Some(busy) => Err(format!(
+                "waiting: {} is running{}; this request starts after it",
+                request.playbook,
+                busy.run_id()
+                    .map(|r| format!(" (run {})", r.0))
+                    .unwrap_or_default()
+            )),
+            None if request.ignore_window => Ok(None),
+            None => self.trigger_window(&request.playbook, now),
+        };
+        let window = match gate {
+            Ok(window) => window,
+            Err(why) => {
+                if request.state != "waiting" || request.detail.as_deref() != Some(&why) {
+                    tracing::info!(request = request.id, "{why}");
+                    self.set_trigger(request.id, TriggerState::Waiting, Some(&why))
+                        .await;
                 }
+                return;
             }
         };
         let launch = Launch {
@@ -448,11 +526,13 @@ impl Daemon {
             fire: None,
         };
         match self.prepare(&launch) {
-            Ok(rollout) => {
-                self.set_trigger(request.id, TriggerState::Started, None)
-                    .await;
-                self.spawn(launch, rollout);
-            }
+            Ok(rollout) => match self.catalog.claim_trigger(request.id).await {
+                Ok(true) => self.spawn(launch, rollout),
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(%err, "cannot claim a trigger request; trying again next tick")
+                }
+            },
             Err(err) => {
                 let why = format!("{err:#}");
                 tracing::warn!(request = request.id, "refused: {why}");
@@ -468,41 +548,55 @@ impl Daemon {
         }
     }
 
-    /// The window a triggered run keeps: one of the playbook's schedule
-    /// windows that is open now; no window when no schedule names the
-    /// playbook; `Err` saying when it opens when all are closed.
+    /// The window a triggered run keeps: one of the windows of the
+    /// schedules naming the playbook (disabled ones too: disabling a
+    /// schedule does not open its hours) that is open now. A playbook no
+    /// schedule names has no window but its hosts' own.
     fn trigger_window(
         &self,
         playbook: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<RunWindow>, String> {
-        let mine: Vec<&Entry> = self
-            .entries
-            .iter()
-            .filter(|e| e.playbook == playbook)
-            .collect();
-        if mine.is_empty() {
+        let windows = self.playbook_windows(playbook);
+        if windows.is_empty() {
             return Ok(None);
         }
-        if let Some((entry, opening)) = mine
-            .iter()
-            .filter_map(|e| Some((e, e.window.next_opening(&now)?)))
-            .find(|(_, o)| o.open <= now)
-        {
-            return Ok(Some(RunWindow::new(&entry.window_name, opening.close)));
+        let open = windows.iter().find_map(|(name, rule)| {
+            let opening = rule.next_opening(&now).filter(|o| o.open <= now)?;
+            Some(RunWindow::new(name, opening.close))
+        });
+        if let Some(window) = open {
+            return Ok(Some(window));
         }
-        let next = mine
+        let next = windows
             .iter()
-            .filter_map(|e| Some((e, e.window.next_opening(&now)?.open)))
+            .filter_map(|(name, rule)| Some((name, rule.next_opening(&now)?.open)))
             .min_by_key(|(_, open)| open.to_utc());
         Err(match next {
-            Some((entry, open)) => format!(
-                "waiting: the window {} is closed; it opens at {} (--ignore-window --reason … runs it now)",
-                entry.window_name,
+            Some((name, open)) => format!(
+                "waiting: the window {name} is closed; it opens at {} (--ignore-window --reason … runs it now)",
                 open.format("%Y-%m-%d %H:%M %Z")
             ),
             None => "waiting: the playbook's windows never open".into(),
         })
+    }
+
+    /// The windows of every schedule naming `playbook`, enabled or not.
+    fn playbook_windows(
+        &self,
+        playbook: &str,
+    ) -> Vec<(String, nightshift_plan::window::WindowRule)> {
+        self.plan
+            .schedules
+            .iter()
+            .flat_map(|file| &file.value.schedule)
+            .filter(|s| s.playbook.get_ref() == playbook)
+            .filter_map(|s| {
+                let tz = s.timezone.get_ref().parse().ok()?;
+                let name = s.window.get_ref();
+                Some((name.clone(), self.plan.window_rule(name, tz)?))
+            })
+            .collect()
     }
 
     /// Hosts deferred to their own window whose window is open now get a
@@ -530,7 +624,11 @@ impl Daemon {
                 .push(host);
         }
         for (playbook, hosts) in by_playbook {
-            if self.runs.iter().any(|a| a.playbook == playbook) {
+            let picking_up = self
+                .runs
+                .iter()
+                .any(|a| a.playbook == playbook && a.origin == Origin::Deferred);
+            if picking_up {
                 continue;
             }
             if let Some(launch) = self.deferred_launch(&playbook, &hosts, now) {
@@ -544,35 +642,66 @@ impl Daemon {
         }
     }
 
+    /// The run for a playbook's deferred hosts whose own window is open
+    /// now. The playbook's schedule windows still rule: none while it has
+    /// no enabled schedule, none on their blackout and freeze dates; a host
+    /// that lost its own window waits for a schedule window. Hosts another
+    /// run of the playbook has, or that the playbook no longer targets,
+    /// are left out.
     fn deferred_launch(
         &self,
         playbook: &str,
         hosts: &[DeferredHost],
         now: DateTime<Utc>,
     ) -> Option<Launch> {
+        let mine: Vec<&Entry> = self
+            .entries
+            .iter()
+            .filter(|e| e.playbook == playbook)
+            .collect();
+        let blocked = |e: &&Entry| {
+            e.window
+                .is_blocked(now.with_timezone(&e.window.timezone).date_naive())
+        };
+        if mine.is_empty() || mine.iter().all(blocked) {
+            return None;
+        }
+        let targeted: HashSet<String> = find_playbook(&self.plan, playbook)
+            .ok()
+            .and_then(|p| targets(&self.plan.inventory(), &p, None).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let taken: HashSet<&str> = self
+            .runs
+            .iter()
+            .filter(|a| a.playbook == playbook)
+            .flat_map(|a| a.hosts.iter().map(String::as_str))
+            .collect();
         let mut windows = Vec::new();
         let mut ready = Vec::new();
         for host in hosts {
-            match self.plan.host_window(&host.host) {
-                Some((name, rule)) => {
-                    if let Some(opening) = rule.next_opening(&now).filter(|o| o.open <= now) {
-                        windows.push(RunWindow::new(&name, opening.close));
-                        ready.push(host.host.clone());
-                    }
-                }
-                // Its window is gone from the inventory: nothing keeps it.
-                None => ready.push(host.host.clone()),
+            if !targeted.contains(&host.host) || taken.contains(host.host.as_str()) {
+                continue;
+            }
+            let window = match self.host_windows.get(&host.host) {
+                Some((name, rule)) => rule
+                    .next_opening(&now)
+                    .filter(|o| o.open <= now)
+                    .map(|o| RunWindow::new(name, o.close)),
+                None => open_window(&mine, now),
+            };
+            if let Some(window) = window {
+                windows.push(window);
+                ready.push(host.host.clone());
             }
         }
-        if ready.is_empty() {
-            return None;
-        }
-        let window = windows.into_iter().min_by_key(|w| w.closes);
+        let window = windows.into_iter().min_by_key(|w| w.closes)?;
         Some(Launch {
             playbook: playbook.to_string(),
             limit: Some(ready.join(",")),
             host_windows: true,
-            window,
+            window: Some(window),
             origin: Origin::Deferred,
             trigger: Trigger::Schedule,
             operator: None,
@@ -638,6 +767,13 @@ impl Daemon {
             stop: Stop::default(),
             clock: self.clock.clone(),
             fleet_slots: Some(self.fleet_slots.clone()),
+            closing: launch.window.as_ref().map(|w| Closing {
+                closes: w.closes,
+                grace: self.settings.config.daemon.grace.0,
+                reason: format!("the window {} closed at {}", w.name, w.shown),
+            }),
+            grace: self.settings.config.daemon.grace.0,
+            undone_waits: launch.origin == Origin::Deferred,
         })
     }
 
@@ -650,8 +786,11 @@ impl Daemon {
             "starting a run"
         );
         let stop = rollout.stop.clone();
+        let hosts = rollout.targets.iter().map(|t| t.name.clone()).collect();
+        let run = Arc::new(std::sync::Mutex::new(None));
         let catalog = self.catalog.clone();
         let links = Links {
+            run: run.clone(),
             label: launch.origin.label(),
             fire: launch.fire,
             trigger: match launch.origin {
@@ -671,6 +810,9 @@ impl Daemon {
             origin: launch.origin,
             window: launch.window,
             stop,
+            hosts,
+            run,
+            overrun_noticed: false,
             task,
         });
     }
@@ -699,8 +841,27 @@ impl NotStarted {
     }
 }
 
+/// The first open window among `entries`' at `now`, with its close.
+fn open_window(entries: &[&Entry], now: DateTime<Utc>) -> Option<RunWindow> {
+    entries.iter().find_map(|e| {
+        let opening = e.window.next_opening(&now).filter(|o| o.open <= now)?;
+        Some(RunWindow::new(&e.window_name, opening.close))
+    })
+}
+
+/// `[daemon] max_hosts`, within what a semaphore can count.
+fn fleet_size(settings: &Settings) -> anyhow::Result<usize> {
+    let size = settings.config.daemon.max_hosts;
+    anyhow::ensure!(
+        (1..=100_000).contains(&size),
+        "daemon.max_hosts = {size} is out of range; give 1 to 100000"
+    );
+    Ok(size)
+}
+
 /// What a run's first event ties together in the catalog.
 struct Links {
+    run: Arc<std::sync::Mutex<Option<RunId>>>,
     label: String,
     fire: Option<i64>,
     trigger: Option<i64>,
@@ -729,6 +890,7 @@ async fn follow(
 }
 
 async fn link(catalog: &Catalog, run: RunId, links: &Links) {
+    *links.run.lock().unwrap_or_else(|e| e.into_inner()) = Some(run);
     let linked = async {
         catalog.set_run_schedule(run, &links.label).await?;
         if let Some(fire) = links.fire {

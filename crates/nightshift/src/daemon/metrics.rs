@@ -76,6 +76,17 @@ pub fn render(figures: &Figures, now: DateTime<Utc>) -> String {
             *count,
         );
     }
+    family(
+        &mut out,
+        "nightshift_runs_in_progress",
+        "gauge",
+        "Runs going now.",
+    );
+    let _ = writeln!(
+        out,
+        "nightshift_runs_in_progress {}",
+        figures.runs_in_progress
+    );
     ages(&mut out, figures, now);
     family(
         &mut out,
@@ -142,6 +153,7 @@ mod tests {
             .to_utc();
         let figures = Figures {
             runs: vec![("failed".into(), 1), ("ok".into(), 3)],
+            runs_in_progress: 1,
             hosts: vec![("ok".into(), 2)],
             ages: vec![
                 (
@@ -162,6 +174,7 @@ mod tests {
             "nightshift_last_patch_age_seconds{host=\"web\\\"1\"} 3600",
             "nightshift_last_backup_age_seconds{host=\"web2\"} 60",
             "nightshift_steps_in_flight 4",
+            "nightshift_runs_in_progress 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

@@ -57,13 +57,17 @@ pub fn run(settings: Settings, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         metrics: args.metrics_listen.map(|a| a.to_string()),
     };
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         // Handlers first: once the lock shows the daemon, a signal sent to
         // it must find them (SIGHUP's default would kill it).
         let signals = Signals::new()?;
         let _lock = lock::DaemonLock::acquire(&settings.data_dir, &holder)?;
         serve(settings, plan, args, signals).await
-    })?;
+    });
+    // Blocking store work of a cancelled backup, or a last notice, gets a
+    // moment; then the daemon exits regardless.
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -113,7 +117,7 @@ async fn serve(
             _ = ticker.tick() => daemon.tick().await,
             _ = signals.term.recv() => break "SIGTERM",
             _ = signals.interrupt.recv() => break "SIGINT",
-            _ = signals.hangup.recv() => reload(&mut daemon),
+            _ = signals.hangup.recv() => reload(&mut daemon).await,
         }
     };
     shut_down(&mut daemon, why).await;
@@ -160,13 +164,13 @@ async fn wait_for_runs(daemon: &mut Daemon, limit: Duration) {
 
 /// SIGHUP: the configuration read and checked again; an invalid one is
 /// refused, every problem logged, and the running one kept.
-fn reload(daemon: &mut Daemon) {
+async fn reload(daemon: &mut Daemon) {
     let (config_file, data_dir) = (
         daemon.settings.config_file.clone(),
         daemon.settings.data_dir.clone(),
     );
     match load_checked(config_file.as_deref(), &data_dir) {
-        Ok((settings, plan)) => match daemon.replace(settings, plan) {
+        Ok((settings, plan)) => match daemon.replace(settings, plan).await {
             Ok(()) => tracing::info!(schedules = daemon.entries.len(), "configuration reloaded"),
             Err(err) => tracing::error!(
                 "the new configuration is refused: {err:#}; keeping the running one"

@@ -71,7 +71,7 @@ pub struct Notifier {
     target: Option<Target>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Target {
     url: reqwest::Url,
     client: reqwest::Client,
@@ -113,6 +113,15 @@ impl Notifier {
     }
 }
 
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("url", &self.shown())
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Target {
     /// The URL as logs may show it: scheme and host, never path or query.
     fn shown(&self) -> String {
@@ -139,7 +148,7 @@ impl Target {
             tracing::warn!(webhook = %self.shown(), attempt = attempt + 1, "the webhook failed: {why}");
             if attempt < self.retries {
                 tokio::time::sleep(pause).await;
-                pause *= 2;
+                pause = pause.saturating_mul(2).min(Duration::from_secs(300));
             }
         }
         tracing::error!(webhook = %self.shown(), event = ?notice.event, "giving up on a notification after {} attempts", self.retries + 1);

@@ -87,6 +87,14 @@ async fn only_run(catalog: &Catalog) -> RunDetail {
         .expect("run")
 }
 
+/// Each job of a run: host, status, error kind.
+fn outcomes(run: &RunDetail) -> Vec<(&str, &str, Option<&str>)> {
+    run.jobs
+        .iter()
+        .map(|j| (j.host.as_str(), j.status.as_str(), j.error_kind.as_deref()))
+        .collect()
+}
+
 /// Waits (in real time) for a step to be running.
 async fn until_running(catalog: &Catalog, step: &str) {
     for _ in 0..100 {
@@ -158,8 +166,8 @@ async fn a_window_closing_mid_run_drains_then_cancels_after_the_grace_period() {
         dir.path(),
         "[daemon]\ngrace = \"5s\"\n",
         EVERY_MINUTE,
-        "[[steps]]\nname = \"long\"\ncommand = \"sleep 60\"\n\n[[steps]]\nname = \"after\"\ncommand = \"true\"\n",
-        ONE_HOST,
+        "serial = 1\n\n[[steps]]\nname = \"long\"\ncommand = \"sleep 60\"\n\n[[steps]]\nname = \"after\"\ncommand = \"true\"\n",
+        "[hosts.h1]\naddress = \"localhost\"\n[hosts.h2]\naddress = \"localhost\"\n[hosts.h3]\naddress = \"localhost\"\n",
     );
     let clock = ManualClock::new(utc(1, 58, 30));
     let mut daemon = daemon(dir.path(), &clock).await;
@@ -187,7 +195,15 @@ async fn a_window_closing_mid_run_drains_then_cancels_after_the_grace_period() {
         why.starts_with("the window nightly closed at 2026-12-01 02:00 UTC"),
         "{why}"
     );
-    assert!(why.contains("1 cut short"), "{why}");
+    assert!(why.ends_with(": 2 hosts not started, 1 cut short"), "{why}");
+    assert_eq!(
+        outcomes(&run)[1..],
+        [
+            ("h2", "skipped", Some("window_closed")),
+            ("h3", "skipped", Some("window_closed"))
+        ],
+        "no batch starts after the close"
+    );
     let job = &run.jobs[0];
     assert_eq!(
         (job.status.as_str(), job.error_kind.as_deref()),
@@ -360,5 +376,125 @@ async fn max_hosts_bounds_the_hosts_worked_on_at_once() {
         marks,
         ["start", "end", "start", "end", "start", "end"],
         "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_whose_own_window_closes_mid_job_is_stopped_while_the_run_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    tree(
+        dir.path(),
+        "[daemon]\ngrace = \"3s\"\n",
+        EVERY_MINUTE,
+        "[[steps]]\nname = \"long\"\ncommand = \"if [ $NIGHTSHIFT_HOST = alpha ]; then sleep 60; fi\"\n",
+        "[hosts.alpha]\naddress = \"localhost\"\nwindow = \"early\"\n\n[hosts.beta]\naddress = \"localhost\"\n",
+    );
+    // alpha's own window is 00:30-01:30, inside which the schedule's
+    // (01:00-02:00) opens.
+    let schedules = dir.path().join("schedules/nightly.toml");
+    let mut text = std::fs::read_to_string(&schedules).expect("schedules");
+    text.push_str("\n[windows.early]\nstart = \"00:30\"\nend = \"01:30\"\n");
+    std::fs::write(&schedules, text).expect("write");
+    let clock = ManualClock::new(utc(1, 28, 30));
+    let mut daemon = daemon(dir.path(), &clock).await;
+    daemon.tick().await;
+    clock.set(utc(1, 29, 2));
+    daemon.tick().await;
+    until_running(&daemon.catalog, "long").await;
+    clock.set(utc(1, 30, 1));
+    daemon.tick().await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    daemon.reap().await;
+    assert_eq!(daemon.runs.len(), 1, "alpha has its grace period");
+    assert!(
+        daemon.runs[0].stop.draining().is_none(),
+        "the run's window is open"
+    );
+    clock.set(utc(1, 30, 5));
+    settle(&mut daemon).await;
+    let run = only_run(&daemon.catalog).await;
+    assert_eq!(
+        outcomes(&run),
+        [
+            ("alpha", "interrupted", Some("window_closed")),
+            ("beta", "ok", None)
+        ]
+    );
+    let detail = run.jobs[0].detail.clone().unwrap_or_default();
+    assert!(
+        detail.starts_with(
+            "long was cancelled: the window early of alpha closed at 2026-12-01 01:30 UTC"
+        ),
+        "{detail}"
+    );
+    assert_eq!(run.jobs[0].steps[0].status, "interrupted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_waits_for_the_playbooks_window_and_starts_when_it_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    tree(
+        dir.path(),
+        "",
+        "30 1 * * *",
+        "[[steps]]\nname = \"hello\"\ncommand = \"true\"\n",
+        ONE_HOST,
+    );
+    let clock = ManualClock::new(utc(0, 40, 0));
+    let mut daemon = daemon(dir.path(), &clock).await;
+    let id = daemon
+        .catalog
+        .request_trigger(&nightshift_catalog::NewTrigger {
+            playbook: "work",
+            host_limit: None,
+            ignore_window: false,
+            reason: None,
+            requested_by: "alice",
+            at: utc(0, 40, 0),
+        })
+        .await
+        .expect("request");
+    daemon.tick().await;
+    let request = daemon
+        .catalog
+        .trigger(id)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(request.state, "waiting");
+    assert_eq!(
+        request.detail.as_deref(),
+        Some(
+            "waiting: the window nightly is closed; it opens at 2026-12-01 01:00 UTC (--ignore-window --reason … runs it now)"
+        )
+    );
+    assert!(daemon.runs.is_empty());
+    clock.set(utc(1, 0, 1));
+    daemon.tick().await;
+    assert_eq!(daemon.runs.len(), 1, "the window opened");
+    settle(&mut daemon).await;
+    let run = only_run(&daemon.catalog).await;
+    assert_eq!(
+        (
+            run.run.status.as_str(),
+            run.run.trigger.as_str(),
+            run.run.window.as_deref()
+        ),
+        ("ok", "manual", Some("nightly"))
+    );
+    let request = daemon
+        .catalog
+        .trigger(id)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(
+        (request.state.as_str(), request.run_id),
+        ("started", Some(run.run.id))
+    );
+    let audit = daemon.catalog.audit_entries(1).await.expect("audit");
+    assert_eq!(
+        (audit[0].actor.as_str(), audit[0].action.as_str()),
+        ("alice", "trigger")
     );
 }

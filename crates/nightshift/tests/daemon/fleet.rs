@@ -70,7 +70,9 @@ fn every_minute_in_an_open_window_runs_on_the_fleet_defers_a_closed_host_and_sur
         "schedules/minute.toml",
         &format!(
             "[[schedule]]\nplaybook = \"minute\"\ncron = \"* * * * *\"\ntimezone = \"UTC\"\nwindow = \"always\"\n\n\
-             [windows.always]\nstart = \"00:00\"\nend = \"23:59\"\n\n{}",
+             [windows.always]\nstart = \"{}\"\nend = \"{}\"\ntimezone = \"UTC\"\n\n{}",
+            (chrono::Utc::now() - chrono::TimeDelta::hours(6)).format("%H:00"),
+            (chrono::Utc::now() + chrono::TimeDelta::hours(6)).format("%H:00"),
             closed_window("closed")
         ),
     );

@@ -383,8 +383,8 @@ fn sigterm_mid_run_records_interrupted_jobs_and_a_restarted_daemon_carries_on() 
     let runs = tree.runs();
     let slow = runs
         .iter()
-        .find(|r| r.run.trigger == "manual" && r.run.status != "failed")
-        .expect("the daemon's run");
+        .find(|r| r.run.operator.as_deref() == Some("tester") && r.run.status == "interrupted")
+        .expect("the daemon's run, interrupted");
     assert_eq!(slow.run.status, "interrupted");
     let why = slow.run.halted_because.clone().unwrap_or_default();
     assert!(
@@ -466,13 +466,14 @@ fn sighup_keeps_the_running_configuration_when_the_new_one_is_invalid() {
     );
 }
 
-/// A one-shot HTTP receiver: the body of each POST, answered 200.
-fn webhook_receiver() -> (u16, std::sync::mpsc::Receiver<(String, String)>) {
+/// An HTTP receiver: the head and body of each POST, the first `refuse`
+/// of them answered 500, the rest 200.
+fn webhook_receiver(refuse: usize) -> (u16, std::sync::mpsc::Receiver<(String, String)>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
+        for (n, stream) in listener.incoming().flatten().enumerate() {
             let mut reader = BufReader::new(stream);
             let mut head = String::new();
             let mut length = 0;
@@ -492,8 +493,12 @@ fn webhook_receiver() -> (u16, std::sync::mpsc::Receiver<(String, String)>) {
             let mut body = vec![0; length];
             let _ = reader.read_exact(&mut body);
             let mut stream = reader.into_inner();
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let answer: &[u8] = if n < refuse {
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            };
+            let _ = stream.write_all(answer);
             let _ = tx.send((head, String::from_utf8_lossy(&body).into_owned()));
         }
     });
@@ -522,9 +527,9 @@ fn http_get(port: u16, path: &str) -> String {
 
 #[test]
 fn a_failed_run_is_posted_to_the_webhook_and_counted_in_the_metrics() {
-    let (hook, posts) = webhook_receiver();
+    let (hook, posts) = webhook_receiver(1);
     let mut tree = DaemonTree::new(
-        &format!("[notify]\nwebhook = \"http://127.0.0.1:{hook}/hooks/T0PS3CRET\"\nretries = 0\n"),
+        &format!("[notify]\nwebhook = \"http://127.0.0.1:{hook}/hooks/T0PS3CRET\"\nretries = 2\n"),
         &local_hosts(&["h1", "h2"]),
     );
     tree.write(
@@ -544,9 +549,21 @@ fn a_failed_run_is_posted_to_the_webhook_and_counted_in_the_metrics() {
         "the run failed: {}",
         stderr(&out)
     );
-    let (head, body) = posts
+    // The first attempt is answered 500; the retry a second later lands.
+    let (_, refused) = posts
         .recv_timeout(Duration::from_secs(30))
         .expect("a webhook POST");
+    let (head, body) = posts
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the retried POST");
+    assert_eq!(refused, body, "the retry sends the same notice");
+    tree.wait_until("the failed attempt is logged", |t| {
+        t.log().contains("the webhook failed: it answered 500")
+    });
+    assert!(
+        posts.recv_timeout(Duration::from_secs(3)).is_err(),
+        "no attempt after one that landed"
+    );
     assert!(head.starts_with("POST /hooks/T0PS3CRET HTTP/1.1"), "{head}");
     let notice: serde_json::Value = serde_json::from_str(&body).expect("JSON payload");
     assert_eq!(notice["event"], "run_failed");
