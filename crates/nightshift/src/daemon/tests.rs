@@ -498,3 +498,71 @@ async fn a_trigger_waits_for_the_playbooks_window_and_starts_when_it_opens() {
         ("alice", "trigger")
     );
 }
+
+/// The real daemon, a minute at a time through the nights around the
+/// spring-forward change in Berlin, with a blackout night: one run a
+/// night, at 02:30 local, or right after the jump; none on the blackout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nights_across_a_dst_change_and_a_blackout_run_once_each_at_the_right_time() {
+    use chrono_tz::Europe::Berlin;
+    let dir = tempfile::tempdir().expect("tempdir");
+    tree(
+        dir.path(),
+        "",
+        EVERY_MINUTE,
+        "[[steps]]\nname = \"hello\"\ncommand = \"true\"\n",
+        ONE_HOST,
+    );
+    std::fs::write(
+        dir.path().join("schedules/nightly.toml"),
+        "[[schedule]]\nplaybook = \"work\"\ncron = \"30 2 * * *\"\ntimezone = \"Europe/Berlin\"\nwindow = \"nights\"\n\n\
+         [windows.nights]\nstart = \"01:00\"\nend = \"05:00\"\nblackout = [\"2026-03-30\"]\n",
+    )
+    .expect("schedules");
+    let night = |day: u32| {
+        Berlin
+            .with_ymd_and_hms(2026, 3, day, 0, 0, 0)
+            .single()
+            .expect("midnight")
+            .to_utc()
+    };
+    let clock = ManualClock::new(night(28));
+    let mut daemon = daemon(dir.path(), &clock).await;
+    for day in 28..=31 {
+        // From local midnight to 06:00, a tick a minute.
+        for minute in 0..=360 {
+            clock.set(night(day) + chrono::TimeDelta::minutes(minute));
+            daemon.tick().await;
+            settle(&mut daemon).await;
+        }
+    }
+    let fires = daemon
+        .catalog
+        .fires(&daemon.entries[0].key, 100)
+        .await
+        .expect("fires");
+    let mut started: Vec<String> = fires
+        .iter()
+        .map(|f| {
+            assert_eq!(f.outcome, "started", "{f:?}");
+            assert!(f.run_id.is_some(), "{f:?}");
+            DateTime::parse_from_rfc3339(&f.fire)
+                .expect("time")
+                .with_timezone(&Berlin)
+                .format("%m-%d %H:%M %Z")
+                .to_string()
+        })
+        .collect();
+    started.sort();
+    assert_eq!(
+        started,
+        ["03-28 02:30 CET", "03-29 03:00 CEST", "03-31 02:30 CEST"]
+    );
+    let runs = daemon
+        .catalog
+        .runs(&nightshift_catalog::RunFilter::default())
+        .await
+        .expect("runs");
+    assert_eq!(runs.len(), 3);
+    assert!(runs.iter().all(|r| r.status == "ok"), "{runs:?}");
+}
