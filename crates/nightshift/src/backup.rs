@@ -108,10 +108,7 @@ pub fn backup(settings: &Settings, args: &BackupArgs) -> anyhow::Result<ExitCode
 pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let store = keys::open_store(settings)?;
     let _lock = keys::lock(&store, LockKind::Shared, "restore")?;
-    let (spec, path) = match args.what.split_once(':') {
-        Some((spec, path)) => (spec, if path.is_empty() { "/" } else { path }),
-        None => (args.what.as_str(), "/"),
-    };
+    let (spec, path) = nightshift_store::split_path(&args.what);
     let entry = store.find_snapshot(spec)?;
     let Some(to) = &args.to else {
         return restore_tar(&store, &entry, path, args);

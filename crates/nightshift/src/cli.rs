@@ -250,7 +250,7 @@ pub struct SnapshotsArgs {
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
-    /// Snapshot id prefix, latest, or HOST@latest
+    /// SNAPSHOT or SNAPSHOT:PATH: an id prefix, latest, web1/latest, web1@2026-11-20T03:00 (latest at or before, local time)
     pub snapshot: String,
     /// Only entries under this path
     #[arg(default_value = "/")]
@@ -262,7 +262,7 @@ pub struct LsArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// SNAPSHOT or SNAPSHOT:PATH (latest:/etc/nginx, 7f3a91c2:/home)
+    /// SNAPSHOT or SNAPSHOT:PATH (latest:/etc/nginx, 7f3a91c2:/home, web1@2026-11-20T03:00:/etc)
     pub what: String,
     /// Directory to restore into; a PATH lands under its own name
     #[arg(

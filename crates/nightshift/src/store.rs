@@ -85,9 +85,15 @@ pub fn snapshots(settings: &Settings, args: &SnapshotsArgs) -> anyhow::Result<Ex
 /// `nightshift ls SNAPSHOT [PATH]`: every entry under PATH, depth first.
 pub fn ls(settings: &Settings, args: &LsArgs) -> anyhow::Result<ExitCode> {
     let store = keys::open_store(settings)?;
-    let entry = store.find_snapshot(&args.snapshot)?;
-    let start = store.node_at(&entry, &args.path)?;
-    let base = args.path.trim_end_matches('/').to_string();
+    let (spec, inline) = nightshift_store::split_path(&args.snapshot);
+    let path = if args.snapshot.contains(":/") {
+        inline
+    } else {
+        args.path.as_str()
+    };
+    let entry = store.find_snapshot(spec)?;
+    let start = store.node_at(&entry, path)?;
+    let base = path.trim_end_matches('/').to_string();
     let mut packs = PackFiles::default();
     let mut stack = vec![(base.clone(), start)];
     let mut first = true;

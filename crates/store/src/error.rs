@@ -83,6 +83,20 @@ pub enum StoreError {
     #[error("no snapshot matches `{0}`: `nightshift snapshots` lists them")]
     NoSuchSnapshot(String),
 
+    #[error(
+        "`{0}` is not a time; write web1@2026-11-20T03:00 (local time), web1@2026-11-20T03:00:00+01:00, or web1@2026-11-20 (the end of that day)"
+    )]
+    BadSnapshotTime(String),
+
+    #[error("no snapshot matches `{given}`: {}", match first {
+        Some(first) => format!("the first of that host is from {first}"),
+        None => "there is none of that host; `nightshift snapshots` lists them".to_string(),
+    })]
+    NoSnapshotBefore {
+        given: String,
+        first: Option<String>,
+    },
+
     #[error("`{given}` matches {count} snapshots; give more of the id")]
     AmbiguousSnapshot { given: String, count: usize },
 

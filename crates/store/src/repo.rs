@@ -401,34 +401,11 @@ impl Store {
         })
     }
 
-    /// Finds a snapshot by id prefix, `latest`, or `HOST@latest`.
+    /// Finds a snapshot by any reference people type (see
+    /// [`crate::SnapshotRef`]): an id prefix, `latest`, `HOST/latest`,
+    /// `HOST@TIME`.
     pub fn find_snapshot(&self, spec: &str) -> Result<SnapshotEntry> {
-        let all = self.snapshots()?;
-        let (host, rest) = match spec.split_once('@') {
-            Some((host, rest)) => (Some(host), rest),
-            None => (None, spec),
-        };
-        let of_host = |e: &&SnapshotEntry| host.is_none_or(|h| e.snapshot.host == h);
-        if rest == "latest" {
-            return all
-                .iter()
-                .rfind(of_host)
-                .cloned()
-                .ok_or_else(|| StoreError::NoSuchSnapshot(spec.into()));
-        }
-        let matches: Vec<_> = all
-            .iter()
-            .filter(of_host)
-            .filter(|e| !rest.is_empty() && e.id.starts_with(rest))
-            .collect();
-        match matches.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => Err(StoreError::NoSuchSnapshot(spec.into())),
-            many => Err(StoreError::AmbiguousSnapshot {
-                given: spec.into(),
-                count: many.len(),
-            }),
-        }
+        crate::SnapshotRef::parse(spec)?.pick(spec, &self.snapshots()?)
     }
 
     /// Reads one chunk and checks it against its id.

@@ -1606,3 +1606,54 @@ fn a_malformed_listing_or_a_foreign_tar_is_refused_and_nothing_is_written() {
     remote_backup(&mut store, work.path(), plan);
     assert_eq!(store.snapshots().unwrap().len(), 1);
 }
+
+#[test]
+fn references_name_snapshots_by_prefix_host_latest_and_time() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    fs::create_dir_all(&source).unwrap();
+    let mut store = small_store(&work.path().join("store"));
+    let mut taken = Vec::new();
+    for (host, text) in [("web1", "one"), ("web2", "two"), ("web1", "three")] {
+        fs::write(source.join("f"), text).unwrap();
+        let options = nightshift_store::BackupOptions {
+            host: host.into(),
+            ..Default::default()
+        };
+        let outcome = store
+            .backup_paths(
+                std::slice::from_ref(&source),
+                &options,
+                &Progress::default(),
+            )
+            .unwrap();
+        taken.push(outcome.snapshot);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let id = |spec: &str| store.find_snapshot(spec).map(|e| e.id);
+    assert_eq!(id("latest").unwrap(), taken[2].id);
+    assert_eq!(id("web2/latest").unwrap(), taken[1].id);
+    assert_eq!(id("web1@latest").unwrap(), taken[2].id);
+    assert_eq!(id(&taken[0].id[..10]).unwrap(), taken[0].id);
+    let at = |e: &nightshift_store::SnapshotEntry| e.snapshot.time.to_rfc3339();
+    // At or before: the first web1 snapshot's own time names it, and so
+    // does any moment before the second.
+    assert_eq!(id(&format!("web1@{}", at(&taken[0]))).unwrap(), taken[0].id);
+    assert_eq!(id(&format!("web1@{}", at(&taken[1]))).unwrap(), taken[0].id);
+    assert_eq!(id(&format!("web1@{}", at(&taken[2]))).unwrap(), taken[2].id);
+    let before = (taken[0].snapshot.time - chrono::TimeDelta::seconds(5)).to_rfc3339();
+    let err = id(&format!("web1@{before}")).unwrap_err();
+    assert!(matches!(err, StoreError::NoSnapshotBefore { .. }), "{err}");
+    assert!(
+        err.to_string().contains("the first of that host is from"),
+        "{err}"
+    );
+    assert!(matches!(
+        id("web3/latest").unwrap_err(),
+        StoreError::NoSuchSnapshot(_)
+    ));
+    assert!(matches!(
+        id("web1@zz").unwrap_err(),
+        StoreError::NoSuchSnapshot(_)
+    ));
+}

@@ -432,3 +432,47 @@ fn forget_keeps_what_the_policy_says_and_dry_run_changes_nothing() {
     let check = json(&ns(&data, &["store", "check", "--json"]));
     assert_eq!(check["ok"], true);
 }
+
+#[test]
+fn snapshots_are_named_by_host_latest_and_a_local_time() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let data = work.path().join("data");
+    let source = work.path().join("site");
+    fs::create_dir_all(&source).expect("mkdir");
+    let src = source.to_str().expect("utf-8");
+    fs::write(source.join("app.conf"), "first\n").expect("write");
+    let first = json(&ns(&data, &["backup", src, "--json"]));
+    std::thread::sleep(Duration::from_millis(1100));
+    fs::write(source.join("app.conf"), "second\n").expect("write");
+    json(&ns(&data, &["backup", src, "--json"]));
+
+    // `in_data_dir` runs in UTC, so the snapshot's time read as a local
+    // time names it.
+    let time = chrono::DateTime::parse_from_rfc3339(first["time"].as_str().expect("time"))
+        .expect("rfc 3339")
+        .to_utc()
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    let at = format!("localhost@{time}:{src}/app.conf");
+    let target = work.path().join("restored");
+    let out = ns(
+        &data,
+        &["restore", &at, "--to", target.to_str().expect("utf-8")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        fs::read_to_string(target.join("app.conf")).expect("restored"),
+        "first\n"
+    );
+    let ls = ns(&data, &["ls", &format!("localhost/latest:{src}")]);
+    assert!(ls.status.success(), "{}", stderr(&ls));
+    assert!(stdout(&ls).contains("/app.conf"), "{}", stdout(&ls));
+    let out = ns(&data, &["ls", "localhost@2001-01-01"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out)
+            .contains("no snapshot matches `localhost@2001-01-01`: the first of that host is from"),
+        "{}",
+        stderr(&out)
+    );
+}
