@@ -106,9 +106,16 @@ pub fn backup(settings: &Settings, args: &BackupArgs) -> anyhow::Result<ExitCode
 
 /// `nightshift restore SNAPSHOT[:PATH] --to DIR`.
 pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    let (spec, path) = nightshift_store::split_path(&args.what);
+    let remote = match &args.to {
+        Some(to) => crate::restore::destination(&to.to_string_lossy())?,
+        None => None,
+    };
+    if remote.is_some() || args.in_place {
+        return crate::restore::remote(settings, args, spec, path, remote);
+    }
     let store = keys::open_store(settings)?;
     let _lock = keys::lock(&store, LockKind::Shared, "restore")?;
-    let (spec, path) = nightshift_store::split_path(&args.what);
     let entry = store.find_snapshot(spec)?;
     let Some(to) = &args.to else {
         return restore_tar(&store, &entry, path, args);

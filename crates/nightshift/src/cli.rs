@@ -264,17 +264,35 @@ pub struct LsArgs {
 pub struct RestoreArgs {
     /// SNAPSHOT or SNAPSHOT:PATH (latest:/etc/nginx, 7f3a91c2:/home, web1@2026-11-20T03:00:/etc)
     pub what: String,
-    /// Directory to restore into; a PATH lands under its own name
+    /// Where to restore: a local DIR, or HOST:DIR on an inventory host over SSH; a PATH lands under its own name
     #[arg(
         long,
-        value_name = "DIR",
-        required_unless_present = "tar",
-        conflicts_with = "tar"
+        value_name = "[HOST:]DIR",
+        required_unless_present_any = ["tar", "in_place"],
+        conflicts_with_all = ["tar", "in_place"]
     )]
     pub to: Option<PathBuf>,
     /// Write a tar stream to FILE instead (- for standard output)
     #[arg(long, value_name = "FILE")]
     pub tar: Option<PathBuf>,
+    /// Restore onto the snapshot's own host, where the files came from (asks first; --yes for scripts)
+    #[arg(long, conflicts_with = "tar")]
+    pub in_place: bool,
+    /// Replace files that exist at the target (refused otherwise)
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Say what would be restored and what exists at the target; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask before an --in-place restore
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Unpack on the host through `sudo -n` (to restore ownership and system files)
+    #[arg(long = "become")]
+    pub become_root: bool,
+    /// Who the catalog and the audit log record as doing the restore [default: $USER]
+    #[arg(long = "as", value_name = "NAME")]
+    pub operator: Option<String>,
     /// Print the outcome as JSON
     #[arg(long)]
     pub json: bool,

@@ -10,6 +10,7 @@ mod exec;
 mod hosts;
 mod keys;
 mod prune;
+mod restore;
 mod run;
 mod runs;
 mod schedule;

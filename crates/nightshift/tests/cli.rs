@@ -204,6 +204,141 @@ mod ssh {
     }
 
     #[test]
+    fn a_restore_over_ssh_lands_verified_and_never_overwrites_unasked() {
+        use std::os::unix::fs::PermissionsExt;
+        let sshd = Sshd::start().expect("sshd");
+        let known = std::fs::read_to_string(sshd.known_hosts()).expect("known_hosts");
+        let tree = Tree::new(&inventory(&[("loop1", &sshd)]), &known);
+        let work = tempfile::tempdir().expect("tempdir");
+        let site = work.path().join("site");
+        std::fs::create_dir_all(site.join("conf.d")).expect("mkdir");
+        std::fs::write(site.join("conf.d/app.conf"), "listen 80;\n").expect("write");
+        std::fs::set_permissions(
+            site.join("conf.d/app.conf"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .expect("chmod");
+        std::fs::write(site.join("index.html"), "<h1>hi</h1>\n").expect("write");
+        std::os::unix::fs::symlink("index.html", site.join("home.html")).expect("symlink");
+        let src = site.to_str().expect("utf-8");
+        let saved = tree.run(&["backup", src]);
+        assert!(saved.status.success(), "{}", stderr(&saved));
+
+        let to = work.path().join("restored");
+        let target = format!("loop1:{}", to.display());
+        let what = format!("latest:{src}");
+        let out = tree.run(&["restore", &what, "--to", &target, "--as", "alice"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains(&format!(
+                "2 files, 23 B restored to {target}, all verified (SHA-256 on the target)"
+            )),
+            "{}",
+            stdout(&out)
+        );
+        let landed = to.join("site");
+        assert_eq!(
+            std::fs::read_to_string(landed.join("conf.d/app.conf")).expect("restored"),
+            "listen 80;\n"
+        );
+        let mode = std::fs::metadata(landed.join("conf.d/app.conf"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o640);
+        assert_eq!(
+            std::fs::read_link(landed.join("home.html")).expect("a symlink"),
+            std::path::Path::new("index.html")
+        );
+
+        // Again: the files are there, so nothing is written.
+        std::fs::write(landed.join("index.html"), "changed\n").expect("write");
+        let again = tree.run(&["restore", &what, "--to", &target]);
+        assert_eq!(again.status.code(), Some(1));
+        assert!(
+            stderr(&again).contains("files already exist under loop1:"),
+            "{}",
+            stderr(&again)
+        );
+        assert!(
+            stderr(&again).contains("add --overwrite"),
+            "{}",
+            stderr(&again)
+        );
+        assert_eq!(
+            std::fs::read_to_string(landed.join("index.html")).expect("kept"),
+            "changed\n"
+        );
+        let dry = tree.run(&["restore", &what, "--to", &target, "--dry-run"]);
+        assert!(dry.status.success(), "{}", stderr(&dry));
+        assert!(
+            stderr(&dry).contains("would restore 5 entries (2 files, 23 B) of snapshot"),
+            "{}",
+            stderr(&dry)
+        );
+        let forced = tree.run(&["restore", &what, "--to", &target, "--overwrite"]);
+        assert!(forced.status.success(), "{}", stderr(&forced));
+        assert_eq!(
+            std::fs::read_to_string(landed.join("index.html")).expect("restored"),
+            "<h1>hi</h1>\n"
+        );
+
+        // Every restore is on the host's record, refused ones too.
+        let history = tree.run(&["history", "loop1", "--json"]);
+        assert!(history.status.success(), "{}", stderr(&history));
+        let events: serde_json::Value = serde_json::from_slice(&history.stdout).expect("JSON");
+        let restores: Vec<&serde_json::Value> = events
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter(|e| e["kind"] == "restore")
+            .collect();
+        assert_eq!(restores.len(), 3, "{events}");
+        let outcomes: Vec<&str> = restores
+            .iter()
+            .filter_map(|e| e["outcome"].as_str())
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                "ok, verified all",
+                "failed, verified none",
+                "ok, verified all"
+            ]
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let audit = runtime.block_on(async {
+            let path = tree
+                .dir
+                .path()
+                .join("data")
+                .join(nightshift_catalog::CATALOG_FILE);
+            let catalog = nightshift_catalog::Catalog::open(&path)
+                .await
+                .expect("catalog");
+            catalog.audit_entries(10).await.expect("audit")
+        });
+        let restores: Vec<(&str, &str)> = audit
+            .iter()
+            .filter(|a| a.action == "restore")
+            .map(|a| (a.actor.as_str(), a.outcome.as_str()))
+            .collect();
+        let me = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+        assert_eq!(
+            restores,
+            [
+                (me.as_str(), "ok"),
+                (me.as_str(), "failed"),
+                ("alice", "ok")
+            ],
+            "newest first; --as names the first"
+        );
+    }
+
+    #[test]
     fn exec_prefixes_lines_and_fails_when_a_host_fails() {
         let (a, b) = (Sshd::start().expect("sshd"), Sshd::start().expect("sshd"));
         let known = format!(

@@ -32,6 +32,9 @@ pub struct RestoreOutcome {
     pub bytes: u64,
     /// Entries that could not be restored, with the reason.
     pub failed: Vec<(String, String)>,
+    /// With [`Store::restore_to_tar_hashed`]: each regular file's path in
+    /// the stream and the SHA-256 of its content, for checking what landed.
+    pub digests: Vec<(String, String)>,
 }
 
 impl Store {
@@ -89,6 +92,7 @@ impl Store {
             dirs: plan.dirs.len() as u64,
             bytes: plan.bytes,
             failed: plan.failed,
+            digests: Vec::new(),
         })
     }
 
@@ -266,6 +270,27 @@ impl Store {
         path: &str,
         out: impl Write,
     ) -> Result<RestoreOutcome> {
+        self.tar_of(snapshot, path, out, false)
+    }
+
+    /// As [`Store::restore_to_tar`], with the SHA-256 of every regular
+    /// file's content in the outcome's `digests`.
+    pub fn restore_to_tar_hashed(
+        &self,
+        snapshot: &SnapshotEntry,
+        path: &str,
+        out: impl Write,
+    ) -> Result<RestoreOutcome> {
+        self.tar_of(snapshot, path, out, true)
+    }
+
+    fn tar_of(
+        &self,
+        snapshot: &SnapshotEntry,
+        path: &str,
+        out: impl Write,
+        hashed: bool,
+    ) -> Result<RestoreOutcome> {
         let node = self.node_at(snapshot, path)?;
         let mut builder = tar::Builder::new(out);
         builder.follow_symlinks(false);
@@ -276,6 +301,7 @@ impl Store {
             packs: PackFiles::default(),
             first_names: HashMap::new(),
             outcome: &mut outcome,
+            hashed,
         };
         if node.name.is_empty() {
             tar.dir_entries(&node, Path::new(""))?;
@@ -452,6 +478,7 @@ struct TarWriter<'a, W: Write> {
     packs: PackFiles,
     first_names: HashMap<(u64, u64), PathBuf>,
     outcome: &'a mut RestoreOutcome,
+    hashed: bool,
 }
 
 impl<W: Write> TarWriter<'_, W> {
@@ -528,9 +555,24 @@ impl<W: Write> TarWriter<'_, W> {
                     current: io::Cursor::new(Vec::new()),
                     packs: &mut self.packs,
                 };
+                let mut reader = Hashing {
+                    inner: reader,
+                    sha256: self.hashed.then(sha2::Sha256::default),
+                };
                 self.builder
-                    .append_data(&mut header, &path, reader)
+                    .append_data(&mut header, &path, &mut reader)
                     .map_err(io_err)?;
+                if let Some(sha256) = reader.sha256 {
+                    use sha2::Digest;
+                    let digest: String = sha256
+                        .finalize()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    self.outcome
+                        .digests
+                        .push((path.to_string_lossy().into_owned(), digest));
+                }
                 self.outcome.files += 1;
                 self.outcome.bytes += node.size;
             }
@@ -563,6 +605,22 @@ impl<W: Write> TarWriter<'_, W> {
 }
 
 /// A file's content as one reader over its chunks, checked as they come.
+/// A reader that hashes what passes through, when asked to.
+struct Hashing<R> {
+    inner: R,
+    sha256: Option<sha2::Sha256>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(sha256) = &mut self.sha256 {
+            sha2::Digest::update(sha256, &buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
 struct ChunkReader<'a, I> {
     store: &'a Store,
     chunks: I,
