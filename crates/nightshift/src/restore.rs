@@ -337,7 +337,7 @@ impl Job<'_> {
         let made = producer.await.context("the restore's tar writer died")?;
         anyhow::ensure!(
             out.status.success(),
-            "tar on {} failed ({}): {}",
+            "unpacking on {} failed ({}): {}",
             target.host,
             out.status,
             out.stderr.text().trim()

@@ -5,6 +5,7 @@ mod backup;
 mod catalog;
 mod common;
 mod daemon;
+mod restore;
 mod run;
 
 use common::{nightshift, stderr, stdout};

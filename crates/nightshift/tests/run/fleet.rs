@@ -12,7 +12,7 @@ use crate::common::{Tree, stderr, stdout};
 
 /// A plan tree for `fleet`: every host in group `fleet`, reached as the
 /// fleet's admin user, with `playbook` as `playbooks/test.toml`.
-fn tree(fleet: &Fleet, playbook: &str) -> Tree {
+pub(crate) fn tree(fleet: &Fleet, playbook: &str) -> Tree {
     tree_with(fleet, playbook, "")
 }
 

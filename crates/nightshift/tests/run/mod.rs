@@ -3,7 +3,7 @@
 //! the catalog's record, the quickstart), and over the Docker fleet
 //! (tier 3, in `fleet`).
 
-mod fleet;
+pub(crate) mod fleet;
 
 use std::fs;
 use std::path::Path;
