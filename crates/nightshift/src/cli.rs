@@ -64,10 +64,10 @@ pub enum Command {
     Snapshots(SnapshotsArgs),
     /// List what a snapshot holds: nightshift ls latest /etc
     Ls(LsArgs),
-    /// Find every version of matching files across snapshots [not yet available]
-    Find(Pending),
-    /// Compare two snapshots [not yet available]
-    Diff(Pending),
+    /// Find every version of matching files across snapshots: nightshift find '*.conf'
+    Find(FindArgs),
+    /// What was added, removed and changed between two snapshots
+    Diff(DiffArgs),
     /// Restore a snapshot or part of it into a directory, verifying every chunk
     Restore(RestoreArgs),
     /// Forget snapshots by a retention policy; --dry-run says what would go and why the rest stay
@@ -243,6 +243,35 @@ pub struct SnapshotsArgs {
     /// Only this host's snapshots
     #[arg(long)]
     pub host: Option<String>,
+    /// Only snapshots holding this path (or a directory above it)
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// A glob: a name (nginx.conf, '*.conf') or, with a slash, a whole path ('/etc/nginx/**')
+    pub pattern: String,
+    /// Only this host's snapshots
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The first snapshot (id prefix, web1/latest, web1@2026-11-20T03:00, ...)
+    pub a: String,
+    /// The second snapshot
+    pub b: String,
+    /// Only under this path
+    #[arg(default_value = "/")]
+    pub path: String,
     /// Print JSON
     #[arg(long)]
     pub json: bool,

@@ -3,6 +3,7 @@
 //! JSON, progress) lives here; nothing below this crate prints.
 
 mod backup;
+mod browse;
 mod check;
 mod cli;
 mod daemon;
@@ -55,6 +56,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restore(args) => backup::restore(&settings, &args),
         Command::Snapshots(args) => store::snapshots(&settings, &args),
         Command::Ls(args) => store::ls(&settings, &args),
+        Command::Find(args) => browse::find(&settings, &args),
+        Command::Diff(args) => browse::diff(&settings, &args),
         Command::Store(command) => store::run(&settings, command),
         Command::Forget(args) => store::forget(&settings, &args),
         Command::Runs(args) => runs::runs(&settings, &args),

@@ -24,7 +24,7 @@ pub fn local_time(time: DateTime<Utc>) -> String {
 }
 
 /// The store's snapshots, oldest first; only `host`'s when given.
-fn snapshots_of(
+pub(crate) fn snapshots_of(
     store: &nightshift_store::Store,
     host: Option<&str>,
 ) -> anyhow::Result<Vec<nightshift_store::SnapshotEntry>> {
@@ -38,7 +38,18 @@ fn snapshots_of(
 /// `nightshift snapshots`.
 pub fn snapshots(settings: &Settings, args: &SnapshotsArgs) -> anyhow::Result<ExitCode> {
     let store = keys::open_store(settings)?;
-    let all = snapshots_of(&store, args.host.as_deref())?;
+    let mut all = snapshots_of(&store, args.host.as_deref())?;
+    if let Some(path) = &args.path {
+        let path = path.trim_end_matches('/');
+        all.retain(|e| {
+            e.snapshot.paths.iter().any(|p| {
+                let p = p.trim_end_matches('/');
+                path == p
+                    || path.starts_with(&format!("{p}/"))
+                    || p.starts_with(&format!("{path}/"))
+            })
+        });
+    }
     let damaged = store.damaged_snapshots();
     if args.json {
         let rows: Vec<_> = all

@@ -11,6 +11,7 @@ mod backup;
 mod check;
 mod chunk;
 mod chunker;
+mod compare;
 mod config;
 mod crypto;
 mod error;
@@ -33,6 +34,7 @@ pub use backup::{BackupOptions, BackupOutcome, Progress, Skipped};
 pub use check::{CheckOptions, CheckReport, Problem};
 pub use chunk::{ChunkId, ChunkIdError};
 pub use chunker::{Chunker, Chunks};
+pub use compare::{Change, Difference, Version};
 pub use config::{
     ChunkerAlgorithm, ChunkerConfig, CompressionConfig, DEFAULT_CHUNKER, DEFAULT_PACK_SIZE,
     Encryption, FORMAT_VERSION, PackConfig, StoreConfig,

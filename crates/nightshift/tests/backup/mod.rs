@@ -476,3 +476,63 @@ fn snapshots_are_named_by_host_latest_and_a_local_time() {
         stderr(&out)
     );
 }
+
+#[test]
+fn find_lists_every_version_and_diff_what_changed() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let data = work.path().join("data");
+    let source = work.path().join("site");
+    fs::create_dir_all(source.join("conf.d")).expect("mkdir");
+    fs::write(source.join("conf.d/app.conf"), "listen 80;\n").expect("write");
+    fs::write(source.join("conf.d/old.conf"), "bye\n").expect("write");
+    let src = source.to_str().expect("utf-8");
+    let first = json(&ns(&data, &["backup", src, "--json"]));
+    fs::write(source.join("conf.d/app.conf"), "listen 8080;\n").expect("write");
+    fs::remove_file(source.join("conf.d/old.conf")).expect("rm");
+    fs::write(source.join("conf.d/new.conf"), "hello\n").expect("write");
+    let second = json(&ns(&data, &["backup", src, "--json"]));
+    let (a, b) = (
+        first["id"].as_str().expect("id"),
+        second["id"].as_str().expect("id"),
+    );
+
+    let found = json(&ns(&data, &["find", "app.conf", "--json"]));
+    let versions = found.as_array().expect("list");
+    assert_eq!(versions.len(), 2, "{found}");
+    assert_eq!(versions[0]["path"], format!("{src}/conf.d/app.conf"));
+    assert_eq!(versions[0]["size"], 11);
+    assert_eq!(versions[0]["snapshots"], serde_json::json!([a]));
+    assert_eq!(versions[1]["size"], 13);
+    assert_eq!(versions[1]["snapshots"], serde_json::json!([b]));
+    let text = ns(&data, &["find", "*.conf"]);
+    assert!(text.status.success(), "{}", stderr(&text));
+    assert!(
+        stdout(&text).contains("4 versions of 3 paths in 2 snapshots"),
+        "{}",
+        stdout(&text)
+    );
+    let by_path = json(&ns(&data, &["find", &format!("{src}/conf.d/*"), "--json"]));
+    assert_eq!(by_path.as_array().map(Vec::len), Some(4), "{by_path}");
+    let none = ns(&data, &["find", "nothing-like-it"]);
+    assert_eq!(none.status.code(), Some(1));
+
+    let out = ns(&data, &["diff", &a[..8], "latest", src]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(
+        lines[..3],
+        [
+            format!("M {src}/conf.d/app.conf (11 B → 13 B)").as_str(),
+            format!("+ {src}/conf.d/new.conf (6 B)").as_str(),
+            format!("- {src}/conf.d/old.conf (4 B)").as_str(),
+        ]
+    );
+    assert!(
+        lines[3].starts_with("1 added, 1 removed, 1 changed · "),
+        "{}",
+        lines[3]
+    );
+    let same = json(&ns(&data, &["diff", "latest", "latest", "--json"]));
+    assert_eq!(same, serde_json::json!([]));
+}
