@@ -120,6 +120,47 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCo
     let Some(to) = &args.to else {
         return restore_tar(&store, &entry, path, args);
     };
+    let entries = crate::restore::listing(&store, &entry, path)?;
+    let existing: Vec<&str> = entries
+        .iter()
+        .filter(|e| {
+            !e.dir
+                && std::fs::symlink_metadata(to.join(&e.path))
+                    .is_ok_and(|m| !m.is_dir() || m.file_type().is_symlink())
+        })
+        .map(|e| e.path.as_str())
+        .collect();
+    if args.dry_run {
+        let files: Vec<_> = entries.iter().filter(|e| e.file).collect();
+        eprintln!(
+            "would restore {} entries ({} files, {}) of snapshot {} to {}; {} of them exist there{}",
+            entries.len(),
+            files.len(),
+            HumanBytes(files.iter().map(|e| e.size).sum()),
+            entry.short_id(),
+            to.display(),
+            existing.len(),
+            if existing.is_empty() || args.overwrite {
+                ""
+            } else {
+                " (the restore would refuse without --overwrite)"
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    anyhow::ensure!(
+        existing.is_empty() || args.overwrite,
+        "{} files already exist under {} ({}{}); nothing was written; add --overwrite to replace them",
+        existing.len(),
+        to.display(),
+        existing
+            .iter()
+            .take(5)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", "),
+        if existing.len() > 5 { ", …" } else { "" }
+    );
     let progress = Progress::default();
     let outcome = with_progress(&progress, "restoring", || {
         store.restore_to_dir(&entry, path, to, 0, &progress)
@@ -127,7 +168,8 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCo
     for (path, error) in &outcome.failed {
         eprintln!("error: {path}: {error}");
     }
-    record_restore(settings, &entry, path, to, &outcome);
+    let operator = args.operator.clone().unwrap_or_else(crate::operator);
+    record_restore(settings, &entry, path, to, &outcome, operator);
     if args.json {
         let value = json!({
             "snapshot": entry.id,
@@ -173,8 +215,8 @@ fn record_restore(
     path: &str,
     to: &std::path::Path,
     outcome: &nightshift_store::RestoreOutcome,
+    operator: String,
 ) {
-    let operator = crate::operator();
     let ok = outcome.failed.is_empty();
     let row = nightshift_catalog::RestoreRecord {
         at: chrono::Utc::now(),

@@ -284,7 +284,13 @@ pub struct LsArgs {
     /// Only entries under this path
     #[arg(default_value = "/")]
     pub path: String,
-    /// Print JSON, one object per entry
+    /// Mode, owner, group, size and modification time of each entry
+    #[arg(long, short = 'l')]
+    pub long: bool,
+    /// Everything below, not only the directory's own entries
+    #[arg(long, short = 'R')]
+    pub recursive: bool,
+    /// Print JSON, one object per entry (with every detail)
     #[arg(long)]
     pub json: bool,
 }

@@ -50,11 +50,11 @@ pub fn destination(to: &str) -> anyhow::Result<Option<Destination>> {
 
 /// One entry the restore writes: its path in the stream, its kind, and
 /// its size.
-struct Entry {
-    path: String,
-    dir: bool,
-    file: bool,
-    size: u64,
+pub(crate) struct Entry {
+    pub path: String,
+    pub dir: bool,
+    pub file: bool,
+    pub size: u64,
 }
 
 pub fn remote(
@@ -170,7 +170,11 @@ fn in_place(
 }
 
 /// Every entry under `path` as the tar stream names it.
-fn listing(store: &Store, snapshot: &SnapshotEntry, path: &str) -> anyhow::Result<Vec<Entry>> {
+pub(crate) fn listing(
+    store: &Store,
+    snapshot: &SnapshotEntry,
+    path: &str,
+) -> anyhow::Result<Vec<Entry>> {
     let top = store.node_at(snapshot, path)?;
     let mut packs = PackFiles::default();
     let mut out = Vec::new();

@@ -93,7 +93,8 @@ pub fn snapshots(settings: &Settings, args: &SnapshotsArgs) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-/// `nightshift ls SNAPSHOT [PATH]`: every entry under PATH, depth first.
+/// `nightshift ls SNAPSHOT[:PATH]`: a directory's entries, or with
+/// `--recursive` everything under it, depth first.
 pub fn ls(settings: &Settings, args: &LsArgs) -> anyhow::Result<ExitCode> {
     let store = keys::open_store(settings)?;
     let (spec, inline) = nightshift_store::split_path(&args.snapshot);
@@ -106,12 +107,19 @@ pub fn ls(settings: &Settings, args: &LsArgs) -> anyhow::Result<ExitCode> {
     let start = store.node_at(&entry, path)?;
     let base = path.trim_end_matches('/').to_string();
     let mut packs = PackFiles::default();
-    let mut stack = vec![(base.clone(), start)];
-    let mut first = true;
+    let mut stack = vec![(base.clone(), start, 0)];
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    while let Some((path, node)) = stack.pop() {
-        if !(first && node.name.is_empty()) {
-            match print_entry(&mut out, &path, &node, args.json) {
+    let style = if args.json {
+        Style::Json
+    } else if args.long {
+        Style::Long
+    } else {
+        Style::Short
+    };
+    while let Some((path, node, depth)) = stack.pop() {
+        let is_dir = node.kind == NodeKind::Dir;
+        if depth > 0 || !is_dir {
+            match print_entry(&mut out, &path, &node, style) {
                 // `nightshift ls ... | head` is done, not failed.
                 Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {
                     return Ok(ExitCode::SUCCESS);
@@ -119,11 +127,11 @@ pub fn ls(settings: &Settings, args: &LsArgs) -> anyhow::Result<ExitCode> {
                 other => other.context("writing the listing")?,
             }
         }
-        first = false;
-        if let (NodeKind::Dir, Some(subtree)) = (node.kind, node.subtree) {
+        let descend = depth == 0 || args.recursive;
+        if let (true, Some(subtree)) = (is_dir && descend, node.subtree) {
             let tree = store.load_tree(subtree, &mut packs)?;
             for child in tree.nodes.into_iter().rev() {
-                stack.push((format!("{path}/{}", child.name_lossy()), child));
+                stack.push((format!("{path}/{}", child.name_lossy()), child, depth + 1));
             }
         }
     }
@@ -135,15 +143,27 @@ pub fn ls(settings: &Settings, args: &LsArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// How `ls` prints an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    Short,
+    Long,
+    Json,
+}
+
 fn print_entry(
     out: &mut impl Write,
     path: &str,
     node: &nightshift_store::Node,
-    json_out: bool,
+    style: Style,
 ) -> std::io::Result<()> {
     let mtime = DateTime::from_timestamp_nanos(node.mtime_ns);
     let path = if path.is_empty() { "/" } else { path };
-    if json_out {
+    if style == Style::Short {
+        let slash = if node.kind == NodeKind::Dir { "/" } else { "" };
+        return writeln!(out, "{}{slash}", path.escape_debug());
+    }
+    if style == Style::Json {
         let value = json!({
             "path": path, "type": node.kind, "mode": format!("{:04o}", node.mode),
             "user": node.user.clone().unwrap_or_else(|| node.uid.to_string()),

@@ -536,3 +536,76 @@ fn find_lists_every_version_and_diff_what_changed() {
     let same = json(&ns(&data, &["diff", "latest", "latest", "--json"]));
     assert_eq!(same, serde_json::json!([]));
 }
+
+#[test]
+fn ls_shows_one_level_unless_recursive_and_details_when_long() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let data = work.path().join("data");
+    let source = work.path().join("site");
+    fs::create_dir_all(source.join("conf.d")).expect("mkdir");
+    fs::write(source.join("conf.d/app.conf"), "listen 80;\n").expect("write");
+    fs::write(source.join("index.html"), "hi\n").expect("write");
+    let src = source.to_str().expect("utf-8");
+    json(&ns(&data, &["backup", src, "--json"]));
+    let listed = |args: &[&str]| {
+        let out = ns(&data, args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let what = format!("latest:{src}");
+    assert_eq!(
+        listed(&["ls", &what]),
+        format!("{src}/conf.d/\n{src}/index.html\n")
+    );
+    assert_eq!(
+        listed(&["ls", &what, "--recursive"]),
+        format!("{src}/conf.d/\n{src}/conf.d/app.conf\n{src}/index.html\n")
+    );
+    let long = listed(&["ls", &what, "-l"]);
+    let line = long.lines().nth(1).expect("two lines");
+    assert!(line.starts_with("-0644 "), "{line}");
+    assert!(
+        line.contains(" 3 ") && line.ends_with(&format!("{src}/index.html")),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_local_restore_keeps_existing_files_unless_told_to_overwrite() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let data = work.path().join("data");
+    let source = work.path().join("site");
+    fs::create_dir_all(&source).expect("mkdir");
+    fs::write(source.join("app.conf"), "listen 80;\n").expect("write");
+    let src = source.to_str().expect("utf-8");
+    json(&ns(&data, &["backup", src, "--json"]));
+    let target = work.path().join("restored");
+    let to = target.to_str().expect("utf-8");
+    let what = format!("latest:{src}");
+    assert!(ns(&data, &["restore", &what, "--to", to]).status.success());
+    fs::write(target.join("site/app.conf"), "mine\n").expect("write");
+    let again = ns(&data, &["restore", &what, "--to", to]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("1 files already exist under")
+            && stderr(&again).contains("site/app.conf"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(
+        fs::read_to_string(target.join("site/app.conf")).expect("kept"),
+        "mine\n"
+    );
+    let dry = ns(&data, &["restore", &what, "--to", to, "--dry-run"]);
+    assert!(
+        stderr(&dry).contains("1 of them exist there"),
+        "{}",
+        stderr(&dry)
+    );
+    let forced = ns(&data, &["restore", &what, "--to", to, "--overwrite"]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert_eq!(
+        fs::read_to_string(target.join("site/app.conf")).expect("restored"),
+        "listen 80;\n"
+    );
+}
