@@ -646,3 +646,89 @@ impl<'a, I: Iterator<Item = &'a ChunkId>> Read for ChunkReader<'a, I> {
         }
     }
 }
+
+#[cfg(test)]
+mod crafted {
+    //! Snapshots no backup would write: entries named to climb out of the
+    //! restore target. Restores refuse them, name them, and write nothing
+    //! outside the target.
+
+    use std::time::Instant;
+
+    use super::*;
+    use crate::backup::{Arena, BackupOptions, synthetic_dir, synthetic_file};
+    use crate::config::StoreConfig;
+
+    fn crafted_store(root: &Path) -> (Store, SnapshotEntry) {
+        let mut config = StoreConfig::new(String::new());
+        config.encryption = crate::config::Encryption::None;
+        let mut store = Store::init(root, config, None).expect("init");
+        let options = BackupOptions {
+            host: "web1".into(),
+            ..BackupOptions::default()
+        };
+        let outcome = store
+            .write_backup(
+                Instant::now(),
+                vec!["/crafted".into()],
+                None,
+                &options,
+                |_, _| {
+                    let mut arena = Arena::root(synthetic_dir(Vec::new()));
+                    let dir = arena.add(0, synthetic_dir(b"site".to_vec()));
+                    for name in [&b"../escaped"[..], b"..", b"a/b", b"fine"] {
+                        arena.add(dir, synthetic_file(name.to_vec(), 0o644));
+                    }
+                    Ok((arena, Vec::new()))
+                },
+            )
+            .expect("a crafted snapshot");
+        (store, outcome.snapshot)
+    }
+
+    #[test]
+    fn escaping_entries_are_refused_and_nothing_lands_outside() {
+        let work = tempfile::tempdir().expect("tempdir");
+        let (store, snapshot) = crafted_store(&work.path().join("store"));
+        let target = work.path().join("target");
+        let outcome = store
+            .restore_to_dir(&snapshot, "/", &target, 1, &Progress::default())
+            .expect("restore");
+        assert_eq!(outcome.failed.len(), 3, "{:?}", outcome.failed);
+        assert!(
+            outcome
+                .failed
+                .iter()
+                .all(|(_, why)| why.contains("would land outside the target directory")),
+            "{:?}",
+            outcome.failed
+        );
+        assert!(target.join("site/fine").is_file());
+        assert!(!work.path().join("escaped").exists(), "nothing climbed out");
+        assert!(!target.join("escaped").exists());
+        assert!(!target.join("site/a").exists());
+
+        let mut tar = Vec::new();
+        let outcome = store
+            .restore_to_tar_hashed(&snapshot, "/", &mut tar)
+            .expect("tar");
+        assert_eq!(outcome.failed.len(), 3);
+        let names: Vec<String> = tar::Archive::new(&tar[..])
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(names, ["site", "site/fine"]);
+        assert_eq!(
+            outcome.digests.len(),
+            1,
+            "only the file that is written is hashed"
+        );
+    }
+}
