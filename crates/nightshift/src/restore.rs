@@ -332,10 +332,13 @@ impl Job<'_> {
             self.progress
                 .bytes_done
                 .fetch_add(buf.len() as u64, Ordering::Relaxed);
-            if sent.is_ok() {
-                sent = writing.write_all(&buf).await;
+            sent = writing.write_all(&buf).await;
+            if sent.is_err() {
+                // The host's tar is gone: stop the store's side too.
+                break;
             }
         }
+        drop(rx);
         let _ = writing.shutdown().await;
         let out = writing.finish().await?;
         let made = producer.await.context("the restore's tar writer died")?;
@@ -371,7 +374,7 @@ async fn conflicts(
     become_root: bool,
 ) -> anyhow::Result<(u64, Vec<String>)> {
     let script = format!(
-        "cd {} 2>/dev/null || {{ echo 'conflicts 0' >&2; exit 0; }}; n=0; \
+        "cd {} 2>/dev/null || {{ cat >/dev/null; echo 'conflicts 0' >&2; exit 0; }}; n=0; \
          while IFS= read -r p; do \
            if [ -L \"$p\" ] || {{ [ -e \"$p\" ] && [ ! -d \"$p\" ]; }}; then \
              n=$((n+1)); [ $n -le 5 ] && printf 'exists %s\\n' \"$p\" >&2; \

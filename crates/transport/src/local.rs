@@ -89,10 +89,10 @@ impl Local {
             .stdin
             .take()
             .ok_or_else(|| self.spawn_error(command, "no stdin pipe"))?;
-        Ok(Writing {
-            writer: Some(Box::pin(stdin)),
-            finish: Box::pin(finish(child, command.become_root)),
-        })
+        Ok(Writing::new(
+            Box::pin(stdin),
+            Box::pin(finish(child, command.become_root)),
+        ))
     }
 
     fn spawn(&self, command: &Command) -> Result<tokio::process::Child, TransportError> {

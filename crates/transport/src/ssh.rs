@@ -260,10 +260,10 @@ impl Session {
             let drained = drain(&mut channel, None).await;
             finished(&host, &shown, drained)
         });
-        Ok(Writing {
-            writer: Some(Box::pin(writer)),
-            finish: Box::pin(joined(task, self.name.clone())),
-        })
+        Ok(Writing::new(
+            Box::pin(writer),
+            Box::pin(joined(task, self.name.clone())),
+        ))
     }
 
     /// Opens a channel running an SSH subsystem (such as `sftp`) and hands

@@ -54,10 +54,13 @@ impl Reading {
     }
 }
 
-/// A writer into a command's standard input.
+/// A writer into a command's standard input. A command that ends before
+/// reading all of it (a `tar -x` on a full disk) fails the next write,
+/// rather than leaving it waiting for room that never comes.
 pub struct Writing {
     pub(crate) writer: Option<Pin<Box<dyn AsyncWrite + Send>>>,
     pub(crate) finish: Finish,
+    pub(crate) ended: Option<Result<Output, TransportError>>,
 }
 
 impl std::fmt::Debug for Writing {
@@ -67,6 +70,25 @@ impl std::fmt::Debug for Writing {
 }
 
 impl Writing {
+    pub(crate) fn new(writer: Pin<Box<dyn AsyncWrite + Send>>, finish: Finish) -> Self {
+        Self {
+            writer: Some(writer),
+            finish,
+            ended: None,
+        }
+    }
+
+    /// Whether the command has ended; once it has, its outcome is kept
+    /// for [`Writing::finish`].
+    fn command_ended(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.ended.is_none()
+            && let Poll::Ready(outcome) = self.finish.as_mut().poll(cx)
+        {
+            self.ended = Some(outcome);
+        }
+        self.ended.is_some()
+    }
+
     fn writer(&mut self) -> io::Result<&mut Pin<Box<dyn AsyncWrite + Send>>> {
         self.writer
             .as_mut()
@@ -80,6 +102,12 @@ impl AsyncWrite for Writing {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.command_ended(cx) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the command on the host ended before reading all of its input",
+            )));
+        }
         match self.writer() {
             Ok(w) => w.as_mut().poll_write(cx, buf),
             Err(err) => Poll::Ready(Err(err)),
@@ -105,9 +133,14 @@ impl Writing {
     /// Closes the command's input and waits for it to exit.
     pub async fn finish(mut self) -> Result<Output, TransportError> {
         // Shutting down sends EOF over SSH; dropping closes a local pipe.
-        if let Some(mut writer) = self.writer.take() {
+        if let Some(mut writer) = self.writer.take()
+            && self.ended.is_none()
+        {
             let _ = writer.shutdown().await;
         }
-        self.finish.await
+        match self.ended.take() {
+            Some(outcome) => outcome,
+            None => self.finish.await,
+        }
     }
 }

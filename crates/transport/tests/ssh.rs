@@ -592,3 +592,29 @@ async fn streams_round_trip_over_ssh_and_locally() {
     let dir = tempfile::tempdir().expect("tempdir");
     stream_round_trips(&local, &local, dir.path()).await;
 }
+
+#[tokio::test]
+async fn writing_to_a_command_that_stopped_reading_fails_instead_of_waiting() {
+    use tokio::io::AsyncWriteExt;
+    let sshd = Sshd::start().expect("sshd");
+    let session = connect(&sshd).await;
+    let started = Instant::now();
+    let mut writing = session
+        .write_stream(&Command::new("echo full >&2; exit 3"))
+        .await
+        .expect("starts");
+    let chunk = vec![0u8; 1 << 20];
+    let mut failed = None;
+    for _ in 0..256 {
+        if let Err(err) = writing.write_all(&chunk).await {
+            failed = Some(err);
+            break;
+        }
+    }
+    let err = failed.expect("a write fails once the command is gone");
+    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
+    let out = writing.finish().await.expect("the outcome");
+    assert_eq!(out.status, ExitStatus::Code(3));
+    assert_eq!(out.stderr.text(), "full\n");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
