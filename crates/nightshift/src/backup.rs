@@ -121,46 +121,35 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCo
         return restore_tar(&store, &entry, path, args);
     };
     let entries = crate::restore::listing(&store, &entry, path)?;
-    let existing: Vec<&str> = entries
+    let in_the_way: Vec<String> = entries
         .iter()
         .filter(|e| {
             !e.dir
                 && std::fs::symlink_metadata(to.join(&e.path))
                     .is_ok_and(|m| !m.is_dir() || m.file_type().is_symlink())
         })
-        .map(|e| e.path.as_str())
+        .map(|e| e.path.clone())
         .collect();
-    if args.dry_run {
-        let files: Vec<_> = entries.iter().filter(|e| e.file).collect();
-        eprintln!(
-            "would restore {} entries ({} files, {}) of snapshot {} to {}; {} of them exist there{}",
-            entries.len(),
-            files.len(),
-            HumanBytes(files.iter().map(|e| e.size).sum()),
-            entry.short_id(),
-            to.display(),
-            existing.len(),
-            if existing.is_empty() || args.overwrite {
-                ""
-            } else {
-                " (the restore would refuse without --overwrite)"
-            }
-        );
-        return Ok(ExitCode::SUCCESS);
+    let existing = crate::restore::Existing {
+        count: in_the_way.len() as u64,
+        first: in_the_way.into_iter().take(5).collect(),
+    };
+    let target = crate::restore::Destination {
+        host: "localhost".into(),
+        dir: to.display().to_string(),
+    };
+    let operator = args.operator.clone().unwrap_or_else(crate::operator);
+    let record = |landed: &crate::restore::Landed| {
+        crate::restore::record(settings, &entry, path, &target, &operator, landed);
+    };
+    match existing.gate(&entries, &entry, &target.dir, args) {
+        Ok(true) => return Ok(ExitCode::SUCCESS),
+        Ok(false) => {}
+        Err(err) => {
+            record(&crate::restore::Landed::failed(&err));
+            return Err(err);
+        }
     }
-    anyhow::ensure!(
-        existing.is_empty() || args.overwrite,
-        "{} files already exist under {} ({}{}); nothing was written; add --overwrite to replace them",
-        existing.len(),
-        to.display(),
-        existing
-            .iter()
-            .take(5)
-            .copied()
-            .collect::<Vec<_>>()
-            .join(", "),
-        if existing.len() > 5 { ", …" } else { "" }
-    );
     let progress = Progress::default();
     let outcome = with_progress(&progress, "restoring", || {
         store.restore_to_dir(&entry, path, to, 0, &progress)
@@ -168,19 +157,20 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCo
     for (path, error) in &outcome.failed {
         eprintln!("error: {path}: {error}");
     }
-    let operator = args.operator.clone().unwrap_or_else(crate::operator);
-    record_restore(settings, &entry, path, to, &outcome, operator);
+    let failed = !outcome.failed.is_empty();
+    let summary = json!({
+        "snapshot": entry.id,
+        "path": path,
+        "target": to,
+        "files": outcome.files,
+        "dirs": outcome.dirs,
+        "bytes": outcome.bytes,
+        "failed": outcome.failed.iter().map(|(p, e)| json!({"path": p, "error": e})).collect::<Vec<_>>(),
+    });
+    let (files, bytes, failures) = (outcome.files, outcome.bytes, outcome.failed.len());
+    record(&crate::restore::Landed::local(outcome));
     if args.json {
-        let value = json!({
-            "snapshot": entry.id,
-            "path": path,
-            "target": to,
-            "files": outcome.files,
-            "dirs": outcome.dirs,
-            "bytes": outcome.bytes,
-            "failed": outcome.failed.iter().map(|(p, e)| json!({"path": p, "error": e})).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         println!(
             "snapshot {} ({}, {}) · {}",
@@ -189,55 +179,22 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCo
             entry.snapshot.time.format("%Y-%m-%d %H:%M UTC"),
             path
         );
-        let verdict = if outcome.failed.is_empty() {
-            "all verified (BLAKE3 of every chunk)".to_string()
+        let verdict = if failed {
+            format!("{failures} entries FAILED")
         } else {
-            format!("{} entries FAILED", outcome.failed.len())
+            "all verified (BLAKE3 of every chunk)".to_string()
         };
         println!(
-            "{} files, {} restored to {}, {verdict}",
-            outcome.files,
-            HumanBytes(outcome.bytes),
+            "{files} files, {} restored to {}, {verdict}",
+            HumanBytes(bytes),
             to.display()
         );
     }
-    Ok(if outcome.failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
+    Ok(if failed {
         ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     })
-}
-
-/// Writes the restore to the catalog's restores table and audit log.
-fn record_restore(
-    settings: &Settings,
-    entry: &nightshift_store::SnapshotEntry,
-    path: &str,
-    to: &std::path::Path,
-    outcome: &nightshift_store::RestoreOutcome,
-    operator: String,
-) {
-    let ok = outcome.failed.is_empty();
-    let row = nightshift_catalog::RestoreRecord {
-        at: chrono::Utc::now(),
-        operator,
-        snapshot: entry.id.clone(),
-        paths: vec![path.to_string()],
-        target_host: "localhost".into(),
-        target_path: to.display().to_string(),
-        files: outcome.files,
-        bytes: outcome.bytes,
-        outcome: if ok { "ok" } else { "partial" }.into(),
-        verified: if ok { "all" } else { "some" }.into(),
-        error: outcome.failed.first().map(|(p, e)| format!("{p}: {e}")),
-    };
-    crate::runs::note(settings, "restore", |c| async move {
-        c.record_restore(&row).await?;
-        let arguments = json!({"snapshot": row.snapshot, "path": path, "to": row.target_path});
-        c.audit(&row.operator, "restore", &arguments, &row.outcome)
-            .await?;
-        Ok(())
-    });
 }
 
 /// `nightshift restore SNAPSHOT[:PATH] --tar FILE`: the same entries as a

@@ -24,7 +24,7 @@ use crate::settings::Settings;
 
 /// Where a restore goes on a host.
 #[derive(Debug, Clone)]
-pub struct Destination {
+pub(crate) struct Destination {
     pub host: String,
     pub dir: String,
 }
@@ -209,9 +209,63 @@ pub(crate) fn listing(
     Ok(out)
 }
 
-/// What a restore did on the host.
+/// Files and links the restore would write that exist at the target.
 #[derive(Debug, Default)]
-struct Landed {
+pub(crate) struct Existing {
+    pub count: u64,
+    /// The first few of them.
+    pub first: Vec<String>,
+}
+
+impl Existing {
+    /// With `--dry-run`, says what would be written and what is in the way
+    /// and returns `true` (nothing more to do); otherwise refuses when
+    /// something is in the way and `--overwrite` was not given.
+    pub fn gate(
+        &self,
+        entries: &[Entry],
+        snapshot: &SnapshotEntry,
+        target: &str,
+        args: &RestoreArgs,
+    ) -> anyhow::Result<bool> {
+        if args.dry_run {
+            let files: Vec<&Entry> = entries.iter().filter(|e| e.file).collect();
+            eprintln!(
+                "would restore {} entries ({} files, {}) of snapshot {} to {target}; {} of them exist there{}",
+                entries.len(),
+                files.len(),
+                HumanBytes(files.iter().map(|e| e.size).sum()),
+                snapshot.short_id(),
+                self.count,
+                if self.count > 0 && !args.overwrite {
+                    " (the restore would refuse without --overwrite)"
+                } else {
+                    ""
+                }
+            );
+            for path in &self.first {
+                eprintln!("  exists: {path}");
+            }
+            return Ok(true);
+        }
+        anyhow::ensure!(
+            self.count == 0 || args.overwrite,
+            "{} files already exist under {target} ({}{}); nothing was written; add --overwrite to replace them",
+            self.count,
+            self.first.join(", "),
+            if self.count > self.first.len() as u64 {
+                ", …"
+            } else {
+                ""
+            }
+        );
+        Ok(false)
+    }
+}
+
+/// What a restore did at its target.
+#[derive(Debug, Default)]
+pub(crate) struct Landed {
     files: u64,
     bytes: u64,
     /// Entries the store could not give (damaged or escaping).
@@ -225,7 +279,19 @@ struct Landed {
 }
 
 impl Landed {
-    fn failed(err: &anyhow::Error) -> Self {
+    /// A local restore: every chunk was checked against its BLAKE3 id as
+    /// it was read, so what was written is what was stored.
+    pub fn local(outcome: nightshift_store::RestoreOutcome) -> Self {
+        Self {
+            verified: outcome.files,
+            files: outcome.files,
+            bytes: outcome.bytes,
+            failed: outcome.failed,
+            ..Self::default()
+        }
+    }
+
+    pub fn failed(err: &anyhow::Error) -> Self {
         Self {
             error: Some(format!("{err:#}")),
             ..Self::default()
@@ -251,40 +317,11 @@ impl Job<'_> {
     async fn run(&self, host: &Host, entries: &[Entry]) -> anyhow::Result<Landed> {
         let (target, args) = (self.target, self.args);
         let (count, first) = conflicts(host, target, entries, args.become_root).await?;
-        if args.dry_run {
-            let files: Vec<&Entry> = entries.iter().filter(|e| e.file).collect();
-            let bytes: u64 = files.iter().map(|e| e.size).sum();
-            eprintln!(
-                "would restore {} entries ({} files, {}) of snapshot {} to {}:{}; {count} of them exist there{}",
-                entries.len(),
-                files.len(),
-                HumanBytes(bytes),
-                self.snapshot.short_id(),
-                target.host,
-                target.dir,
-                if count > 0 && !args.overwrite {
-                    " (the restore would refuse without --overwrite)"
-                } else {
-                    ""
-                }
-            );
-            for path in &first {
-                eprintln!("  exists: {path}");
-            }
+        let shown = format!("{}:{}", target.host, target.dir);
+        let existing = Existing { count, first };
+        if existing.gate(entries, self.snapshot, &shown, args)? {
             return Ok(Landed::default());
         }
-        anyhow::ensure!(
-            count == 0 || args.overwrite,
-            "{count} files already exist under {}:{} ({}{}); nothing was written; add --overwrite to replace them",
-            target.host,
-            target.dir,
-            first.join(", "),
-            if count > first.len() as u64 {
-                ", …"
-            } else {
-                ""
-            }
-        );
         let mut landed = self.unpack(host).await?;
         let top: Vec<&str> = entries
             .iter()
@@ -495,7 +532,9 @@ fn parse_sum(line: &str) -> Option<(String, String)> {
     Some((path, hash.to_string()))
 }
 
-fn record(
+/// Writes a restore, whatever its outcome, to the catalog's restores table
+/// and the audit log.
+pub(crate) fn record(
     settings: &Settings,
     snapshot: &SnapshotEntry,
     path: &str,
@@ -510,7 +549,7 @@ fn record(
     } else {
         "failed"
     };
-    let verified = if landed.files > 0 && landed.verified == landed.files {
+    let verified = if landed.ok() && landed.files > 0 && landed.verified == landed.files {
         "all"
     } else if landed.verified > 0 {
         "some"

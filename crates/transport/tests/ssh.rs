@@ -244,6 +244,19 @@ async fn a_closed_port_is_refused_and_a_silent_one_times_out() {
     assert!(started.elapsed() < Duration::from_secs(4));
 }
 
+/// No process of this machine runs `marker` any more.
+fn assert_nothing_left(marker: &str) {
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", marker])
+        .output()
+        .expect("pgrep");
+    assert!(
+        left.stdout.is_empty(),
+        "left behind: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
 #[tokio::test]
 async fn a_timeout_stops_the_remote_process_tree() {
     let sshd = Sshd::start().expect("sshd");
@@ -256,15 +269,7 @@ async fn a_timeout_stops_the_remote_process_tree() {
     assert_eq!(out.expect_err("must time out").kind(), "timeout");
     assert!(started.elapsed() < Duration::from_secs(6));
     // sshd runs on this machine, so its processes are visible here.
-    let left = std::process::Command::new("pgrep")
-        .args(["-f", &marker])
-        .output()
-        .expect("pgrep");
-    assert!(
-        left.stdout.is_empty(),
-        "left behind: {}",
-        String::from_utf8_lossy(&left.stdout)
-    );
+    assert_nothing_left(&marker);
     // The connection is still good for the next command.
     assert!(
         run(&session, Command::new("true"))
@@ -293,15 +298,7 @@ async fn cancelling_stops_the_remote_process_tree() {
     let ((out, _), ()) = tokio::join!(run(&session, command), canceller);
     assert_eq!(out.expect_err("must be cancelled").kind(), "cancelled");
     assert!(started.elapsed() < Duration::from_secs(6));
-    let left = std::process::Command::new("pgrep")
-        .args(["-f", &marker])
-        .output()
-        .expect("pgrep");
-    assert!(
-        left.stdout.is_empty(),
-        "left behind: {}",
-        String::from_utf8_lossy(&left.stdout)
-    );
+    assert_nothing_left(&marker);
 }
 
 #[tokio::test]

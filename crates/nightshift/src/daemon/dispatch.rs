@@ -561,10 +561,10 @@ impl Daemon {
         if windows.is_empty() {
             return Ok(None);
         }
-        let open = windows.iter().find_map(|(name, rule)| {
-            let opening = rule.next_opening(&now).filter(|o| o.open <= now)?;
-            Some(RunWindow::new(name, opening.close))
-        });
+        let open = open_window(
+            windows.iter().map(|(name, rule)| (name.as_str(), rule)),
+            now,
+        );
         if let Some(window) = open {
             return Ok(Some(window));
         }
@@ -689,7 +689,10 @@ impl Daemon {
                     .next_opening(&now)
                     .filter(|o| o.open <= now)
                     .map(|o| RunWindow::new(name, o.close)),
-                None => open_window(&mine, now),
+                None => open_window(
+                    mine.iter().map(|e| (e.window_name.as_str(), &e.window)),
+                    now,
+                ),
             };
             if let Some(window) = window {
                 windows.push(window);
@@ -841,11 +844,14 @@ impl NotStarted {
     }
 }
 
-/// The first open window among `entries`' at `now`, with its close.
-fn open_window(entries: &[&Entry], now: DateTime<Utc>) -> Option<RunWindow> {
-    entries.iter().find_map(|e| {
-        let opening = e.window.next_opening(&now).filter(|o| o.open <= now)?;
-        Some(RunWindow::new(&e.window_name, opening.close))
+/// The first of `windows` open at `now`, with its close.
+fn open_window<'a>(
+    windows: impl IntoIterator<Item = (&'a str, &'a nightshift_plan::window::WindowRule)>,
+    now: DateTime<Utc>,
+) -> Option<RunWindow> {
+    windows.into_iter().find_map(|(name, rule)| {
+        let opening = rule.next_opening(&now).filter(|o| o.open <= now)?;
+        Some(RunWindow::new(name, opening.close))
     })
 }
 
