@@ -121,18 +121,21 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCo
         return restore_tar(&store, &entry, path, args);
     };
     let entries = crate::restore::listing(&store, &entry, path)?;
+    let there = |e: &&crate::restore::Entry| std::fs::symlink_metadata(to.join(&e.path)).ok();
     let in_the_way: Vec<String> = entries
         .iter()
-        .filter(|e| {
-            !e.dir
-                && std::fs::symlink_metadata(to.join(&e.path))
-                    .is_ok_and(|m| !m.is_dir() || m.file_type().is_symlink())
-        })
+        .filter(|e| !e.dir && there(e).is_some_and(|m| !m.is_dir()))
+        .map(|e| e.path.clone())
+        .collect();
+    let linked = entries
+        .iter()
+        .filter(|e| e.dir && there(e).is_some_and(|m| m.file_type().is_symlink()))
         .map(|e| e.path.clone())
         .collect();
     let existing = crate::restore::Existing {
         count: in_the_way.len() as u64,
         first: in_the_way.into_iter().take(5).collect(),
+        linked,
     };
     let target = crate::restore::Destination {
         host: "localhost".into(),

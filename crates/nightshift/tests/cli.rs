@@ -204,13 +204,18 @@ mod ssh {
             .collect()
     }
 
-    #[test]
-    fn a_restore_over_ssh_lands_verified_and_never_overwrites_unasked() {
-        use std::os::unix::fs::PermissionsExt;
+    /// One loopback host, `loop1`, and a scratch directory.
+    fn one_host() -> (Sshd, Tree, tempfile::TempDir) {
         let sshd = Sshd::start().expect("sshd");
         let known = std::fs::read_to_string(sshd.known_hosts()).expect("known_hosts");
         let tree = Tree::new(&inventory(&[("loop1", &sshd)]), &known);
-        let work = tempfile::tempdir().expect("tempdir");
+        (sshd, tree, tempfile::tempdir().expect("tempdir"))
+    }
+
+    #[test]
+    fn a_restore_over_ssh_lands_verified_and_never_overwrites_unasked() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_sshd, tree, work) = one_host();
         let site = work.path().join("site");
         std::fs::create_dir_all(site.join("conf.d")).expect("mkdir");
         std::fs::write(site.join("conf.d/app.conf"), "listen 80;\n").expect("write");
@@ -337,6 +342,73 @@ mod ssh {
             ],
             "newest first; --as names the first"
         );
+    }
+
+    #[test]
+    fn odd_names_verify_and_a_linked_directory_at_the_target_is_refused() {
+        let (_sshd, tree, work) = one_host();
+        let site = work.path().join("site");
+        std::fs::create_dir_all(site.join("conf.d")).expect("mkdir");
+        std::fs::write(site.join("conf.d/two\nlines"), "a\n").expect("write");
+        std::fs::write(site.join("back\\slash"), "b\n").expect("write");
+        std::fs::write(site.join("-dash *star"), "c\n").expect("write");
+        let src = site.to_str().expect("utf-8");
+        let saved = tree.run(&["backup", src]);
+        assert!(saved.status.success(), "{}", stderr(&saved));
+        let what = format!("latest:{src}");
+
+        let to = work.path().join("restored");
+        let target = format!("loop1:{}", to.display());
+        let out = tree.run(&["restore", &what, "--to", &target]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains("3 files, 6 B restored to loop1:"),
+            "{}",
+            stdout(&out)
+        );
+        assert!(stdout(&out).contains("all verified"), "{}", stdout(&out));
+        let landed = to.join("site");
+        for (name, body) in [
+            ("conf.d/two\nlines", "a\n"),
+            ("back\\slash", "b\n"),
+            ("-dash *star", "c\n"),
+        ] {
+            let got = std::fs::read_to_string(landed.join(name)).expect("restored");
+            assert_eq!(got, body, "{name:?}");
+        }
+
+        // Someone left a link where the snapshot has a directory: writing
+        // through it would land outside the target.
+        let outside = work.path().join("outside");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        let linked_to = work.path().join("linked");
+        std::fs::create_dir_all(linked_to.join("site")).expect("mkdir");
+        std::os::unix::fs::symlink(&outside, linked_to.join("site/conf.d")).expect("symlink");
+        let target = format!("loop1:{}", linked_to.display());
+        for extra in [None, Some("--overwrite")] {
+            let mut argv = vec!["restore", what.as_str(), "--to", target.as_str()];
+            argv.extend(extra);
+            let refused = tree.run(&argv);
+            assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+            assert!(
+                stderr(&refused).contains("site/conf.d under loop1:")
+                    && stderr(&refused)
+                        .contains("is a symbolic link where the snapshot has a directory"),
+                "{}",
+                stderr(&refused)
+            );
+        }
+        assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 0);
+
+        // The same refusal for a restore on the controller itself.
+        let local = tree.run(&["restore", &what, "--to", linked_to.to_str().expect("utf-8")]);
+        assert_eq!(local.status.code(), Some(1), "{}", stderr(&local));
+        assert!(
+            stderr(&local).contains("is a symbolic link where the snapshot has a directory"),
+            "{}",
+            stderr(&local)
+        );
+        assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 0);
     }
 
     #[test]
