@@ -7,11 +7,13 @@
 //! build time) and typed access to the records; it knows nothing of SSH or
 //! chunk formats.
 
+mod compliance;
 mod daemon;
 mod query;
 mod record;
 mod state;
 
+pub use compliance::{AppliedUpdate, FailedJob, HostFacts, HostTrail, PendingUpdate};
 pub use daemon::{
     DeferredHost, Figures, FireOutcome, FireRecord, FireRow, LastRun, Lease, NewTrigger,
     TriggerRow, TriggerState,
@@ -21,7 +23,7 @@ pub use record::{
     FinishedJob, FinishedStep, Interrupted, JobId, JobStatus, NewRun, OUTPUT_EDGE, RunId,
     RunStatus, StepEnd, StepId, StepKind, StepStatus, Trigger,
 };
-pub use state::{PackageChange, PackageState, RestoreRecord, SnapshotRecord};
+pub use state::{PackageChange, PackageState, RestoreRecord, SnapshotRecord, Verification};
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

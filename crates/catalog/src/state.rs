@@ -59,6 +59,39 @@ pub struct RestoreRecord {
     pub error: Option<String>,
 }
 
+/// Keeps `pending_updates` in step with a host's package list just
+/// written at `?2`: upgrades no longer offered end there, new ones start
+/// (at the package's `pending_since`), and open ones follow the version
+/// and security flag now offered.
+const PENDING_HISTORY: [&str; 3] = [
+    "UPDATE pending_updates SET until = ?2
+     WHERE host_id = ?1 AND until IS NULL AND name NOT IN
+         (SELECT name FROM packages WHERE host_id = ?1 AND upgradable IS NOT NULL)",
+    "UPDATE pending_updates SET version = p.upgradable, security = p.security
+     FROM packages p
+     WHERE pending_updates.host_id = ?1 AND pending_updates.until IS NULL AND ?2 = ?2
+         AND p.host_id = ?1 AND p.name = pending_updates.name AND p.upgradable IS NOT NULL",
+    "INSERT INTO pending_updates (host_id, name, version, security, since)
+     SELECT p.host_id, p.name, p.upgradable, p.security, COALESCE(p.pending_since, ?2)
+     FROM packages p
+     WHERE p.host_id = ?1 AND p.upgradable IS NOT NULL AND NOT EXISTS
+         (SELECT 1 FROM pending_updates u WHERE u.host_id = ?1 AND u.name = p.name AND u.until IS NULL)",
+];
+
+/// A backup check (`store_check`) or a restore test (`restore_test`).
+#[derive(Debug, Clone)]
+pub struct Verification<'a> {
+    pub kind: &'a str,
+    /// `None` for a check of the whole store.
+    pub host: Option<&'a str>,
+    pub snapshot: Option<&'a str>,
+    pub ok: bool,
+    pub figures: &'a serde_json::Value,
+    pub at: DateTime<Utc>,
+    /// The job that ran it, when a playbook did.
+    pub job: Option<JobId>,
+}
+
 impl Catalog {
     /// Replaces a host's package list with what a step saw at `seen`,
     /// keeping for each pending upgrade when it was first seen available.
@@ -95,6 +128,13 @@ impl Catalog {
             .bind(&at)
             .execute(&mut *tx)
             .await?;
+        for statement in PENDING_HISTORY {
+            sqlx::query(statement)
+                .bind(host_id)
+                .bind(&at)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -138,6 +178,16 @@ impl Catalog {
             .bind(&at)
             .execute(&mut *tx)
             .await?;
+            sqlx::query(
+                "UPDATE pending_updates SET until = ?3, job_id = ?4
+                 WHERE host_id = ?1 AND name = ?2 AND until IS NULL",
+            )
+            .bind(host_id)
+            .bind(&change.name)
+            .bind(&at)
+            .bind(job.0)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -164,12 +214,29 @@ impl Catalog {
                 .bind(reason)
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query(
+                    "INSERT INTO reboot_periods (host_id, since, reason)
+                     SELECT ?1, ?2, ?3 WHERE NOT EXISTS
+                         (SELECT 1 FROM reboot_periods WHERE host_id = ?1 AND until IS NULL)",
+                )
+                .bind(host_id)
+                .bind(stamp(at))
+                .bind(reason)
+                .execute(&mut *tx)
+                .await?;
             }
             None => {
                 sqlx::query("DELETE FROM reboot_required WHERE host_id = ?")
                     .bind(host_id)
                     .execute(&mut *tx)
                     .await?;
+                sqlx::query(
+                    "UPDATE reboot_periods SET until = ?2 WHERE host_id = ?1 AND until IS NULL",
+                )
+                .bind(host_id)
+                .bind(stamp(at))
+                .execute(&mut *tx)
+                .await?;
             }
         }
         tx.commit().await?;
@@ -243,25 +310,18 @@ impl Catalog {
     }
 
     /// Records a store check or a restore test, with its figures.
-    pub async fn record_verification(
-        &self,
-        kind: &str,
-        host: Option<&str>,
-        snapshot: Option<&str>,
-        ok: bool,
-        figures: &serde_json::Value,
-        at: DateTime<Utc>,
-    ) -> Result<i64, CatalogError> {
+    pub async fn record_verification(&self, v: &Verification<'_>) -> Result<i64, CatalogError> {
         let id = sqlx::query_scalar(
-            "INSERT INTO verifications (at, kind, host, snapshot_id, outcome, figures)
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO verifications (at, kind, host, snapshot_id, outcome, figures, job_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
-        .bind(stamp(at))
-        .bind(kind)
-        .bind(host)
-        .bind(snapshot)
-        .bind(if ok { "ok" } else { "failed" })
-        .bind(figures.to_string())
+        .bind(stamp(v.at))
+        .bind(v.kind)
+        .bind(v.host)
+        .bind(v.snapshot)
+        .bind(if v.ok { "ok" } else { "failed" })
+        .bind(v.figures.to_string())
+        .bind(v.job.map(|j| j.0))
         .fetch_one(&self.writer)
         .await?;
         Ok(id)

@@ -88,35 +88,9 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// The daemon, what runs next and when, runs in progress, the last result per playbook
     Status(StatusArgs),
-    /// Compliance reports: patched, backed up, restore-tested [not yet available]
-    Report(Pending),
-}
-
-impl Command {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Check(_) => "check",
-            Self::Schedule(_) => "schedule",
-            Self::Run(_) => "run",
-            Self::Exec(_) => "exec",
-            Self::Hosts(_) => "hosts",
-            Self::Backup(_) => "backup",
-            Self::Snapshots(_) => "snapshots",
-            Self::Ls(_) => "ls",
-            Self::Find(_) => "find",
-            Self::Diff(_) => "diff",
-            Self::Restore(_) => "restore",
-            Self::Forget(_) => "forget",
-            Self::Store(_) => "store",
-            Self::Runs(_) => "runs",
-            Self::History(_) => "history",
-            Self::Catalog(_) => "catalog",
-            Self::Trigger(_) => "trigger",
-            Self::Daemon(_) => "daemon",
-            Self::Status(_) => "status",
-            Self::Report(_) => "report",
-        }
-    }
+    /// Compliance reports: who is patched, backed up and restore-tested within policy
+    #[command(subcommand)]
+    Report(ReportCommand),
 }
 
 #[derive(Debug, Args)]
@@ -557,9 +531,45 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-/// Arguments of a subcommand that has not landed yet.
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Every host against every policy of [policy], with the evidence and the trend
+    Compliance(ComplianceArgs),
+    /// One host's record for an auditor: each policy, its dates, pending updates and runs
+    Host(HostReportArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Csv,
+    Json,
+    /// One self-contained file, with charts; prints on A4
+    Html,
+}
+
 #[derive(Debug, Args)]
-pub struct Pending {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
+pub struct ComplianceArgs {
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+    /// Write to this file instead of standard output
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Only the hosts of this inventory group
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// The report as it would have read then: a date (its end), a local time, or RFC 3339
+    #[arg(long, value_name = "WHEN")]
+    pub as_of: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HostReportArgs {
+    pub host: String,
+    /// The record as it stood then: a date (its end), a local time, or RFC 3339
+    #[arg(long, value_name = "WHEN")]
+    pub as_of: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }

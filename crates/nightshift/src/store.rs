@@ -311,8 +311,16 @@ fn check(
     });
     let ok = report.is_ok();
     crate::runs::note(settings, "check", |c| async move {
-        c.record_verification("store_check", None, None, ok, &figures, Utc::now())
-            .await?;
+        c.record_verification(&nightshift_catalog::Verification {
+            kind: "store_check",
+            host: None,
+            snapshot: None,
+            ok,
+            figures: &figures,
+            at: Utc::now(),
+            job: None,
+        })
+        .await?;
         Ok(())
     });
     if json_out {

@@ -5,6 +5,7 @@ mod backup;
 mod catalog;
 mod common;
 mod daemon;
+mod report;
 mod restore;
 mod run;
 
@@ -174,13 +175,6 @@ fn a_missing_inventory_names_the_config_line() {
          \x20 | ^^^^^^^^^ create it, or remove `inventory` to manage only localhost\n\n\
          1 error in 1 file; 1 file checked\n"
     );
-}
-
-#[test]
-fn subcommands_not_yet_built_fail_plainly() {
-    let output = nightshift(&["report", "compliance"]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("nightshift report is not yet available"));
 }
 
 mod ssh {

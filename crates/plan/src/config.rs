@@ -29,6 +29,139 @@ pub struct Config {
     pub daemon: DaemonSettings,
     #[serde(default)]
     pub notify: NotifySettings,
+    #[serde(default)]
+    pub policy: PolicySettings,
+    /// Hosts or groups exempted from a policy, with a reason and an expiry.
+    #[serde(default, rename = "exception")]
+    pub exceptions: Vec<Exception>,
+}
+
+/// `[policy]`: what the compliance report holds every host to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// No security update pending longer than this (since first seen).
+    #[serde(default = "days::<14>")]
+    pub patch_security: crate::Duration,
+    /// No other update pending longer than this.
+    #[serde(default = "days::<30>")]
+    pub patch_other: crate::Duration,
+    /// The last successful backup is younger than this.
+    #[serde(default = "hours::<26>")]
+    pub backup_rpo: crate::Duration,
+    /// A successful restore test within this long.
+    #[serde(default = "days::<7>")]
+    pub restore_test: crate::Duration,
+    /// A successful backup check within this long.
+    #[serde(default = "days::<7>")]
+    pub backup_check: crate::Duration,
+    /// A needed reboot waits no longer than this.
+    #[serde(default = "days::<7>")]
+    pub reboot: crate::Duration,
+    /// A job reached the host within this long.
+    #[serde(default = "days::<2>")]
+    pub last_seen: crate::Duration,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        Self {
+            patch_security: days::<14>(),
+            patch_other: days::<30>(),
+            backup_rpo: hours::<26>(),
+            restore_test: days::<7>(),
+            backup_check: days::<7>(),
+            reboot: days::<7>(),
+            last_seen: days::<2>(),
+        }
+    }
+}
+
+fn days<const N: u64>() -> crate::Duration {
+    hours_of(N * 24)
+}
+
+fn hours<const N: u64>() -> crate::Duration {
+    hours_of(N)
+}
+
+fn hours_of(n: u64) -> crate::Duration {
+    crate::Duration(std::time::Duration::from_secs(n * 3600))
+}
+
+/// The policies of `[policy]`, by the names exceptions and reports use.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    PatchSecurity,
+    PatchOther,
+    BackupRpo,
+    RestoreTest,
+    BackupCheck,
+    Reboot,
+    LastSeen,
+    /// Covered by at least one enabled schedule.
+    Scheduled,
+}
+
+impl Policy {
+    pub const ALL: [Policy; 8] = [
+        Policy::PatchSecurity,
+        Policy::PatchOther,
+        Policy::BackupRpo,
+        Policy::RestoreTest,
+        Policy::BackupCheck,
+        Policy::Reboot,
+        Policy::LastSeen,
+        Policy::Scheduled,
+    ];
+
+    /// The name in the config, the CSV and the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PatchSecurity => "patch_security",
+            Self::PatchOther => "patch_other",
+            Self::BackupRpo => "backup_rpo",
+            Self::RestoreTest => "restore_test",
+            Self::BackupCheck => "backup_check",
+            Self::Reboot => "reboot",
+            Self::LastSeen => "last_seen",
+            Self::Scheduled => "scheduled",
+        }
+    }
+}
+
+/// `[[exception]]`: a host or a group exempted from some policies until a
+/// date, for a reason a reader of the report will see.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exception {
+    #[serde(default)]
+    pub host: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    pub group: Option<toml::Spanned<String>>,
+    pub policies: Vec<Policy>,
+    pub reason: toml::Spanned<String>,
+    /// The last day the exception counts (inclusive, UTC).
+    #[serde(deserialize_with = "date")]
+    pub expires: chrono::NaiveDate,
+}
+
+fn date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<chrono::NaiveDate, D::Error> {
+    let value = toml::value::Datetime::deserialize(d)?;
+    match (value.date, value.time) {
+        (Some(date), None) => chrono::NaiveDate::from_ymd_opt(
+            i32::from(date.year),
+            u32::from(date.month),
+            u32::from(date.day),
+        )
+        .ok_or_else(|| serde::de::Error::custom("not a calendar date")),
+        _ => Err(serde::de::Error::custom(
+            "`expires` is a date like 2027-01-31 (no time, no quotes)",
+        )),
+    }
 }
 
 /// What `nightshift daemon` does with fires it missed while it was down.
@@ -242,6 +375,8 @@ impl Default for Config {
             catalog: CatalogSettings::default(),
             daemon: DaemonSettings::default(),
             notify: NotifySettings::default(),
+            policy: PolicySettings::default(),
+            exceptions: Vec::new(),
         }
     }
 }
@@ -272,6 +407,8 @@ impl Config {
             catalog: self.catalog,
             daemon: self.daemon,
             notify: self.notify,
+            policy: self.policy,
+            exceptions: self.exceptions,
         }
     }
 }

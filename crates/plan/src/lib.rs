@@ -21,8 +21,8 @@ pub mod window;
 pub use validate::validate;
 
 pub use config::{
-    CatalogSettings, CatchUp, Config, DEFAULT_CONFIG_FILE, DaemonSettings, NotifySettings,
-    SshSettings, StoreSettings,
+    CatalogSettings, CatchUp, Config, DEFAULT_CONFIG_FILE, DaemonSettings, Exception,
+    NotifySettings, Policy, PolicySettings, SshSettings, StoreSettings,
 };
 pub use diagnostic::{Diagnostic, Source};
 pub use duration::Duration;

@@ -1,0 +1,270 @@
+//! `nightshift report compliance` and `nightshift report host`: read the
+//! catalog's evidence at the moment asked about (and weekly before it, for
+//! the trend), judge it against `[policy]` and the exceptions, render.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Duration, Local, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use nightshift_catalog::{CATALOG_FILE, Catalog};
+use nightshift_plan::{Diagnostic, Plan, Source};
+use nightshift_report::{Evidence, Fleet, Report, Status};
+
+use crate::cli::{ComplianceArgs, HostReportArgs, ReportFormat};
+use crate::settings::Settings;
+
+/// Weekly points of the trend, the last being the report's moment.
+const TREND_WEEKS: i64 = 12;
+
+pub fn compliance(settings: &Settings, args: &ComplianceArgs) -> anyhow::Result<ExitCode> {
+    let as_of = moment(args.as_of.as_deref())?;
+    let report = gather(settings, args.group.as_deref(), as_of, None)?;
+    let text = match args.format {
+        ReportFormat::Table => nightshift_report::table(&report, &shown),
+        ReportFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
+        ReportFormat::Csv => {
+            let mut out = Vec::new();
+            nightshift_report::csv(&report, &mut out)?;
+            String::from_utf8(out).context("the CSV is not UTF-8")?
+        }
+        ReportFormat::Html => nightshift_report::html(&report),
+    };
+    match &args.out {
+        Some(path) => {
+            let tmp = path.with_extension("partial");
+            std::fs::write(&tmp, text)
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "compliance report ({} hosts, {:.1}% compliant) written to {}",
+                report.hosts_total,
+                report.overall.percent,
+                path.display()
+            );
+        }
+        None => std::io::stdout().write_all(text.as_bytes())?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn host(settings: &Settings, args: &HostReportArgs) -> anyhow::Result<ExitCode> {
+    let as_of = moment(args.as_of.as_deref())?;
+    let report = gather(settings, None, as_of, Some(&args.host))?;
+    let Some(row) = report.hosts.iter().find(|h| h.host == args.host) else {
+        anyhow::bail!(
+            "{} is not in the inventory; `nightshift hosts list` shows the hosts there are",
+            args.host
+        );
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(row)?);
+    } else {
+        print!("{}", nightshift_report::host_table(row, &report, &shown));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The report's moment: now, a date (its end, local time), or a local or
+/// RFC 3339 time.
+fn moment(text: Option<&str>) -> anyhow::Result<DateTime<Utc>> {
+    let Some(text) = text else {
+        return Ok(Utc::now());
+    };
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.to_utc());
+    }
+    let local = if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        day.and_hms_opt(23, 59, 59)
+    } else {
+        ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+    };
+    local
+        .and_then(|t| Local.from_local_datetime(&t).earliest())
+        .map(|t| t.to_utc())
+        .with_context(|| {
+            format!("--as-of {text}: write a date (2026-11-20), a local time (2026-11-20T03:00) or RFC 3339")
+        })
+}
+
+/// How times read in the table: the local zone, to the minute.
+fn shown(t: DateTime<Utc>) -> String {
+    t.with_timezone(&Local)
+        .format("%Y-%m-%d %H:%M %Z")
+        .to_string()
+}
+
+fn gather(
+    settings: &Settings,
+    group: Option<&str>,
+    as_of: DateTime<Utc>,
+    only: Option<&str>,
+) -> anyhow::Result<Report> {
+    let plan = settings.parse_plan()?;
+    check_exceptions(settings, &plan)?;
+    let mut fleet = fleet(&plan, group)?;
+    if let Some(host) = only {
+        fleet.hosts.retain(|h| h == host);
+    }
+    let path = settings.data_dir.join(CATALOG_FILE);
+    anyhow::ensure!(
+        path.is_file(),
+        "there is no catalog at {} yet: a report needs the record of runs; run a playbook first",
+        path.display()
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let catalog = Catalog::open(&path).await?;
+        let evidence = evidence(&catalog, as_of, &fleet).await?;
+        let config = &settings.config;
+        let first = nightshift_report::build(&fleet, &config.policy, &config.exceptions, &evidence);
+        // Runs and reasons are read for the hosts that need explaining
+        // (or the one host asked about): a query per host is cheap for
+        // tens, not for ten thousand.
+        let mut evidence = evidence;
+        for row in first
+            .hosts
+            .iter()
+            .filter(|h| only.is_some() || h.checks.iter().any(|c| c.status != Status::Compliant))
+        {
+            let trail = catalog.host_trail(&row.host, as_of).await?;
+            evidence.trails.insert(row.host.clone(), trail);
+        }
+        catalog.close().await;
+        Ok(nightshift_report::build(
+            &fleet,
+            &config.policy,
+            &config.exceptions,
+            &evidence,
+        ))
+    })
+}
+
+async fn evidence(
+    catalog: &Catalog,
+    as_of: DateTime<Utc>,
+    fleet: &Fleet,
+) -> anyhow::Result<Evidence> {
+    let period_start = as_of - Duration::weeks(TREND_WEEKS - 1);
+    let mut earlier = Vec::new();
+    if fleet.hosts.len() > 1 {
+        for week in (1..TREND_WEEKS).rev() {
+            let at = as_of - Duration::weeks(week);
+            earlier.push((at, catalog.host_facts(at).await?));
+        }
+    }
+    Ok(Evidence {
+        as_of,
+        facts: catalog.host_facts(as_of).await?,
+        earlier,
+        pending: catalog.pending_updates(as_of).await?,
+        trails: BTreeMap::new(),
+        applied: catalog
+            .security_updates_applied(period_start, as_of)
+            .await?,
+        period_start,
+    })
+}
+
+/// The inventory's hosts (of one group, with `--group`), each host's
+/// groups, and the hosts some enabled schedule reaches.
+fn fleet(plan: &Plan, group: Option<&str>) -> anyhow::Result<Fleet> {
+    let inventory = plan.inventory();
+    let targets = inventory.targets();
+    let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for name in inventory.group_names() {
+        for host in targets.group_hosts(name) {
+            groups
+                .entry(host.to_string())
+                .or_default()
+                .insert(name.to_string());
+        }
+    }
+    let hosts: Vec<String> = match group {
+        None => inventory.hosts.keys().cloned().collect(),
+        Some(g) => {
+            anyhow::ensure!(
+                inventory.group_names().contains(g),
+                "--group {g}: the inventory has no such group"
+            );
+            targets
+                .group_hosts(g)
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        }
+    };
+    let mut scheduled = BTreeSet::new();
+    for file in &plan.schedules {
+        for schedule in file.value.schedule.iter().filter(|s| s.enabled) {
+            if let Some(playbook) = plan.playbook(schedule.playbook.get_ref()) {
+                let wanted: Vec<&str> = playbook
+                    .value
+                    .targets
+                    .iter()
+                    .map(|t| t.get_ref().as_str())
+                    .collect();
+                scheduled.extend(targets.resolve(&wanted).into_iter().map(str::to_string));
+            }
+        }
+    }
+    Ok(Fleet {
+        hosts,
+        groups,
+        scheduled,
+        group: group.map(str::to_string),
+    })
+}
+
+/// Exceptions name a host or a group of the inventory, not both.
+fn check_exceptions(settings: &Settings, plan: &Plan) -> anyhow::Result<()> {
+    let (Some(file), false) = (&settings.config_file, settings.config.exceptions.is_empty()) else {
+        return Ok(());
+    };
+    let source = Source::read(file)?;
+    let inventory = plan.inventory();
+    let groups = inventory.group_names();
+    let mut problems: Vec<Diagnostic> = Vec::new();
+    for e in &settings.config.exceptions {
+        match (&e.host, &e.group) {
+            (Some(h), None) if !inventory.hosts.contains_key(h.get_ref()) => {
+                problems.push(source.error(
+                    h.span(),
+                    format!(
+                        "exception for host `{}`, which the inventory does not have",
+                        h.get_ref()
+                    ),
+                ))
+            }
+            (None, Some(g)) if !groups.contains(g.get_ref().as_str()) => {
+                problems.push(source.error(
+                    g.span(),
+                    format!(
+                        "exception for group `{}`, which the inventory does not have",
+                        g.get_ref()
+                    ),
+                ))
+            }
+            (Some(_), Some(_)) | (None, None) => problems.push(
+                source
+                    .error(
+                        e.reason.span(),
+                        "an exception names one `host` or one `group`",
+                    )
+                    .with_help("write one [[exception]] per host or group"),
+            ),
+            _ => {}
+        }
+    }
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    match problems.len() {
+        0 => Ok(()),
+        1 => anyhow::bail!("1 problem in the exceptions of {}", file.display()),
+        n => anyhow::bail!("{n} problems in the exceptions of {}", file.display()),
+    }
+}

@@ -1,0 +1,546 @@
+//! Verdicts: each host against each policy at one moment.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use nightshift_catalog::{AppliedUpdate, HostFacts, HostTrail, PendingUpdate};
+use nightshift_plan::{Exception, Policy, PolicySettings};
+
+use crate::model::{
+    Check, HostRow, PendingItem, PolicyFigure, Report, Status, TimeToPatch, TrendPoint,
+};
+
+/// The hosts a report covers, as the plan has them.
+#[derive(Debug, Clone, Default)]
+pub struct Fleet {
+    /// The hosts in the report (after `--group`).
+    pub hosts: Vec<String>,
+    /// Each host's groups, for exceptions that name a group.
+    pub groups: BTreeMap<String, BTreeSet<String>>,
+    /// Hosts that some enabled schedule's playbook targets.
+    pub scheduled: BTreeSet<String>,
+    pub group: Option<String>,
+}
+
+/// What the catalog said, at the report's moment and before.
+#[derive(Debug, Clone, Default)]
+pub struct Evidence {
+    pub as_of: DateTime<Utc>,
+    /// Every host's facts at `as_of`.
+    pub facts: Vec<HostFacts>,
+    /// Earlier moments for the trend, oldest first, each with the facts then.
+    pub earlier: Vec<(DateTime<Utc>, Vec<HostFacts>)>,
+    /// Updates pending at `as_of`.
+    pub pending: Vec<PendingUpdate>,
+    /// Runs and reasons, for the hosts they were read for.
+    pub trails: BTreeMap<String, HostTrail>,
+    /// Security updates applied in the trend's period.
+    pub applied: Vec<AppliedUpdate>,
+    /// Where the trend's period starts.
+    pub period_start: DateTime<Utc>,
+}
+
+/// The report: verdicts at `as_of`, the trend over the earlier moments,
+/// and the time-to-patch figures.
+pub fn build(
+    fleet: &Fleet,
+    policy: &PolicySettings,
+    exceptions: &[Exception],
+    evidence: &Evidence,
+) -> Report {
+    let judge = Judge {
+        fleet,
+        policy,
+        exceptions,
+    };
+    let known_now: BTreeSet<&str> = evidence.facts.iter().map(|f| f.host.as_str()).collect();
+    let hosts = judge.hosts(evidence.as_of, &evidence.facts, Some(evidence), &known_now);
+    let mut trend: Vec<TrendPoint> = evidence
+        .earlier
+        .iter()
+        .map(|(at, facts)| judge.point(*at, &judge.hosts(*at, facts, None, &known_now)))
+        .collect();
+    trend.push(judge.point(evidence.as_of, &hosts));
+    let (policies, overall) = figures(policy, &hosts);
+    Report {
+        as_of: evidence.as_of,
+        group: fleet.group.clone(),
+        hosts_total: hosts.len(),
+        policies,
+        overall,
+        trend,
+        time_to_patch: time_to_patch(evidence, &fleet.hosts),
+        hosts,
+    }
+}
+
+struct Judge<'a> {
+    fleet: &'a Fleet,
+    policy: &'a PolicySettings,
+    exceptions: &'a [Exception],
+}
+
+impl Judge<'_> {
+    /// Every host of the fleet the catalog knew by `at`, and those it has
+    /// never known (judged as never reached), on every policy. A host the
+    /// catalog knows now but did not then was not in the fleet yet.
+    fn hosts(
+        &self,
+        at: DateTime<Utc>,
+        facts: &[HostFacts],
+        full: Option<&Evidence>,
+        known_now: &BTreeSet<&str>,
+    ) -> Vec<HostRow> {
+        let by_name: BTreeMap<&str, &HostFacts> =
+            facts.iter().map(|f| (f.host.as_str(), f)).collect();
+        let never = HostFacts::default();
+        self.fleet
+            .hosts
+            .iter()
+            .filter_map(|host| match by_name.get(host.as_str()) {
+                Some(facts) => Some(self.host(host, at, facts, full)),
+                None if known_now.contains(host.as_str()) => None,
+                None => Some(self.host(host, at, &never, full)),
+            })
+            .collect()
+    }
+
+    fn host(
+        &self,
+        host: &str,
+        at: DateTime<Utc>,
+        facts: &HostFacts,
+        full: Option<&Evidence>,
+    ) -> HostRow {
+        let empty = HostTrail::default();
+        let trail = full.and_then(|e| e.trails.get(host)).unwrap_or(&empty);
+        let pending: Vec<&PendingUpdate> = full
+            .map(|e| e.pending.iter().filter(|p| p.host == host).collect())
+            .unwrap_or_default();
+        let checks: Vec<Check> = Policy::ALL
+            .iter()
+            .map(|&p| {
+                let mut check = self.check(p, host, at, facts, trail, &pending);
+                if check.status == Status::NonCompliant
+                    && let Some(exception) = self.exception(p, host, at.date_naive())
+                {
+                    check.status = Status::Exempt;
+                    check.exception = Some(exception.reason.get_ref().clone());
+                    check.exception_expires = Some(exception.expires);
+                }
+                check
+            })
+            .collect();
+        HostRow {
+            host: host.to_string(),
+            compliant: checks.iter().all(|c| c.status.counts()),
+            checks,
+        }
+    }
+
+    /// The exception in force on `day` for this host and policy, if any.
+    fn exception(&self, policy: Policy, host: &str, day: NaiveDate) -> Option<&Exception> {
+        let groups = self.fleet.groups.get(host);
+        self.exceptions.iter().find(|e| {
+            e.expires >= day
+                && e.policies.contains(&policy)
+                && (e.host.as_ref().is_some_and(|h| h.get_ref() == host)
+                    || e.group
+                        .as_ref()
+                        .is_some_and(|g| groups.is_some_and(|gs| gs.contains(g.get_ref()))))
+        })
+    }
+
+    fn check(
+        &self,
+        policy: Policy,
+        host: &str,
+        at: DateTime<Utc>,
+        facts: &HostFacts,
+        trail: &HostTrail,
+        pending: &[&PendingUpdate],
+    ) -> Check {
+        let p = self.policy;
+        let unknown = matches!(
+            policy,
+            Policy::PatchSecurity | Policy::PatchOther | Policy::Reboot
+        );
+        if unknown && facts.last_seen.is_none() {
+            return Check {
+                status: Status::NonCompliant,
+                reason: "never reached by a job: its updates are unknown".into(),
+                ..blank(policy)
+            };
+        }
+        match policy {
+            Policy::PatchSecurity => patch(
+                policy,
+                at,
+                facts.security_pending_since,
+                p.patch_security,
+                pending,
+                true,
+                trail,
+            ),
+            Policy::PatchOther => patch(
+                policy,
+                at,
+                facts.other_pending_since,
+                p.patch_other,
+                pending,
+                false,
+                trail,
+            ),
+            Policy::BackupRpo => {
+                let mut check = recent(
+                    policy,
+                    at,
+                    facts.last_backup,
+                    p.backup_rpo,
+                    "last good backup",
+                    "never backed up",
+                );
+                check.run = trail.last_backup_run;
+                if check.status == Status::NonCompliant
+                    && let Some(failed) = &trail.failed_since_backup
+                {
+                    check.run = Some(failed.run);
+                    let why = failed
+                        .detail
+                        .clone()
+                        .or_else(|| failed.error_kind.clone())
+                        .unwrap_or_else(|| failed.status.clone());
+                    check.reason = format!(
+                        "{} (run {} {}: {why})",
+                        check.reason, failed.run, failed.status
+                    );
+                }
+                check
+            }
+            Policy::RestoreTest => {
+                let mut check = recent(
+                    policy,
+                    at,
+                    facts.last_restore_test,
+                    p.restore_test,
+                    "last successful restore test",
+                    "never restore-tested",
+                );
+                check.run = trail.last_restore_test_run;
+                check
+            }
+            Policy::BackupCheck => recent(
+                policy,
+                at,
+                facts.last_backup_check,
+                p.backup_check,
+                "last successful backup check",
+                "backups never checked",
+            ),
+            Policy::LastSeen => {
+                let mut check = recent(
+                    policy,
+                    at,
+                    facts.last_seen,
+                    p.last_seen,
+                    "last reached",
+                    "never reached by a job",
+                );
+                check.run = trail.last_seen_run;
+                check
+            }
+            Policy::Reboot => reboot(at, facts.reboot_pending_since, p.reboot, trail),
+            Policy::Scheduled => {
+                let on = self.fleet.scheduled.contains(host);
+                Check {
+                    status: if on {
+                        Status::Compliant
+                    } else {
+                        Status::NonCompliant
+                    },
+                    reason: if on {
+                        "an enabled schedule runs a playbook on it".into()
+                    } else {
+                        "no enabled schedule runs a playbook on it".into()
+                    },
+                    ..blank(policy)
+                }
+            }
+        }
+    }
+
+    fn point(&self, at: DateTime<Utc>, hosts: &[HostRow]) -> TrendPoint {
+        let (policies, overall) = figures(self.policy, hosts);
+        TrendPoint {
+            at,
+            hosts: hosts.len(),
+            overall_percent: overall.percent,
+            percent: policies.iter().map(|f| f.percent).collect(),
+        }
+    }
+}
+
+fn blank(policy: Policy) -> Check {
+    Check {
+        policy,
+        status: Status::Compliant,
+        reason: String::new(),
+        last_at: None,
+        age_days: None,
+        limit_days: None,
+        run: None,
+        pending: Vec::new(),
+        exception: None,
+        exception_expires: None,
+    }
+}
+
+fn days(d: chrono::Duration) -> f64 {
+    d.num_seconds() as f64 / 86_400.0
+}
+
+fn limit_days(limit: nightshift_plan::Duration) -> f64 {
+    limit.0.as_secs() as f64 / 86_400.0
+}
+
+fn over(at: DateTime<Utc>, since: DateTime<Utc>, limit: nightshift_plan::Duration) -> bool {
+    (at - since).to_std().is_ok_and(|age| age > limit.0)
+}
+
+/// A policy met by something happening recently enough.
+fn recent(
+    policy: Policy,
+    at: DateTime<Utc>,
+    last: Option<DateTime<Utc>>,
+    limit: nightshift_plan::Duration,
+    what: &str,
+    never: &str,
+) -> Check {
+    let base = Check {
+        limit_days: Some(limit_days(limit)),
+        ..blank(policy)
+    };
+    match last {
+        None => Check {
+            status: Status::NonCompliant,
+            reason: never.to_string(),
+            ..base
+        },
+        Some(last) => {
+            let reason = format!("{what} {} ago, {}", age(at - last), day_time(last));
+            aged(base, at, last, limit, reason)
+        }
+    }
+}
+
+fn patch(
+    policy: Policy,
+    at: DateTime<Utc>,
+    since: Option<DateTime<Utc>>,
+    limit: nightshift_plan::Duration,
+    pending: &[&PendingUpdate],
+    security: bool,
+    trail: &HostTrail,
+) -> Check {
+    let kind = if security { "security" } else { "other" };
+    let items: Vec<PendingItem> = pending
+        .iter()
+        .filter(|p| p.security == security)
+        .map(|p| PendingItem {
+            package: p.package.clone(),
+            version: p.version.clone(),
+            since: p.since,
+            age_days: days(at - p.since),
+        })
+        .collect();
+    let base = Check {
+        limit_days: Some(limit_days(limit)),
+        run: trail.last_patch_run,
+        ..blank(policy)
+    };
+    let Some(since) = since else {
+        return Check {
+            reason: format!("no {kind} update pending"),
+            ..base
+        };
+    };
+    let what = match items.as_slice() {
+        [] => format!("a {kind} update"),
+        [one] => format!("{} ({kind})", one.package),
+        [first, ..] => format!(
+            "{} {kind} updates, the oldest {}",
+            items.len(),
+            first.package
+        ),
+    };
+    let reason = format!(
+        "{what} pending {} (first seen {})",
+        age(at - since),
+        since.format("%Y-%m-%d")
+    );
+    aged(
+        Check {
+            pending: items,
+            ..base
+        },
+        at,
+        since,
+        limit,
+        reason,
+    )
+}
+
+/// `base`, judged on how long ago `since` was at `at`.
+fn aged(
+    base: Check,
+    at: DateTime<Utc>,
+    since: DateTime<Utc>,
+    limit: nightshift_plan::Duration,
+    reason: String,
+) -> Check {
+    Check {
+        status: if over(at, since, limit) {
+            Status::NonCompliant
+        } else {
+            Status::Compliant
+        },
+        reason,
+        last_at: Some(since),
+        age_days: Some(days(at - since)),
+        ..base
+    }
+}
+
+fn reboot(
+    at: DateTime<Utc>,
+    since: Option<DateTime<Utc>>,
+    limit: nightshift_plan::Duration,
+    trail: &HostTrail,
+) -> Check {
+    let base = Check {
+        limit_days: Some(limit_days(limit)),
+        ..blank(Policy::Reboot)
+    };
+    let Some(since) = since else {
+        return Check {
+            reason: "no reboot pending".into(),
+            ..base
+        };
+    };
+    let why = trail
+        .reboot_reason
+        .as_ref()
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default();
+    let reason = format!(
+        "reboot pending {} (since {}){why}",
+        age(at - since),
+        since.format("%Y-%m-%d")
+    );
+    aged(base, at, since, limit, reason)
+}
+
+/// `3 d 4 h`, `5 h 12 min`, `40 min`.
+pub(crate) fn age(d: chrono::Duration) -> String {
+    let minutes = d.num_minutes().max(0);
+    let (days, hours, mins) = (minutes / 1440, minutes / 60 % 24, minutes % 60);
+    match (days, hours) {
+        (0, 0) => format!("{mins} min"),
+        (0, h) if mins == 0 => format!("{h} h"),
+        (0, h) => format!("{h} h {mins} min"),
+        (d, 0) => format!("{d} d"),
+        (d, h) => format!("{d} d {h} h"),
+    }
+}
+
+fn day_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// What a reader sees for a limit: `14 d`, `26 h`.
+pub(crate) fn limit_text(limit: nightshift_plan::Duration) -> String {
+    let hours = limit.0.as_secs() / 3600;
+    if hours > 0 && hours.is_multiple_of(24) {
+        format!("{} d", hours / 24)
+    } else {
+        format!("{hours} h")
+    }
+}
+
+pub(crate) fn label(policy: Policy, p: &PolicySettings) -> String {
+    match policy {
+        Policy::PatchSecurity => format!("patch SLA (security ≤ {})", limit_text(p.patch_security)),
+        Policy::PatchOther => format!("patch SLA (other ≤ {})", limit_text(p.patch_other)),
+        Policy::BackupRpo => format!("backup RPO (≤ {})", limit_text(p.backup_rpo)),
+        Policy::RestoreTest => format!("restore tested (≤ {})", limit_text(p.restore_test)),
+        Policy::BackupCheck => format!("backup checked (≤ {})", limit_text(p.backup_check)),
+        Policy::Reboot => format!("reboot pending (≤ {})", limit_text(p.reboot)),
+        Policy::LastSeen => format!("host seen (≤ {})", limit_text(p.last_seen)),
+        Policy::Scheduled => "on an enabled schedule".into(),
+    }
+}
+
+fn figures(policy: &PolicySettings, hosts: &[HostRow]) -> (Vec<PolicyFigure>, PolicyFigure) {
+    let figure = |p: Option<Policy>, label: String, pick: &dyn Fn(&HostRow) -> Status| {
+        let statuses: Vec<Status> = hosts.iter().map(pick).collect();
+        let compliant = statuses.iter().filter(|s| s.counts()).count();
+        PolicyFigure {
+            policy: p,
+            label,
+            compliant,
+            exempt: statuses.iter().filter(|&&s| s == Status::Exempt).count(),
+            total: hosts.len(),
+            percent: percent(compliant, hosts.len()),
+        }
+    };
+    let policies = Policy::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| figure(Some(p), label(p, policy), &|h| h.checks[i].status))
+        .collect();
+    let overall = figure(None, "overall (every policy)".into(), &|h| {
+        if h.compliant {
+            if h.checks.iter().any(|c| c.status == Status::Exempt) {
+                Status::Exempt
+            } else {
+                Status::Compliant
+            }
+        } else {
+            Status::NonCompliant
+        }
+    });
+    (policies, overall)
+}
+
+fn percent(part: usize, whole: usize) -> f64 {
+    if whole == 0 {
+        100.0
+    } else {
+        (part as f64 * 1000.0 / whole as f64).round() / 10.0
+    }
+}
+
+fn time_to_patch(evidence: &Evidence, hosts: &[String]) -> TimeToPatch {
+    let fleet: BTreeSet<&str> = hosts.iter().map(String::as_str).collect();
+    let mut out = TimeToPatch {
+        from: evidence.period_start,
+        to: evidence.as_of,
+        ..TimeToPatch::default()
+    };
+    for update in evidence
+        .applied
+        .iter()
+        .filter(|u| fleet.contains(u.host.as_str()))
+    {
+        let waited = (update.applied - update.pending_since).num_seconds();
+        let bucket = match waited {
+            w if w <= 2 * 86_400 => &mut out.within_2_days,
+            w if w <= 14 * 86_400 => &mut out.within_14_days,
+            w if w <= 30 * 86_400 => &mut out.within_30_days,
+            _ => &mut out.longer,
+        };
+        *bucket += 1;
+        out.total += 1;
+    }
+    out
+}
