@@ -807,6 +807,40 @@ fn node_from(name: Vec<u8>, meta: &Metadata, names: &mut Names) -> Node {
     stat_node(name, stat, names.user(meta.uid()), names.group(meta.gid()))
 }
 
+#[cfg(any(test, feature = "crafted"))]
+impl Store {
+    /// Test support (feature `crafted`): a snapshot of `host` that no
+    /// backup would write, holding a directory `dir` of empty files named
+    /// `names` as given, `..`, `../x` and `a/b` included.
+    #[doc(hidden)]
+    pub fn write_crafted_snapshot(
+        &mut self,
+        host: &str,
+        dir: &str,
+        names: &[&str],
+    ) -> Result<SnapshotEntry> {
+        let options = BackupOptions {
+            host: host.into(),
+            ..BackupOptions::default()
+        };
+        let outcome = self.write_backup(
+            Instant::now(),
+            vec!["/crafted".into()],
+            None,
+            &options,
+            |_, _| {
+                let mut arena = Arena::root(synthetic_dir(Vec::new()));
+                let at = arena.add(0, synthetic_dir(dir.as_bytes().to_vec()));
+                for name in names {
+                    arena.add(at, synthetic_file(name.as_bytes().to_vec(), 0o644));
+                }
+                Ok((arena, Vec::new()))
+            },
+        )?;
+        Ok(outcome.snapshot)
+    }
+}
+
 pub(crate) fn synthetic_dir(name: Vec<u8>) -> Node {
     Node {
         kind: NodeKind::Dir,

@@ -653,37 +653,17 @@ mod crafted {
     //! restore target. Restores refuse them, name them, and write nothing
     //! outside the target.
 
-    use std::time::Instant;
-
     use super::*;
-    use crate::backup::{Arena, BackupOptions, synthetic_dir, synthetic_file};
     use crate::config::StoreConfig;
 
     fn crafted_store(root: &Path) -> (Store, SnapshotEntry) {
         let mut config = StoreConfig::new(String::new());
         config.encryption = crate::config::Encryption::None;
         let mut store = Store::init(root, config, None).expect("init");
-        let options = BackupOptions {
-            host: "web1".into(),
-            ..BackupOptions::default()
-        };
-        let outcome = store
-            .write_backup(
-                Instant::now(),
-                vec!["/crafted".into()],
-                None,
-                &options,
-                |_, _| {
-                    let mut arena = Arena::root(synthetic_dir(Vec::new()));
-                    let dir = arena.add(0, synthetic_dir(b"site".to_vec()));
-                    for name in [&b"../escaped"[..], b"..", b"a/b", b"fine"] {
-                        arena.add(dir, synthetic_file(name.to_vec(), 0o644));
-                    }
-                    Ok((arena, Vec::new()))
-                },
-            )
+        let snapshot = store
+            .write_crafted_snapshot("web1", "site", &["../escaped", "..", "a/b", "fine"])
             .expect("a crafted snapshot");
-        (store, outcome.snapshot)
+        (store, snapshot)
     }
 
     #[test]

@@ -105,3 +105,67 @@ fn files_come_back_in_place_to_another_host_and_a_full_disk_is_reported() {
         .collect();
     assert_eq!(restores, ["failed, verified none", "ok, verified all"]);
 }
+
+#[test]
+#[ignore = "fleet tier: run through tests/run"]
+fn a_crafted_snapshot_with_escaping_entries_is_refused_and_nothing_lands_outside() {
+    let fleet = Fleet::up("crafted", 1).expect("private fleet");
+    let tree = crate::run::fleet::tree(
+        &fleet,
+        "name = \"noop\"\ntargets = [\"group:fleet\"]\n\n[[steps]]\nname = \"true\"\ncommand = \"true\"\n",
+    );
+    // A store no backup could have filled: its snapshot names entries
+    // that climb out of wherever they are restored.
+    let mut config = nightshift_store::StoreConfig::new("crafted".into());
+    config.encryption = nightshift_store::Encryption::None;
+    let root = tree.dir.path().join("data/store");
+    let mut store = nightshift_store::Store::init(&root, config, None).expect("init");
+    let snapshot = store
+        .write_crafted_snapshot("host1", "site", &["../escaped", "..", "a/b", "fine"])
+        .expect("crafted");
+    drop(store);
+    on(
+        &fleet,
+        "host1",
+        "mkdir -p /tmp/crafted && rm -rf /tmp/crafted/*",
+    );
+
+    let what = format!("{}:/", snapshot.short_id());
+    let out = tree.run(&["restore", &what, "--to", "host1:/tmp/crafted/in"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = stderr(&out);
+    let errors: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("would land outside the target directory"))
+        .collect();
+    assert_eq!(errors.len(), 3, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("3 could not be restored"),
+        "{}",
+        stdout(&out)
+    );
+    let there = on(&fleet, "host1", "cd /tmp/crafted && find . | sort");
+    assert_eq!(
+        there, ".\n./in\n./in/site\n./in/site/fine",
+        "nothing outside in/"
+    );
+    assert_eq!(
+        on(&fleet, "host1", "ls -A /tmp | grep -c '^escaped$' || true"),
+        "0"
+    );
+
+    let history = tree.run(&["history", "host1", "--json"]);
+    let events: serde_json::Value = serde_json::from_slice(&history.stdout).expect("JSON");
+    let restore = events
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|e| e["kind"] == "restore")
+        .expect("the restore is recorded");
+    assert!(
+        restore["outcome"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("partial") || o.starts_with("failed")),
+        "{restore}"
+    );
+}
