@@ -77,7 +77,23 @@ pub struct AppliedUpdate {
     pub package: String,
     pub pending_since: DateTime<Utc>,
     pub applied: DateTime<Utc>,
-    pub run: Option<i64>,
+}
+
+/// A host's name and its facts' times, as `host_facts` reads them.
+type FactsRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn parse(text: Option<&str>) -> Option<DateTime<Utc>> {
+    text.and_then(|t| DateTime::parse_from_rfc3339(t).ok().map(|d| d.to_utc()))
 }
 
 fn time(
@@ -85,7 +101,7 @@ fn time(
     column: &str,
 ) -> Result<Option<DateTime<Utc>>, CatalogError> {
     let text: Option<String> = row.try_get(column)?;
-    Ok(text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok().map(|d| d.to_utc())))
+    Ok(parse(text.as_deref()))
 }
 
 impl Catalog {
@@ -100,7 +116,10 @@ impl Catalog {
         .fetch_one(&self.readers)
         .await?;
         let sql = format!(
-            "SELECT h.name, h.first_seen,
+            "SELECT json_group_array(json_array(name, first_seen, last_seen, last_backup,
+                 last_restore_test, last_backup_check, security_pending_since,
+                 other_pending_since, reboot_pending_since)) FROM (
+             SELECT h.name, h.first_seen,
                  (SELECT j.finished FROM jobs j WHERE j.host_id = h.id AND j.started <= ?1
                       AND j.finished <= ?1 AND j.status IN ('ok', 'failed', 'interrupted')
                       AND COALESCE(j.error_kind, '') NOT IN {NOT_REACHED}
@@ -127,26 +146,26 @@ impl Catalog {
              -- earliest job may say earlier (results recorded late).
              WHERE h.first_seen <= ?1
                  OR EXISTS (SELECT 1 FROM jobs j WHERE j.host_id = h.id AND j.started <= ?1)
-             ORDER BY h.name"
+             ORDER BY h.name)"
         );
-        let rows = sqlx::query(&sql).bind(&at).fetch_all(&self.readers).await?;
-        let fleet_check = fleet_check.and_then(|t| DateTime::parse_from_rfc3339(&t).ok());
-        rows.iter()
-            .map(|row| {
-                let own_check = time(row, "last_backup_check")?;
-                Ok(HostFacts {
-                    host: row.try_get("name")?,
-                    first_seen: time(row, "first_seen")?,
-                    last_seen: time(row, "last_seen")?,
-                    last_backup: time(row, "last_backup")?,
-                    last_restore_test: time(row, "last_restore_test")?,
-                    last_backup_check: own_check.max(fleet_check.map(|d| d.to_utc())),
-                    security_pending_since: time(row, "security_pending_since")?,
-                    other_pending_since: time(row, "other_pending_since")?,
-                    reboot_pending_since: time(row, "reboot_pending_since")?,
-                })
-            })
-            .collect()
+        let rows: Vec<FactsRow> = self.json_rows(&sql, &[at]).await?;
+        let fleet_check = parse(fleet_check.as_deref());
+        Ok(rows
+            .into_iter()
+            .map(
+                |(host, first, seen, backup, test, check, security, other, reboot)| HostFacts {
+                    host,
+                    first_seen: parse(first.as_deref()),
+                    last_seen: parse(seen.as_deref()),
+                    last_backup: parse(backup.as_deref()),
+                    last_restore_test: parse(test.as_deref()),
+                    last_backup_check: parse(check.as_deref()).max(fleet_check),
+                    security_pending_since: parse(security.as_deref()),
+                    other_pending_since: parse(other.as_deref()),
+                    reboot_pending_since: parse(reboot.as_deref()),
+                },
+            )
+            .collect())
     }
 
     /// Every update pending at `at`, oldest first per host.
@@ -154,26 +173,42 @@ impl Catalog {
         &self,
         at: DateTime<Utc>,
     ) -> Result<Vec<PendingUpdate>, CatalogError> {
-        let rows = sqlx::query(
-            "SELECT h.name AS host, u.name, u.version, u.security, u.since
-             FROM hosts h JOIN pending_updates u ON u.host_id = h.id
-             WHERE u.since <= ?1 AND (u.until IS NULL OR u.until > ?1)
-             ORDER BY h.name, u.since, u.name",
-        )
-        .bind(stamp(at))
-        .fetch_all(&self.readers)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(PendingUpdate {
-                    host: row.try_get("host")?,
-                    package: row.try_get("name")?,
-                    version: row.try_get("version")?,
-                    security: row.try_get("security")?,
-                    since: time(row, "since")?.unwrap_or_default(),
-                })
+        let rows: Vec<(String, String, String, u8, String)> = self
+            .json_rows(
+                "SELECT json_group_array(json_array(host, name, version, security, since)) FROM (
+                 SELECT h.name AS host, u.name, u.version, u.security, u.since
+                 FROM hosts h JOIN pending_updates u ON u.host_id = h.id
+                 WHERE u.since <= ?1 AND (u.until IS NULL OR u.until > ?1)
+                 ORDER BY h.name, u.since, u.name)",
+                &[stamp(at)],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(host, package, version, security, since)| PendingUpdate {
+                host,
+                package,
+                version,
+                security: security == 1,
+                since: parse(Some(&since)).unwrap_or_default(),
             })
-            .collect()
+            .collect())
+    }
+
+    /// The rows of a statement that gives them as one JSON array of
+    /// arrays: handing thousands of rows one by one from SQLite's thread
+    /// to ours costs more than reading them.
+    async fn json_rows<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        binds: &[String],
+    ) -> Result<Vec<T>, CatalogError> {
+        let mut query = sqlx::query_scalar::<_, String>(sql);
+        for value in binds {
+            query = query.bind(value);
+        }
+        let text = query.fetch_one(&self.readers).await?;
+        Ok(serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?)
     }
 
     /// The runs and reasons behind one host's figures at `at`.
@@ -182,99 +217,55 @@ impl Catalog {
         host: &str,
         at: DateTime<Utc>,
     ) -> Result<HostTrail, CatalogError> {
-        let at = stamp(at);
-        let seen_sql = format!(
-            "SELECT j.run_id FROM jobs j JOIN hosts h ON h.id = j.host_id
-             WHERE h.name = ?1 AND j.started <= ?2 AND j.finished <= ?2
-                 AND j.status IN ('ok', 'failed', 'interrupted')
-                 AND COALESCE(j.error_kind, '') NOT IN {NOT_REACHED}
-             ORDER BY j.started DESC LIMIT 1"
+        let mut trails = self.host_trails(&[host.to_string()], at).await?;
+        Ok(trails.remove(host).unwrap_or_default())
+    }
+
+    /// The runs and reasons behind the figures of the hosts named, at `at`,
+    /// in one statement.
+    pub async fn host_trails(
+        &self,
+        hosts: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<std::collections::BTreeMap<String, HostTrail>, CatalogError> {
+        let sql = format!(
+            "SELECT t.*, f.run_id AS failed_run, f.status AS failed_status,
+                 f.finished AS failed_at, f.error_kind AS failed_kind, f.detail AS failed_detail,
+                 c.at AS patch_at, cj.run_id AS patch_run, s.id AS backup_id, s.run_id AS backup_run
+             FROM (SELECT h.name,
+                 (SELECT j.run_id FROM jobs j WHERE j.host_id = h.id AND j.started <= ?2
+                      AND j.finished <= ?2 AND j.status IN ('ok', 'failed', 'interrupted')
+                      AND COALESCE(j.error_kind, '') NOT IN {NOT_REACHED}
+                  ORDER BY j.started DESC LIMIT 1) AS last_seen_run,
+                 (SELECT s.rowid FROM snapshots s WHERE s.host = h.name AND s.time <= ?2
+                  ORDER BY s.time DESC LIMIT 1) AS backup_row,
+                 (SELECT j.id FROM jobs j WHERE j.host_id = h.id AND j.started <= ?2
+                      AND j.started > COALESCE((SELECT MAX(s.time) FROM snapshots s
+                          WHERE s.host = h.name AND s.time <= ?2), '')
+                      AND j.status IN ('failed', 'interrupted', 'deferred')
+                  ORDER BY j.started DESC LIMIT 1) AS failed_job,
+                 (SELECT j.run_id FROM verifications v JOIN jobs j ON j.id = v.job_id
+                  WHERE v.host = h.name AND v.kind = 'restore_test' AND v.outcome = 'ok'
+                      AND v.at <= ?2 ORDER BY v.at DESC LIMIT 1) AS last_restore_test_run,
+                 (SELECT c.id FROM package_changes c WHERE c.host_id = h.id AND c.at <= ?2
+                  ORDER BY c.at DESC LIMIT 1) AS patch_change,
+                 (SELECT r.reason FROM reboot_periods r WHERE r.host_id = h.id AND r.since <= ?2
+                      AND (r.until IS NULL OR r.until > ?2) ORDER BY r.since LIMIT 1) AS reboot_reason
+                 FROM hosts h WHERE h.name IN (SELECT value FROM json_each(?1))) AS t
+             LEFT JOIN jobs f ON f.id = t.failed_job
+             LEFT JOIN package_changes c ON c.id = t.patch_change
+             LEFT JOIN jobs cj ON cj.id = c.job_id
+             LEFT JOIN snapshots s ON s.rowid = t.backup_row"
         );
-        let last_seen_run = sqlx::query_scalar(&seen_sql)
-            .bind(host)
-            .bind(&at)
-            .fetch_optional(&self.readers)
+        let names = serde_json::to_string(hosts).unwrap_or_else(|_| "[]".into());
+        let rows = sqlx::query(&sql)
+            .bind(names)
+            .bind(stamp(at))
+            .fetch_all(&self.readers)
             .await?;
-        let backup = sqlx::query(
-            "SELECT id, time, run_id FROM snapshots WHERE host = ?1 AND time <= ?2
-             ORDER BY time DESC LIMIT 1",
-        )
-        .bind(host)
-        .bind(&at)
-        .fetch_optional(&self.readers)
-        .await?;
-        let since_backup: String = match &backup {
-            Some(row) => row.try_get("time")?,
-            None => String::new(),
-        };
-        let failed = sqlx::query(
-            "SELECT j.run_id, j.status, j.finished, j.error_kind, j.detail
-             FROM jobs j JOIN hosts h ON h.id = j.host_id
-             WHERE h.name = ?1 AND j.started > ?3 AND j.started <= ?2
-                 AND j.status IN ('failed', 'interrupted', 'deferred')
-             ORDER BY j.started DESC LIMIT 1",
-        )
-        .bind(host)
-        .bind(&at)
-        .bind(&since_backup)
-        .fetch_optional(&self.readers)
-        .await?;
-        let failed_since_backup = failed
-            .map(|row| -> Result<FailedJob, CatalogError> {
-                Ok(FailedJob {
-                    run: row.try_get("run_id")?,
-                    status: row.try_get("status")?,
-                    at: time(&row, "finished")?,
-                    error_kind: row.try_get("error_kind")?,
-                    detail: row.try_get("detail")?,
-                })
-            })
-            .transpose()?;
-        let last_restore_test_run = sqlx::query_scalar(
-            "SELECT j.run_id FROM verifications v JOIN jobs j ON j.id = v.job_id
-             WHERE v.host = ?1 AND v.kind = 'restore_test' AND v.outcome = 'ok' AND v.at <= ?2
-             ORDER BY v.at DESC LIMIT 1",
-        )
-        .bind(host)
-        .bind(&at)
-        .fetch_optional(&self.readers)
-        .await?;
-        let patch = sqlx::query(
-            "SELECT c.at, j.run_id FROM package_changes c JOIN hosts h ON h.id = c.host_id
-                 LEFT JOIN jobs j ON j.id = c.job_id
-             WHERE h.name = ?1 AND c.at <= ?2 ORDER BY c.at DESC LIMIT 1",
-        )
-        .bind(host)
-        .bind(&at)
-        .fetch_optional(&self.readers)
-        .await?;
-        let reboot_reason = sqlx::query_scalar(
-            "SELECT r.reason FROM reboot_periods r JOIN hosts h ON h.id = r.host_id
-             WHERE h.name = ?1 AND r.since <= ?2 AND (r.until IS NULL OR r.until > ?2)
-             ORDER BY r.since LIMIT 1",
-        )
-        .bind(host)
-        .bind(&at)
-        .fetch_optional(&self.readers)
-        .await?;
-        Ok(HostTrail {
-            last_seen_run,
-            last_backup_snapshot: backup.as_ref().map(|r| r.try_get("id")).transpose()?,
-            last_backup_run: backup
-                .as_ref()
-                .map(|r| r.try_get::<Option<i64>, _>("run_id"))
-                .transpose()?
-                .flatten(),
-            failed_since_backup,
-            last_restore_test_run,
-            last_patch: patch.as_ref().map(|r| time(r, "at")).transpose()?.flatten(),
-            last_patch_run: patch
-                .as_ref()
-                .map(|r| r.try_get::<Option<i64>, _>("run_id"))
-                .transpose()?
-                .flatten(),
-            reboot_reason,
-        })
+        rows.iter()
+            .map(|row| Ok((row.try_get("name")?, trail(row)?)))
+            .collect()
     }
 
     /// Security updates applied after `from` and at or before `to`.
@@ -283,27 +274,48 @@ impl Catalog {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<AppliedUpdate>, CatalogError> {
-        let rows = sqlx::query(
-            "SELECT h.name AS host, c.name, c.pending_since, c.at, j.run_id
-             FROM package_changes c JOIN hosts h ON h.id = c.host_id
-                 LEFT JOIN jobs j ON j.id = c.job_id
-             WHERE c.security = 1 AND c.at > ?1 AND c.at <= ?2 AND c.pending_since IS NOT NULL
-             ORDER BY c.at",
-        )
-        .bind(stamp(from))
-        .bind(stamp(to))
-        .fetch_all(&self.readers)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(AppliedUpdate {
-                    host: row.try_get("host")?,
-                    package: row.try_get("name")?,
-                    pending_since: time(row, "pending_since")?.unwrap_or_default(),
-                    applied: time(row, "at")?.unwrap_or_default(),
-                    run: row.try_get("run_id")?,
-                })
+        let rows: Vec<(String, String, String, String)> = self
+            .json_rows(
+                "SELECT json_group_array(json_array(host, name, pending_since, at)) FROM (
+                 SELECT h.name AS host, c.name, c.pending_since, c.at
+                 FROM package_changes c JOIN hosts h ON h.id = c.host_id
+                 WHERE c.security = 1 AND c.at > ?1 AND c.at <= ?2 AND c.pending_since IS NOT NULL
+                 ORDER BY c.at)",
+                &[stamp(from), stamp(to)],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(host, package, since, at)| AppliedUpdate {
+                host,
+                package,
+                pending_since: parse(Some(&since)).unwrap_or_default(),
+                applied: parse(Some(&at)).unwrap_or_default(),
             })
-            .collect()
+            .collect())
     }
+}
+
+fn trail(row: &sqlx::sqlite::SqliteRow) -> Result<HostTrail, CatalogError> {
+    let failed_run: Option<i64> = row.try_get("failed_run")?;
+    let failed_since_backup = match failed_run {
+        Some(run) => Some(FailedJob {
+            run,
+            status: row.try_get("failed_status")?,
+            at: time(row, "failed_at")?,
+            error_kind: row.try_get("failed_kind")?,
+            detail: row.try_get("failed_detail")?,
+        }),
+        None => None,
+    };
+    Ok(HostTrail {
+        last_seen_run: row.try_get("last_seen_run")?,
+        last_backup_snapshot: row.try_get("backup_id")?,
+        last_backup_run: row.try_get("backup_run")?,
+        failed_since_backup,
+        last_restore_test_run: row.try_get("last_restore_test_run")?,
+        last_patch: time(row, "patch_at")?,
+        last_patch_run: row.try_get("patch_run")?,
+        reboot_reason: row.try_get("reboot_reason")?,
+    })
 }

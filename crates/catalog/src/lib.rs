@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::ConnectOptions as _;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
@@ -104,6 +105,10 @@ pub struct AuditEntry {
     pub outcome: String,
 }
 
+/// How much of the catalog file each reader maps (SQLite's `mmap_size`;
+/// the build allows up to 64 GiB, see `.cargo/config.toml`).
+const READER_MMAP: u64 = 64 << 30;
+
 /// A time as the catalog stores it: UTC, RFC 3339 with milliseconds, so
 /// text order is time order.
 pub fn stamp(time: chrono::DateTime<chrono::Utc>) -> String {
@@ -133,7 +138,10 @@ impl Catalog {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // A report's statements take seconds on a large catalog by
+            // design: that is for the debug log, not a warning to the user.
+            .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(1));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
@@ -154,9 +162,17 @@ impl Catalog {
             path: path.to_path_buf(),
             source,
         })?;
+        // Readers map the file rather than copy pages through read(2) into
+        // a private 2 MiB cache each: a report's thousands of index seeks
+        // per moment otherwise spend as long in the kernel as in SQLite.
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
+            .acquire_slow_level(tracing::log::LevelFilter::Debug)
+            .connect_with(
+                options
+                    .read_only(true)
+                    .pragma("mmap_size", READER_MMAP.to_string()),
+            )
             .await
             .map_err(open_err)?;
         tracing::debug!(path = %path.display(), "catalog open");

@@ -10,13 +10,16 @@ use anyhow::Context as _;
 use chrono::{DateTime, Duration, Local, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use nightshift_catalog::{CATALOG_FILE, Catalog};
 use nightshift_plan::{Diagnostic, Plan, Source};
-use nightshift_report::{Evidence, Fleet, Report, Status};
+use nightshift_report::{Evidence, Fleet, Report};
 
 use crate::cli::{ComplianceArgs, HostReportArgs, ReportFormat};
 use crate::settings::Settings;
 
 /// Weekly points of the trend, the last being the report's moment.
 const TREND_WEEKS: i64 = 12;
+
+/// Moments read at once at most: the catalog has this many readers.
+const PARALLEL_MOMENTS: usize = 4;
 
 pub fn compliance(settings: &Settings, args: &ComplianceArgs) -> anyhow::Result<ExitCode> {
     let as_of = moment(args.as_of.as_deref())?;
@@ -118,21 +121,17 @@ fn gather(
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let catalog = Catalog::open(&path).await?;
-        let evidence = evidence(&catalog, as_of, &fleet).await?;
+        let mut evidence = evidence(&catalog, as_of, &fleet).await?;
         let config = &settings.config;
-        let first = nightshift_report::build(&fleet, &config.policy, &config.exceptions, &evidence);
         // Runs and reasons are read for the hosts that need explaining
-        // (or the one host asked about): a query per host is cheap for
-        // tens, not for ten thousand.
-        let mut evidence = evidence;
-        for row in first
-            .hosts
-            .iter()
-            .filter(|h| only.is_some() || h.checks.iter().any(|c| c.status != Status::Compliant))
-        {
-            let trail = catalog.host_trail(&row.host, as_of).await?;
-            evidence.trails.insert(row.host.clone(), trail);
-        }
+        // (or the one host asked about), not for every compliant one.
+        let explain = match only {
+            Some(host) => vec![host.to_string()],
+            None => {
+                nightshift_report::to_explain(&fleet, &config.policy, &config.exceptions, &evidence)
+            }
+        };
+        evidence.trails = catalog.host_trails(&explain, as_of).await?;
         catalog.close().await;
         Ok(nightshift_report::build(
             &fleet,
@@ -149,24 +148,48 @@ async fn evidence(
     fleet: &Fleet,
 ) -> anyhow::Result<Evidence> {
     let period_start = as_of - Duration::weeks(TREND_WEEKS - 1);
-    let mut earlier = Vec::new();
-    if fleet.hosts.len() > 1 {
-        for week in (1..TREND_WEEKS).rev() {
-            let at = as_of - Duration::weeks(week);
-            earlier.push((at, catalog.host_facts(at).await?));
-        }
-    }
+    let weeks: Vec<DateTime<Utc>> = if fleet.hosts.len() > 1 {
+        (1..TREND_WEEKS)
+            .rev()
+            .map(|w| as_of - Duration::weeks(w))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // The moments are independent reads: the catalog's readers take them
+    // side by side.
+    let (now, earlier, pending, applied) = tokio::try_join!(
+        catalog.host_facts(as_of),
+        weeks_facts(catalog, &weeks),
+        catalog.pending_updates(as_of),
+        catalog.security_updates_applied(period_start, as_of),
+    )?;
     Ok(Evidence {
         as_of,
-        facts: catalog.host_facts(as_of).await?,
-        earlier,
-        pending: catalog.pending_updates(as_of).await?,
+        facts: now,
+        earlier: weeks.into_iter().zip(earlier).collect(),
+        pending,
         trails: BTreeMap::new(),
-        applied: catalog
-            .security_updates_applied(period_start, as_of)
-            .await?,
+        applied,
         period_start,
     })
+}
+
+/// The facts at each of `weeks`, as many moments at a time as there are
+/// CPUs (and readers).
+async fn weeks_facts(
+    catalog: &Catalog,
+    weeks: &[DateTime<Utc>],
+) -> Result<Vec<Vec<nightshift_catalog::HostFacts>>, nightshift_catalog::CatalogError> {
+    use futures::{StreamExt as _, TryStreamExt as _};
+    futures::stream::iter(weeks.iter().map(|&at| catalog.host_facts(at)))
+        .buffered(
+            std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .min(PARALLEL_MOMENTS),
+        )
+        .try_collect()
+        .await
 }
 
 /// The inventory's hosts (of one group, with `--group`), each host's

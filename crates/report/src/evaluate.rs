@@ -48,20 +48,23 @@ pub fn build(
     exceptions: &[Exception],
     evidence: &Evidence,
 ) -> Report {
-    let judge = Judge {
-        fleet,
-        policy,
-        exceptions,
-    };
-    let known_now: BTreeSet<&str> = evidence.facts.iter().map(|f| f.host.as_str()).collect();
-    let hosts = judge.hosts(evidence.as_of, &evidence.facts, Some(evidence), &known_now);
+    let judge = Judge::new(fleet, policy, exceptions, evidence);
+    let hosts: Vec<HostRow> = judge
+        .roster(&evidence.facts)
+        .map(|(host, facts)| judge.host(host, evidence.as_of, facts, evidence))
+        .collect();
     let mut trend: Vec<TrendPoint> = evidence
         .earlier
         .iter()
-        .map(|(at, facts)| judge.point(*at, &judge.hosts(*at, facts, None, &known_now)))
+        .map(|(at, facts)| judge.point(*at, facts))
         .collect();
-    trend.push(judge.point(evidence.as_of, &hosts));
     let (policies, overall) = figures(policy, &hosts);
+    trend.push(TrendPoint {
+        at: evidence.as_of,
+        hosts: hosts.len(),
+        overall_percent: overall.percent,
+        percent: policies.iter().map(|f| f.percent).collect(),
+    });
     Report {
         as_of: evidence.as_of,
         group: fleet.group.clone(),
@@ -74,35 +77,126 @@ pub fn build(
     }
 }
 
+/// The hosts whose figures need explaining at `evidence.as_of`: not
+/// compliant, or exempt, on some policy. Their runs and reasons are worth
+/// reading from the catalog; a compliant host's dates say enough.
+pub fn to_explain(
+    fleet: &Fleet,
+    policy: &PolicySettings,
+    exceptions: &[Exception],
+    evidence: &Evidence,
+) -> Vec<String> {
+    let judge = Judge::new(fleet, policy, exceptions, evidence);
+    judge
+        .roster(&evidence.facts)
+        .filter(|(host, facts)| {
+            Policy::ALL
+                .iter()
+                .any(|&p| !judge.meets(p, host, evidence.as_of, facts))
+        })
+        .map(|(host, _)| host.to_string())
+        .collect()
+}
+
 struct Judge<'a> {
     fleet: &'a Fleet,
     policy: &'a PolicySettings,
     exceptions: &'a [Exception],
+    /// Hosts the catalog knows at the report's moment.
+    known_now: BTreeSet<&'a str>,
+    /// Updates pending at the report's moment, by host.
+    pending: BTreeMap<&'a str, Vec<&'a PendingUpdate>>,
+    never: HostFacts,
 }
 
-impl Judge<'_> {
-    /// Every host of the fleet the catalog knew by `at`, and those it has
-    /// never known (judged as never reached), on every policy. A host the
+impl<'a> Judge<'a> {
+    fn new(
+        fleet: &'a Fleet,
+        policy: &'a PolicySettings,
+        exceptions: &'a [Exception],
+        evidence: &'a Evidence,
+    ) -> Self {
+        let mut pending: BTreeMap<&str, Vec<&PendingUpdate>> = BTreeMap::new();
+        for update in &evidence.pending {
+            pending
+                .entry(update.host.as_str())
+                .or_default()
+                .push(update);
+        }
+        Self {
+            fleet,
+            policy,
+            exceptions,
+            known_now: evidence.facts.iter().map(|f| f.host.as_str()).collect(),
+            pending,
+            never: HostFacts::default(),
+        }
+    }
+
+    /// Every host of the fleet the catalog knew when `facts` were read,
+    /// and those it has never known (judged as never reached). A host the
     /// catalog knows now but did not then was not in the fleet yet.
-    fn hosts(
-        &self,
-        at: DateTime<Utc>,
-        facts: &[HostFacts],
-        full: Option<&Evidence>,
-        known_now: &BTreeSet<&str>,
-    ) -> Vec<HostRow> {
+    fn roster<'b>(
+        &'b self,
+        facts: &'b [HostFacts],
+    ) -> impl Iterator<Item = (&'b str, &'b HostFacts)> + 'b {
         let by_name: BTreeMap<&str, &HostFacts> =
             facts.iter().map(|f| (f.host.as_str(), f)).collect();
-        let never = HostFacts::default();
         self.fleet
             .hosts
             .iter()
-            .filter_map(|host| match by_name.get(host.as_str()) {
-                Some(facts) => Some(self.host(host, at, facts, full)),
-                None if known_now.contains(host.as_str()) => None,
-                None => Some(self.host(host, at, &never, full)),
+            .filter_map(move |host| match by_name.get(host.as_str()) {
+                Some(facts) => Some((host.as_str(), *facts)),
+                None if self.known_now.contains(host.as_str()) => None,
+                None => Some((host.as_str(), &self.never)),
             })
-            .collect()
+    }
+
+    /// Whether the host meets the policy at `at`, before exceptions: the
+    /// one place each policy's rule is written.
+    fn meets(&self, policy: Policy, host: &str, at: DateTime<Utc>, f: &HostFacts) -> bool {
+        let p = self.policy;
+        let within = |t: Option<DateTime<Utc>>, limit| t.is_some_and(|t| !over(at, t, limit));
+        let not_overdue = |t: Option<DateTime<Utc>>, limit| !t.is_some_and(|t| over(at, t, limit));
+        let reached = f.last_seen.is_some();
+        match policy {
+            Policy::PatchSecurity => {
+                reached && not_overdue(f.security_pending_since, p.patch_security)
+            }
+            Policy::PatchOther => reached && not_overdue(f.other_pending_since, p.patch_other),
+            Policy::Reboot => reached && not_overdue(f.reboot_pending_since, p.reboot),
+            Policy::BackupRpo => within(f.last_backup, p.backup_rpo),
+            Policy::RestoreTest => within(f.last_restore_test, p.restore_test),
+            Policy::BackupCheck => within(f.last_backup_check, p.backup_check),
+            Policy::LastSeen => within(f.last_seen, p.last_seen),
+            Policy::Scheduled => self.fleet.scheduled.contains(host),
+        }
+    }
+
+    fn status(
+        &self,
+        policy: Policy,
+        host: &str,
+        at: DateTime<Utc>,
+        f: &HostFacts,
+    ) -> (Status, Option<&Exception>) {
+        self.status_given(self.meets(policy, host, at, f), policy, host, at)
+    }
+
+    fn status_given(
+        &self,
+        met: bool,
+        policy: Policy,
+        host: &str,
+        at: DateTime<Utc>,
+    ) -> (Status, Option<&Exception>) {
+        if met {
+            return (Status::Compliant, None);
+        }
+        match self.exception(policy, host, at.date_naive()) {
+            Some(e) => (Status::Exempt, Some(e)),
+            None => (Status::NonCompliant, None),
+        }
     }
 
     fn host(
@@ -110,31 +204,57 @@ impl Judge<'_> {
         host: &str,
         at: DateTime<Utc>,
         facts: &HostFacts,
-        full: Option<&Evidence>,
+        evidence: &Evidence,
     ) -> HostRow {
         let empty = HostTrail::default();
-        let trail = full.and_then(|e| e.trails.get(host)).unwrap_or(&empty);
-        let pending: Vec<&PendingUpdate> = full
-            .map(|e| e.pending.iter().filter(|p| p.host == host).collect())
+        let trail = evidence.trails.get(host).unwrap_or(&empty);
+        let pending = self
+            .pending
+            .get(host)
+            .map(Vec::as_slice)
             .unwrap_or_default();
         let checks: Vec<Check> = Policy::ALL
             .iter()
             .map(|&p| {
-                let mut check = self.check(p, host, at, facts, trail, &pending);
-                if check.status == Status::NonCompliant
-                    && let Some(exception) = self.exception(p, host, at.date_naive())
-                {
-                    check.status = Status::Exempt;
-                    check.exception = Some(exception.reason.get_ref().clone());
-                    check.exception_expires = Some(exception.expires);
+                let met = self.meets(p, host, at, facts);
+                let (status, exception) = self.status_given(met, p, host, at);
+                Check {
+                    status,
+                    exception: exception.map(|e| e.reason.get_ref().clone()),
+                    exception_expires: exception.map(|e| e.expires),
+                    ..self.check(p, at, facts, trail, pending, met)
                 }
-                check
             })
             .collect();
         HostRow {
             host: host.to_string(),
             compliant: checks.iter().all(|c| c.status.counts()),
             checks,
+        }
+    }
+
+    /// One week of the trend: statuses only, no reasons.
+    fn point(&self, at: DateTime<Utc>, facts: &[HostFacts]) -> TrendPoint {
+        let mut hosts = 0;
+        let mut overall = 0;
+        let mut per_policy = [0usize; Policy::ALL.len()];
+        for (host, f) in self.roster(facts) {
+            hosts += 1;
+            let mut all = true;
+            for (i, &p) in Policy::ALL.iter().enumerate() {
+                if self.status(p, host, at, f).0.counts() {
+                    per_policy[i] += 1;
+                } else {
+                    all = false;
+                }
+            }
+            overall += usize::from(all);
+        }
+        TrendPoint {
+            at,
+            hosts,
+            overall_percent: percent(overall, hosts),
+            percent: per_policy.iter().map(|&n| percent(n, hosts)).collect(),
         }
     }
 
@@ -151,14 +271,15 @@ impl Judge<'_> {
         })
     }
 
+    /// The reason and evidence for a verdict already reached (`met`).
     fn check(
         &self,
         policy: Policy,
-        host: &str,
         at: DateTime<Utc>,
         facts: &HostFacts,
         trail: &HostTrail,
         pending: &[&PendingUpdate],
+        met: bool,
     ) -> Check {
         let p = self.policy;
         let unknown = matches!(
@@ -167,7 +288,6 @@ impl Judge<'_> {
         );
         if unknown && facts.last_seen.is_none() {
             return Check {
-                status: Status::NonCompliant,
                 reason: "never reached by a job: its updates are unknown".into(),
                 ..blank(policy)
             };
@@ -201,9 +321,7 @@ impl Judge<'_> {
                     "never backed up",
                 );
                 check.run = trail.last_backup_run;
-                if check.status == Status::NonCompliant
-                    && let Some(failed) = &trail.failed_since_backup
-                {
+                if !met && let Some(failed) = &trail.failed_since_backup {
                     check.run = Some(failed.run);
                     let why = failed
                         .detail
@@ -250,32 +368,14 @@ impl Judge<'_> {
                 check
             }
             Policy::Reboot => reboot(at, facts.reboot_pending_since, p.reboot, trail),
-            Policy::Scheduled => {
-                let on = self.fleet.scheduled.contains(host);
-                Check {
-                    status: if on {
-                        Status::Compliant
-                    } else {
-                        Status::NonCompliant
-                    },
-                    reason: if on {
-                        "an enabled schedule runs a playbook on it".into()
-                    } else {
-                        "no enabled schedule runs a playbook on it".into()
-                    },
-                    ..blank(policy)
-                }
-            }
-        }
-    }
-
-    fn point(&self, at: DateTime<Utc>, hosts: &[HostRow]) -> TrendPoint {
-        let (policies, overall) = figures(self.policy, hosts);
-        TrendPoint {
-            at,
-            hosts: hosts.len(),
-            overall_percent: overall.percent,
-            percent: policies.iter().map(|f| f.percent).collect(),
+            Policy::Scheduled => Check {
+                reason: if met {
+                    "an enabled schedule runs a playbook on it".into()
+                } else {
+                    "no enabled schedule runs a playbook on it".into()
+                },
+                ..blank(policy)
+            },
         }
     }
 }
@@ -322,13 +422,12 @@ fn recent(
     };
     match last {
         None => Check {
-            status: Status::NonCompliant,
             reason: never.to_string(),
             ..base
         },
         Some(last) => {
             let reason = format!("{what} {} ago, {}", age(at - last), day_time(last));
-            aged(base, at, last, limit, reason)
+            aged(base, at, last, reason)
         }
     }
 }
@@ -385,25 +484,13 @@ fn patch(
         },
         at,
         since,
-        limit,
         reason,
     )
 }
 
-/// `base`, judged on how long ago `since` was at `at`.
-fn aged(
-    base: Check,
-    at: DateTime<Utc>,
-    since: DateTime<Utc>,
-    limit: nightshift_plan::Duration,
-    reason: String,
-) -> Check {
+/// `base`, with how long ago `since` was at `at`.
+fn aged(base: Check, at: DateTime<Utc>, since: DateTime<Utc>, reason: String) -> Check {
     Check {
-        status: if over(at, since, limit) {
-            Status::NonCompliant
-        } else {
-            Status::Compliant
-        },
         reason,
         last_at: Some(since),
         age_days: Some(days(at - since)),
@@ -437,7 +524,7 @@ fn reboot(
         age(at - since),
         since.format("%Y-%m-%d")
     );
-    aged(base, at, since, limit, reason)
+    aged(base, at, since, reason)
 }
 
 /// `3 d 4 h`, `5 h 12 min`, `40 min`.

@@ -15,7 +15,7 @@ mod html;
 mod model;
 mod text;
 
-pub use evaluate::{Evidence, Fleet, build};
+pub use evaluate::{Evidence, Fleet, build, to_explain};
 pub use html::html;
 pub use model::{
     Check, HostRow, PendingItem, PolicyFigure, Report, Status, TimeToPatch, TrendPoint,

@@ -416,7 +416,6 @@ fn applied(at: DateTime<Utc>) -> Vec<AppliedUpdate> {
             package: format!("package{i}"),
             pending_since: applied - days(waited),
             applied,
-            run: Some(300 + i64::try_from(i).unwrap_or(0)),
         }
     })
     .collect()
