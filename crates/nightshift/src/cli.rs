@@ -561,6 +561,9 @@ pub struct ComplianceArgs {
     /// The report as it would have read then: a date (its end), a local time, or RFC 3339
     #[arg(long, value_name = "WHEN")]
     pub as_of: Option<String>,
+    /// Exit with status 1 when some host is not compliant (exempt ones count as compliant)
+    #[arg(long)]
+    pub fail_if_not_compliant: bool,
 }
 
 #[derive(Debug, Args)]

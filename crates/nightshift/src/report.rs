@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use chrono::{DateTime, Duration, Local, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use nightshift_catalog::{CATALOG_FILE, Catalog};
-use nightshift_plan::{Diagnostic, Plan, Source};
+use nightshift_plan::{Plan, Source};
 use nightshift_report::{Evidence, Fleet, Report};
 
 use crate::cli::{ComplianceArgs, HostReportArgs, ReportFormat};
@@ -49,7 +49,12 @@ pub fn compliance(settings: &Settings, args: &ComplianceArgs) -> anyhow::Result<
         }
         None => std::io::stdout().write_all(text.as_bytes())?,
     }
-    Ok(ExitCode::SUCCESS)
+    let failing = report.overall.compliant < report.overall.total;
+    Ok(if args.fail_if_not_compliant && failing {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub fn host(settings: &Settings, args: &HostReportArgs) -> anyhow::Result<ExitCode> {
@@ -248,40 +253,8 @@ fn check_exceptions(settings: &Settings, plan: &Plan) -> anyhow::Result<()> {
         return Ok(());
     };
     let source = Source::read(file)?;
-    let inventory = plan.inventory();
-    let groups = inventory.group_names();
-    let mut problems: Vec<Diagnostic> = Vec::new();
-    for e in &settings.config.exceptions {
-        match (&e.host, &e.group) {
-            (Some(h), None) if !inventory.hosts.contains_key(h.get_ref()) => {
-                problems.push(source.error(
-                    h.span(),
-                    format!(
-                        "exception for host `{}`, which the inventory does not have",
-                        h.get_ref()
-                    ),
-                ))
-            }
-            (None, Some(g)) if !groups.contains(g.get_ref().as_str()) => {
-                problems.push(source.error(
-                    g.span(),
-                    format!(
-                        "exception for group `{}`, which the inventory does not have",
-                        g.get_ref()
-                    ),
-                ))
-            }
-            (Some(_), Some(_)) | (None, None) => problems.push(
-                source
-                    .error(
-                        e.reason.span(),
-                        "an exception names one `host` or one `group`",
-                    )
-                    .with_help("write one [[exception]] per host or group"),
-            ),
-            _ => {}
-        }
-    }
+    let problems =
+        nightshift_plan::check_exceptions(&settings.config.exceptions, &source, &plan.inventory());
     for p in &problems {
         eprintln!("{p}");
     }

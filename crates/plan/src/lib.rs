@@ -18,7 +18,7 @@ mod tree;
 mod validate;
 pub mod window;
 
-pub use validate::validate;
+pub use validate::{exceptions as check_exceptions, validate};
 
 pub use config::{
     CatalogSettings, CatchUp, Config, DEFAULT_CONFIG_FILE, DaemonSettings, Exception,

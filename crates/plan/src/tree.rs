@@ -223,6 +223,15 @@ pub fn check_paths(
 ) -> Result<CheckReport, PlanError> {
     let (plan, mut report) = load(config_file, config, paths)?;
     report.diagnostics.extend(crate::validate::validate(&plan));
+    if let Some(file) = config_file.filter(|_| !config.exceptions.is_empty()) {
+        let source = Source::read(file)?;
+        let inventory = plan.inventory();
+        report.diagnostics.extend(crate::validate::exceptions(
+            &config.exceptions,
+            &source,
+            &inventory,
+        ));
+    }
     if !paths.is_empty() {
         let wanted: std::collections::BTreeSet<PathBuf> = toml_files(paths)?
             .into_iter()

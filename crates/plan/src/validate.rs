@@ -648,3 +648,44 @@ fn listing<'a>(names: impl Iterator<Item = &'a str>) -> String {
         _ => names.into_iter().collect::<Vec<_>>().join(", "),
     }
 }
+
+/// `[[exception]]`s of the config: each names one host or one group, and
+/// one the inventory has.
+pub fn exceptions(
+    exceptions: &[crate::Exception],
+    source: &Source,
+    inventory: &Inventory,
+) -> Vec<Diagnostic> {
+    let groups = inventory.group_names();
+    let mut out = Vec::new();
+    for e in exceptions {
+        match (&e.host, &e.group) {
+            (Some(h), None) if !inventory.hosts.contains_key(h.get_ref()) => {
+                out.push(source.error(
+                    h.span(),
+                    format!(
+                        "exception for host `{}`, which the inventory does not have",
+                        h.get_ref()
+                    ),
+                ))
+            }
+            (None, Some(g)) if !groups.contains(g.get_ref().as_str()) => out.push(source.error(
+                g.span(),
+                format!(
+                    "exception for group `{}`, which the inventory does not have",
+                    g.get_ref()
+                ),
+            )),
+            (Some(_), Some(_)) | (None, None) => out.push(
+                source
+                    .error(
+                        e.reason.span(),
+                        "an exception names one `host` or one `group`",
+                    )
+                    .with_help("write one [[exception]] per host or group"),
+            ),
+            _ => {}
+        }
+    }
+    out
+}

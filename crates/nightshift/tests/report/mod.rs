@@ -351,6 +351,18 @@ fn a_group_and_an_earlier_moment_change_what_the_report_says() {
         .collect();
     assert_eq!(hosts, ["new1", "web1", "web2"]);
 
+    // For scripts: the exit status says whether every host complies.
+    let strict = ["compliance", "--as-of", AS_OF, "--fail-if-not-compliant"];
+    assert_eq!(report(dir.path(), &strict).status.code(), Some(1));
+    let legacy = [&strict[..], &["--group", "legacy"]].concat();
+    let out = report(dir.path(), &legacy);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "legacy1 is compliant or exempt: {}",
+        stdout(&out)
+    );
+
     // On the evening of 8 June db1 had been backed up that night.
     let earlier = report(
         dir.path(),
@@ -390,6 +402,21 @@ fn an_exception_for_a_host_the_inventory_lacks_names_its_place() {
     assert_eq!(out.status.code(), Some(1));
     let text = stderr(&out).replace(&dir.path().display().to_string(), "TREE");
     insta::assert_snapshot!("unknown_exception_host", text);
+
+    // `check` finds it too, with the rest of the plan.
+    let config = dir.path().join("nightshift.toml");
+    let check = in_data_dir(
+        &dir.path().join("data"),
+        &["--config", config.to_str().expect("utf-8"), "check"],
+        &[],
+    );
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    let said = stderr(&check);
+    assert!(
+        said.contains("exception for host `db9`, which the inventory does not have")
+            && said.contains("nightshift.toml:13:8"),
+        "{said}"
+    );
 }
 
 /// Tier 3: a real fleet patched, backed up and restore-tested, then a host
