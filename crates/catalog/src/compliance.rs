@@ -168,6 +168,15 @@ impl Catalog {
             .collect())
     }
 
+    /// Every host the catalog has, whenever it was first recorded.
+    pub async fn known_hosts(&self) -> Result<Vec<String>, CatalogError> {
+        self.json_rows(
+            "SELECT json_group_array(name ORDER BY name) FROM hosts",
+            &[],
+        )
+        .await
+    }
+
     /// Every update pending at `at`, oldest first per host.
     pub async fn pending_updates(
         &self,
@@ -175,7 +184,8 @@ impl Catalog {
     ) -> Result<Vec<PendingUpdate>, CatalogError> {
         let rows: Vec<(String, String, String, u8, String)> = self
             .json_rows(
-                "SELECT json_group_array(json_array(host, name, version, security, since)) FROM (
+                "SELECT json_group_array(json_array(host, name, version, security, since)
+                     ORDER BY host, since, name) FROM (
                  SELECT h.name AS host, u.name, u.version, u.security, u.since
                  FROM hosts h JOIN pending_updates u ON u.host_id = h.id
                  WHERE u.since <= ?1 AND (u.until IS NULL OR u.until > ?1)
@@ -240,11 +250,12 @@ impl Catalog {
                  (SELECT s.rowid FROM snapshots s WHERE s.host = h.name AND s.time <= ?2
                   ORDER BY s.time DESC LIMIT 1) AS backup_row,
                  (SELECT j.id FROM jobs j WHERE j.host_id = h.id AND j.started <= ?2
-                      AND j.started > COALESCE((SELECT MAX(s.time) FROM snapshots s
+                      AND j.finished <= ?2 AND j.started > COALESCE((SELECT MAX(s.time) FROM snapshots s
                           WHERE s.host = h.name AND s.time <= ?2), '')
                       AND j.status IN ('failed', 'interrupted', 'deferred')
                   ORDER BY j.started DESC LIMIT 1) AS failed_job,
-                 (SELECT j.run_id FROM verifications v JOIN jobs j ON j.id = v.job_id
+                 (SELECT (SELECT j.run_id FROM jobs j WHERE j.id = v.job_id)
+                  FROM verifications v
                   WHERE v.host = h.name AND v.kind = 'restore_test' AND v.outcome = 'ok'
                       AND v.at <= ?2 ORDER BY v.at DESC LIMIT 1) AS last_restore_test_run,
                  (SELECT c.id FROM package_changes c WHERE c.host_id = h.id AND c.at <= ?2
@@ -276,7 +287,7 @@ impl Catalog {
     ) -> Result<Vec<AppliedUpdate>, CatalogError> {
         let rows: Vec<(String, String, String, String)> = self
             .json_rows(
-                "SELECT json_group_array(json_array(host, name, pending_since, at)) FROM (
+                "SELECT json_group_array(json_array(host, name, pending_since, at) ORDER BY at) FROM (
                  SELECT h.name AS host, c.name, c.pending_since, c.at
                  FROM package_changes c JOIN hosts h ON h.id = c.host_id
                  WHERE c.security = 1 AND c.at > ?1 AND c.at <= ?2 AND c.pending_since IS NOT NULL

@@ -60,19 +60,28 @@ pub struct RestoreRecord {
 }
 
 /// Keeps `pending_updates` in step with a host's package list just
-/// written at `?2`: upgrades no longer offered end there, new ones start
-/// (at the package's `pending_since`), and open ones follow the version
-/// and security flag now offered.
-const PENDING_HISTORY: [&str; 3] = [
+/// written at `?2`: upgrades no longer offered end there, and so does an
+/// open one whose security flag changed (the history keeps what was
+/// offered when). New ones start at the package's `pending_since`, or at
+/// `?2` when they replace one just ended; open ones follow the version
+/// now offered.
+const PENDING_HISTORY: [&str; 4] = [
     "UPDATE pending_updates SET until = ?2
      WHERE host_id = ?1 AND until IS NULL AND name NOT IN
          (SELECT name FROM packages WHERE host_id = ?1 AND upgradable IS NOT NULL)",
-    "UPDATE pending_updates SET version = p.upgradable, security = p.security
+    "UPDATE pending_updates SET until = ?2
+     WHERE host_id = ?1 AND until IS NULL AND EXISTS
+         (SELECT 1 FROM packages p WHERE p.host_id = ?1 AND p.name = pending_updates.name
+              AND p.upgradable IS NOT NULL AND p.security <> pending_updates.security)",
+    "UPDATE pending_updates SET version = p.upgradable
      FROM packages p
      WHERE pending_updates.host_id = ?1 AND pending_updates.until IS NULL AND ?2 = ?2
          AND p.host_id = ?1 AND p.name = pending_updates.name AND p.upgradable IS NOT NULL",
     "INSERT INTO pending_updates (host_id, name, version, security, since)
-     SELECT p.host_id, p.name, p.upgradable, p.security, COALESCE(p.pending_since, ?2)
+     SELECT p.host_id, p.name, p.upgradable, p.security,
+         CASE WHEN EXISTS (SELECT 1 FROM pending_updates e
+                           WHERE e.host_id = ?1 AND e.name = p.name AND e.until = ?2)
+              THEN ?2 ELSE COALESCE(p.pending_since, ?2) END
      FROM packages p
      WHERE p.host_id = ?1 AND p.upgradable IS NOT NULL AND NOT EXISTS
          (SELECT 1 FROM pending_updates u WHERE u.host_id = ?1 AND u.name = p.name AND u.until IS NULL)",

@@ -832,3 +832,40 @@ async fn a_deferred_host_waits_until_a_later_job_of_the_playbook() {
     assert!(figures.runs.is_empty(), "running runs are not counted yet");
     assert_eq!(figures.runs_in_progress, 3);
 }
+
+#[tokio::test]
+async fn an_update_that_turns_into_a_security_one_starts_its_own_history() {
+    let (_dir, catalog) = fresh().await;
+    patch_run(&catalog).await;
+    let offered = |security| {
+        vec![PackageState {
+            name: "libxml2".into(),
+            installed: Some("2.9.14".into()),
+            upgradable: Some("2.9.14+1".into()),
+            security,
+        }]
+    };
+    catalog
+        .record_packages("web1", &offered(false), at(1))
+        .await
+        .expect("seen");
+    catalog
+        .record_packages("web1", &offered(true), at(5))
+        .await
+        .expect("seen again");
+    let web1 = |facts: Vec<nightshift_catalog::HostFacts>| {
+        facts
+            .into_iter()
+            .find(|f| f.host == "web1")
+            .expect("web1 is known")
+    };
+    let before = web1(catalog.host_facts(at(4)).await.expect("facts"));
+    assert_eq!(
+        before.security_pending_since, None,
+        "not a security update then"
+    );
+    assert_eq!(before.other_pending_since, Some(at(1)));
+    let after = web1(catalog.host_facts(at(6)).await.expect("facts"));
+    assert_eq!(after.security_pending_since, Some(at(5)));
+    assert_eq!(after.other_pending_since, None);
+}

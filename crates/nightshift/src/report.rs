@@ -81,21 +81,37 @@ fn moment(text: Option<&str>) -> anyhow::Result<DateTime<Utc>> {
         return Ok(Utc::now());
     };
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.to_utc());
+        return in_range(t.to_utc(), text);
     }
-    let local = if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        day.and_hms_opt(23, 59, 59)
+    let local = |t: NaiveDateTime| Local.from_local_datetime(&t).earliest().map(|t| t.to_utc());
+    let moment = if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        // The end of the day: its last millisecond, as finely as the
+        // catalog records.
+        day.succ_opt()
+            .and_then(|next| local(next.and_time(chrono::NaiveTime::MIN)))
+            .map(|t| t - Duration::milliseconds(1))
     } else {
         ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]
             .iter()
             .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+            .and_then(local)
     };
-    local
-        .and_then(|t| Local.from_local_datetime(&t).earliest())
-        .map(|t| t.to_utc())
-        .with_context(|| {
-            format!("--as-of {text}: write a date (2026-11-20), a local time (2026-11-20T03:00) or RFC 3339")
-        })
+    let moment = moment.with_context(|| {
+        format!(
+            "--as-of {text}: write a date (2026-11-20), a local time (2026-11-20T03:00) or RFC 3339"
+        )
+    })?;
+    in_range(moment, text)
+}
+
+/// A moment the catalog can hold: years 1 to 9999, so its text sorts.
+fn in_range(at: DateTime<Utc>, text: &str) -> anyhow::Result<DateTime<Utc>> {
+    use chrono::Datelike as _;
+    anyhow::ensure!(
+        (1..=9999).contains(&at.year()),
+        "--as-of {text}: a year from 1 to 9999, please"
+    );
+    Ok(at)
 }
 
 /// How times read in the table: the local zone, to the minute.
@@ -126,7 +142,7 @@ fn gather(
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let catalog = Catalog::open(&path).await?;
-        let mut evidence = evidence(&catalog, as_of, &fleet).await?;
+        let mut evidence = evidence(&catalog, as_of, only.is_none()).await?;
         let config = &settings.config;
         // Runs and reasons are read for the hosts that need explaining
         // (or the one host asked about), not for every compliant one.
@@ -147,13 +163,15 @@ fn gather(
     })
 }
 
+/// What the catalog says at `as_of`, and with `trend`, at each week
+/// before it.
 async fn evidence(
     catalog: &Catalog,
     as_of: DateTime<Utc>,
-    fleet: &Fleet,
+    trend: bool,
 ) -> anyhow::Result<Evidence> {
     let period_start = as_of - Duration::weeks(TREND_WEEKS - 1);
-    let weeks: Vec<DateTime<Utc>> = if fleet.hosts.len() > 1 {
+    let weeks: Vec<DateTime<Utc>> = if trend {
         (1..TREND_WEEKS)
             .rev()
             .map(|w| as_of - Duration::weeks(w))
@@ -163,11 +181,12 @@ async fn evidence(
     };
     // The moments are independent reads: the catalog's readers take them
     // side by side.
-    let (now, earlier, pending, applied) = tokio::try_join!(
+    let (now, earlier, pending, applied, known) = tokio::try_join!(
         catalog.host_facts(as_of),
         weeks_facts(catalog, &weeks),
         catalog.pending_updates(as_of),
         catalog.security_updates_applied(period_start, as_of),
+        catalog.known_hosts(),
     )?;
     Ok(Evidence {
         as_of,
@@ -176,6 +195,7 @@ async fn evidence(
         pending,
         trails: BTreeMap::new(),
         applied,
+        known: known.into_iter().collect(),
         period_start,
     })
 }
@@ -262,5 +282,35 @@ fn check_exceptions(settings: &Settings, plan: &Plan) -> anyhow::Result<()> {
         0 => Ok(()),
         1 => anyhow::bail!("1 problem in the exceptions of {}", file.display()),
         n => anyhow::bail!("{n} problems in the exceptions of {}", file.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Local, TimeZone};
+
+    use super::moment;
+
+    #[test]
+    fn a_date_means_the_last_millisecond_of_that_local_day() {
+        let at = moment(Some("2026-11-20")).expect("a date");
+        let end = Local
+            .with_ymd_and_hms(2026, 11, 21, 0, 0, 0)
+            .earliest()
+            .expect("a local midnight")
+            .to_utc()
+            - chrono::Duration::milliseconds(1);
+        assert_eq!(at, end);
+    }
+
+    #[test]
+    fn times_read_as_local_or_rfc3339_and_nonsense_is_refused() {
+        let rfc = moment(Some("2026-11-20T03:00:00+01:00")).expect("RFC 3339");
+        assert_eq!(rfc.to_rfc3339(), "2026-11-20T02:00:00+00:00");
+        assert!(moment(Some("2026-11-20T03:00")).is_ok());
+        for bad in ["yesterday", "2026-13-01", "0000-01-01T00:00:00Z"] {
+            let err = moment(Some(bad)).expect_err(bad).to_string();
+            assert!(err.starts_with(&format!("--as-of {bad}")), "{err}");
+        }
     }
 }

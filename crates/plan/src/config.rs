@@ -144,7 +144,8 @@ pub struct Exception {
     pub group: Option<toml::Spanned<String>>,
     pub policies: Vec<Policy>,
     pub reason: toml::Spanned<String>,
-    /// The last day the exception counts (inclusive, UTC).
+    /// The last day the exception counts (inclusive, on the controller's
+    /// local calendar).
     #[serde(deserialize_with = "date")]
     pub expires: chrono::NaiveDate,
 }

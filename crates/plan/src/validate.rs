@@ -676,6 +676,14 @@ pub fn exceptions(
                     g.get_ref()
                 ),
             )),
+            _ if e.policies.is_empty() => out.push(
+                source
+                    .error(
+                        e.reason.span(),
+                        "this exception names no policies, so it exempts nothing",
+                    )
+                    .with_help("list them: policies = [\"backup_rpo\", \"patch_security\"]"),
+            ),
             (Some(_), Some(_)) | (None, None) => out.push(
                 source
                     .error(

@@ -36,6 +36,9 @@ pub struct Evidence {
     pub trails: BTreeMap<String, HostTrail>,
     /// Security updates applied in the trend's period.
     pub applied: Vec<AppliedUpdate>,
+    /// Every host the catalog has, whenever first recorded: a host of the
+    /// fleet missing from a moment's facts but in here joined later.
+    pub known: BTreeSet<String>,
     /// Where the trend's period starts.
     pub period_start: DateTime<Utc>,
 }
@@ -49,9 +52,10 @@ pub fn build(
     evidence: &Evidence,
 ) -> Report {
     let judge = Judge::new(fleet, policy, exceptions, evidence);
+    let moment = (evidence.as_of, local_day(evidence.as_of));
     let hosts: Vec<HostRow> = judge
         .roster(&evidence.facts)
-        .map(|(host, facts)| judge.host(host, evidence.as_of, facts, evidence))
+        .map(|(host, facts)| judge.host(host, moment, facts, evidence))
         .collect();
     let mut trend: Vec<TrendPoint> = evidence
         .earlier
@@ -102,8 +106,8 @@ struct Judge<'a> {
     fleet: &'a Fleet,
     policy: &'a PolicySettings,
     exceptions: &'a [Exception],
-    /// Hosts the catalog knows at the report's moment.
-    known_now: BTreeSet<&'a str>,
+    /// Hosts the catalog has at all.
+    known: &'a BTreeSet<String>,
     /// Updates pending at the report's moment, by host.
     pending: BTreeMap<&'a str, Vec<&'a PendingUpdate>>,
     never: HostFacts,
@@ -127,7 +131,7 @@ impl<'a> Judge<'a> {
             fleet,
             policy,
             exceptions,
-            known_now: evidence.facts.iter().map(|f| f.host.as_str()).collect(),
+            known: &evidence.known,
             pending,
             never: HostFacts::default(),
         }
@@ -135,7 +139,7 @@ impl<'a> Judge<'a> {
 
     /// Every host of the fleet the catalog knew when `facts` were read,
     /// and those it has never known (judged as never reached). A host the
-    /// catalog knows now but did not then was not in the fleet yet.
+    /// catalog has but did not have then was not in the fleet yet.
     fn roster<'b>(
         &'b self,
         facts: &'b [HostFacts],
@@ -147,7 +151,7 @@ impl<'a> Judge<'a> {
             .iter()
             .filter_map(move |host| match by_name.get(host.as_str()) {
                 Some(facts) => Some((host.as_str(), *facts)),
-                None if self.known_now.contains(host.as_str()) => None,
+                None if self.known.contains(host) => None,
                 None => Some((host.as_str(), &self.never)),
             })
     }
@@ -173,27 +177,19 @@ impl<'a> Judge<'a> {
         }
     }
 
-    fn status(
-        &self,
-        policy: Policy,
-        host: &str,
-        at: DateTime<Utc>,
-        f: &HostFacts,
-    ) -> (Status, Option<&Exception>) {
-        self.status_given(self.meets(policy, host, at, f), policy, host, at)
-    }
-
+    /// Compliant, exempt on `day` (the moment's local day, worked out
+    /// once per moment: the time zone lookup is not free), or not.
     fn status_given(
         &self,
         met: bool,
         policy: Policy,
         host: &str,
-        at: DateTime<Utc>,
+        day: NaiveDate,
     ) -> (Status, Option<&Exception>) {
         if met {
             return (Status::Compliant, None);
         }
-        match self.exception(policy, host, at.date_naive()) {
+        match self.exception(policy, host, day) {
             Some(e) => (Status::Exempt, Some(e)),
             None => (Status::NonCompliant, None),
         }
@@ -202,7 +198,7 @@ impl<'a> Judge<'a> {
     fn host(
         &self,
         host: &str,
-        at: DateTime<Utc>,
+        (at, day): (DateTime<Utc>, NaiveDate),
         facts: &HostFacts,
         evidence: &Evidence,
     ) -> HostRow {
@@ -217,7 +213,7 @@ impl<'a> Judge<'a> {
             .iter()
             .map(|&p| {
                 let met = self.meets(p, host, at, facts);
-                let (status, exception) = self.status_given(met, p, host, at);
+                let (status, exception) = self.status_given(met, p, host, day);
                 Check {
                     status,
                     exception: exception.map(|e| e.reason.get_ref().clone()),
@@ -235,6 +231,7 @@ impl<'a> Judge<'a> {
 
     /// One week of the trend: statuses only, no reasons.
     fn point(&self, at: DateTime<Utc>, facts: &[HostFacts]) -> TrendPoint {
+        let day = local_day(at);
         let mut hosts = 0;
         let mut overall = 0;
         let mut per_policy = [0usize; Policy::ALL.len()];
@@ -242,7 +239,8 @@ impl<'a> Judge<'a> {
             hosts += 1;
             let mut all = true;
             for (i, &p) in Policy::ALL.iter().enumerate() {
-                if self.status(p, host, at, f).0.counts() {
+                let met = self.meets(p, host, at, f);
+                if self.status_given(met, p, host, day).0.counts() {
                     per_policy[i] += 1;
                 } else {
                     all = false;
@@ -378,6 +376,12 @@ impl<'a> Judge<'a> {
             },
         }
     }
+}
+
+/// The day a moment falls on where the controller runs: an exception's
+/// `expires` is a day on the sysadmin's calendar.
+fn local_day(at: DateTime<Utc>) -> NaiveDate {
+    at.with_timezone(&chrono::Local).date_naive()
 }
 
 fn blank(policy: Policy) -> Check {

@@ -625,6 +625,7 @@ mod tests {
             }],
             trails,
             applied: Vec::new(),
+            known: hosts.iter().map(|h| h.to_string()).collect(),
             period_start: now - Duration::days(7),
         };
         let config = Config::parse(&Source::new(

@@ -332,6 +332,7 @@ fn report() -> Report {
         pending: pending(at),
         trails: trails(at),
         applied: applied(at),
+        known: facts(at).into_iter().map(|f| f.host).collect(),
         period_start: at - days(28),
     };
     build(&fleet, &config.policy, &config.exceptions, &evidence)

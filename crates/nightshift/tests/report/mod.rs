@@ -24,6 +24,8 @@ groups = ["db"]
 groups = ["legacy"]
 [hosts.new1]
 groups = ["web"]
+[hosts.late1]
+groups = ["db"]
 "#;
 
 const PLAYBOOK: &str = r#"
@@ -283,6 +285,8 @@ fn seed(data: &Path) {
         s.snapshot("legacy1", job, at(10, 2)).await;
         s.verified("restore_test", "legacy1", job, at(10, 3)).await;
         s.verified("store_check", "legacy1", job, at(10, 3)).await;
+        // late1 joined the fleet after the report's moment.
+        s.night("late1", at(20, 2), JobStatus::Ok, None).await;
         c.close().await;
     });
 }
@@ -350,6 +354,32 @@ fn a_group_and_an_earlier_moment_change_what_the_report_says() {
         .filter_map(|h| h["host"].as_str())
         .collect();
     assert_eq!(hosts, ["new1", "web1", "web2"]);
+
+    // A host the catalog first saw after the moment was not in the fleet
+    // then; later it is.
+    let db = |when: &str| -> Vec<String> {
+        let out = report(
+            dir.path(),
+            &[
+                "compliance",
+                "--as-of",
+                when,
+                "--group",
+                "db",
+                "--format",
+                "json",
+            ],
+        );
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        value["hosts"]
+            .as_array()
+            .expect("hosts")
+            .iter()
+            .filter_map(|h| h["host"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(db(AS_OF), ["db1"]);
+    assert_eq!(db("2026-06-21T00:00:00Z"), ["db1", "late1"]);
 
     // For scripts: the exit status says whether every host complies.
     let strict = ["compliance", "--as-of", AS_OF, "--fail-if-not-compliant"];
