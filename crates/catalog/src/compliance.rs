@@ -19,7 +19,6 @@ const NOT_REACHED: &str =
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct HostFacts {
     pub host: String,
-    pub first_seen: Option<DateTime<Utc>>,
     /// The last job that reached the host.
     pub last_seen: Option<DateTime<Utc>>,
     pub last_backup: Option<DateTime<Utc>>,
@@ -49,14 +48,12 @@ pub struct PendingUpdate {
 pub struct HostTrail {
     /// The run of the last job that reached the host.
     pub last_seen_run: Option<i64>,
-    /// The snapshot and run of the last backup.
-    pub last_backup_snapshot: Option<String>,
+    /// The run of the last backup.
     pub last_backup_run: Option<i64>,
-    /// The latest job after the last backup that did not succeed: its run,
-    /// when it ended and why.
+    /// The latest job after the last backup that did not succeed: its run
+    /// and why.
     pub failed_since_backup: Option<FailedJob>,
     pub last_restore_test_run: Option<i64>,
-    pub last_patch: Option<DateTime<Utc>>,
     pub last_patch_run: Option<i64>,
     pub reboot_reason: Option<String>,
 }
@@ -65,7 +62,6 @@ pub struct HostTrail {
 pub struct FailedJob {
     pub run: i64,
     pub status: String,
-    pub at: Option<DateTime<Utc>>,
     pub error_kind: Option<String>,
     pub detail: Option<String>,
 }
@@ -89,19 +85,10 @@ type FactsRow = (
     Option<String>,
     Option<String>,
     Option<String>,
-    Option<String>,
 );
 
 fn parse(text: Option<&str>) -> Option<DateTime<Utc>> {
     text.and_then(|t| DateTime::parse_from_rfc3339(t).ok().map(|d| d.to_utc()))
-}
-
-fn time(
-    row: &sqlx::sqlite::SqliteRow,
-    column: &str,
-) -> Result<Option<DateTime<Utc>>, CatalogError> {
-    let text: Option<String> = row.try_get(column)?;
-    Ok(parse(text.as_deref()))
 }
 
 impl Catalog {
@@ -116,10 +103,10 @@ impl Catalog {
         .fetch_one(&self.readers)
         .await?;
         let sql = format!(
-            "SELECT json_group_array(json_array(name, first_seen, last_seen, last_backup,
+            "SELECT json_group_array(json_array(name, last_seen, last_backup,
                  last_restore_test, last_backup_check, security_pending_since,
                  other_pending_since, reboot_pending_since)) FROM (
-             SELECT h.name, h.first_seen,
+             SELECT h.name,
                  (SELECT j.finished FROM jobs j WHERE j.host_id = h.id AND j.started <= ?1
                       AND j.finished <= ?1 AND j.status IN ('ok', 'failed', 'interrupted')
                       AND COALESCE(j.error_kind, '') NOT IN {NOT_REACHED}
@@ -153,9 +140,8 @@ impl Catalog {
         Ok(rows
             .into_iter()
             .map(
-                |(host, first, seen, backup, test, check, security, other, reboot)| HostFacts {
+                |(host, seen, backup, test, check, security, other, reboot)| HostFacts {
                     host,
-                    first_seen: parse(first.as_deref()),
                     last_seen: parse(seen.as_deref()),
                     last_backup: parse(backup.as_deref()),
                     last_restore_test: parse(test.as_deref()),
@@ -221,16 +207,6 @@ impl Catalog {
         Ok(serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?)
     }
 
-    /// The runs and reasons behind one host's figures at `at`.
-    pub async fn host_trail(
-        &self,
-        host: &str,
-        at: DateTime<Utc>,
-    ) -> Result<HostTrail, CatalogError> {
-        let mut trails = self.host_trails(&[host.to_string()], at).await?;
-        Ok(trails.remove(host).unwrap_or_default())
-    }
-
     /// The runs and reasons behind the figures of the hosts named, at `at`,
     /// in one statement.
     pub async fn host_trails(
@@ -240,15 +216,14 @@ impl Catalog {
     ) -> Result<std::collections::BTreeMap<String, HostTrail>, CatalogError> {
         let sql = format!(
             "SELECT t.*, f.run_id AS failed_run, f.status AS failed_status,
-                 f.finished AS failed_at, f.error_kind AS failed_kind, f.detail AS failed_detail,
-                 c.at AS patch_at, cj.run_id AS patch_run, s.id AS backup_id, s.run_id AS backup_run
+                 f.error_kind AS failed_kind, f.detail AS failed_detail
              FROM (SELECT h.name,
                  (SELECT j.run_id FROM jobs j WHERE j.host_id = h.id AND j.started <= ?2
                       AND j.finished <= ?2 AND j.status IN ('ok', 'failed', 'interrupted')
                       AND COALESCE(j.error_kind, '') NOT IN {NOT_REACHED}
                   ORDER BY j.started DESC LIMIT 1) AS last_seen_run,
-                 (SELECT s.rowid FROM snapshots s WHERE s.host = h.name AND s.time <= ?2
-                  ORDER BY s.time DESC LIMIT 1) AS backup_row,
+                 (SELECT s.run_id FROM snapshots s WHERE s.host = h.name AND s.time <= ?2
+                  ORDER BY s.time DESC LIMIT 1) AS backup_run,
                  (SELECT j.id FROM jobs j WHERE j.host_id = h.id AND j.started <= ?2
                       AND j.finished <= ?2 AND j.started > COALESCE((SELECT MAX(s.time) FROM snapshots s
                           WHERE s.host = h.name AND s.time <= ?2), '')
@@ -258,15 +233,13 @@ impl Catalog {
                   FROM verifications v
                   WHERE v.host = h.name AND v.kind = 'restore_test' AND v.outcome = 'ok'
                       AND v.at <= ?2 ORDER BY v.at DESC LIMIT 1) AS last_restore_test_run,
-                 (SELECT c.id FROM package_changes c WHERE c.host_id = h.id AND c.at <= ?2
-                  ORDER BY c.at DESC LIMIT 1) AS patch_change,
+                 (SELECT (SELECT j.run_id FROM jobs j WHERE j.id = c.job_id)
+                  FROM package_changes c WHERE c.host_id = h.id AND c.at <= ?2
+                  ORDER BY c.at DESC LIMIT 1) AS patch_run,
                  (SELECT r.reason FROM reboot_periods r WHERE r.host_id = h.id AND r.since <= ?2
                       AND (r.until IS NULL OR r.until > ?2) ORDER BY r.since LIMIT 1) AS reboot_reason
                  FROM hosts h WHERE h.name IN (SELECT value FROM json_each(?1))) AS t
-             LEFT JOIN jobs f ON f.id = t.failed_job
-             LEFT JOIN package_changes c ON c.id = t.patch_change
-             LEFT JOIN jobs cj ON cj.id = c.job_id
-             LEFT JOIN snapshots s ON s.rowid = t.backup_row"
+             LEFT JOIN jobs f ON f.id = t.failed_job"
         );
         let names = serde_json::to_string(hosts).unwrap_or_else(|_| "[]".into());
         let rows = sqlx::query(&sql)
@@ -313,7 +286,6 @@ fn trail(row: &sqlx::sqlite::SqliteRow) -> Result<HostTrail, CatalogError> {
         Some(run) => Some(FailedJob {
             run,
             status: row.try_get("failed_status")?,
-            at: time(row, "failed_at")?,
             error_kind: row.try_get("failed_kind")?,
             detail: row.try_get("failed_detail")?,
         }),
@@ -321,11 +293,9 @@ fn trail(row: &sqlx::sqlite::SqliteRow) -> Result<HostTrail, CatalogError> {
     };
     Ok(HostTrail {
         last_seen_run: row.try_get("last_seen_run")?,
-        last_backup_snapshot: row.try_get("backup_id")?,
         last_backup_run: row.try_get("backup_run")?,
         failed_since_backup,
         last_restore_test_run: row.try_get("last_restore_test_run")?,
-        last_patch: time(row, "patch_at")?,
         last_patch_run: row.try_get("patch_run")?,
         reboot_reason: row.try_get("reboot_reason")?,
     })

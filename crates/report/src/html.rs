@@ -574,7 +574,6 @@ mod tests {
     fn fine(host: &str, now: DateTime<Utc>) -> HostFacts {
         HostFacts {
             host: host.into(),
-            first_seen: Some(now - Duration::days(90)),
             last_seen: Some(now - Duration::hours(3)),
             last_backup: Some(now - Duration::hours(5)),
             last_restore_test: Some(now - Duration::days(2)),

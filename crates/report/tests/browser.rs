@@ -282,7 +282,6 @@ fn days(n: i64) -> chrono::Duration {
 fn fine(host: &str, at: DateTime<Utc>) -> HostFacts {
     HostFacts {
         host: host.into(),
-        first_seen: Some(at - days(200)),
         last_seen: Some(at - hours(4)),
         last_backup: Some(at - hours(6)),
         last_restore_test: Some(at - days(3)),
@@ -330,7 +329,7 @@ fn report() -> Report {
             })
             .collect(),
         pending: pending(at),
-        trails: trails(at),
+        trails: trails(),
         applied: applied(at),
         known: facts(at).into_iter().map(|f| f.host).collect(),
         period_start: at - days(28),
@@ -365,7 +364,7 @@ fn pending(at: DateTime<Utc>) -> Vec<PendingUpdate> {
     ]
 }
 
-fn trails(at: DateTime<Utc>) -> BTreeMap<String, HostTrail> {
+fn trails() -> BTreeMap<String, HostTrail> {
     BTreeMap::from([
         (
             "web1".to_string(),
@@ -381,7 +380,6 @@ fn trails(at: DateTime<Utc>) -> BTreeMap<String, HostTrail> {
                 failed_since_backup: Some(FailedJob {
                     run: 431,
                     status: "failed".into(),
-                    at: Some(at - hours(20)),
                     error_kind: Some("unreachable".into()),
                     detail: None,
                 }),

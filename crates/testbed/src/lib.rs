@@ -26,6 +26,20 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// Asserts that no process of this machine runs `marker` any more: what a
+/// cancelled or timed-out command must not leave behind.
+pub fn assert_nothing_left(marker: &str) {
+    let left = Command::new("pgrep")
+        .args(["-f", marker])
+        .output()
+        .expect("pgrep");
+    assert!(
+        left.stdout.is_empty(),
+        "left behind: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
 /// stdout of a finished command, lossily decoded, for assertions.
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()

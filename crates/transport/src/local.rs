@@ -252,19 +252,6 @@ mod tests {
 
     const LIMIT: Duration = Duration::from_secs(10);
 
-    /// No process of this machine runs `marker` any more.
-    fn assert_nothing_left(marker: &str) {
-        let left = std::process::Command::new("pgrep")
-            .args(["-f", marker])
-            .output()
-            .expect("pgrep");
-        assert!(
-            left.stdout.is_empty(),
-            "left behind: {}",
-            String::from_utf8_lossy(&left.stdout)
-        );
-    }
-
     async fn run(command: Command) -> (Result<Output, TransportError>, Vec<(Stream, String)>) {
         let mut lines = Vec::new();
         let result = Local
@@ -307,7 +294,7 @@ mod tests {
         let (out, _) = run(command).await;
         assert_eq!(out.expect_err("must time out").kind(), "timeout");
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert_nothing_left(&marker);
+        nightshift_testbed::assert_nothing_left(&marker);
     }
 
     #[tokio::test]
@@ -328,6 +315,6 @@ mod tests {
         assert_eq!(err.kind(), "cancelled");
         assert!(err.to_string().contains("was cancelled"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert_nothing_left(&marker);
+        nightshift_testbed::assert_nothing_left(&marker);
     }
 }

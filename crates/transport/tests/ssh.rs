@@ -244,19 +244,6 @@ async fn a_closed_port_is_refused_and_a_silent_one_times_out() {
     assert!(started.elapsed() < Duration::from_secs(4));
 }
 
-/// No process of this machine runs `marker` any more.
-fn assert_nothing_left(marker: &str) {
-    let left = std::process::Command::new("pgrep")
-        .args(["-f", marker])
-        .output()
-        .expect("pgrep");
-    assert!(
-        left.stdout.is_empty(),
-        "left behind: {}",
-        String::from_utf8_lossy(&left.stdout)
-    );
-}
-
 #[tokio::test]
 async fn a_timeout_stops_the_remote_process_tree() {
     let sshd = Sshd::start().expect("sshd");
@@ -269,7 +256,7 @@ async fn a_timeout_stops_the_remote_process_tree() {
     assert_eq!(out.expect_err("must time out").kind(), "timeout");
     assert!(started.elapsed() < Duration::from_secs(6));
     // sshd runs on this machine, so its processes are visible here.
-    assert_nothing_left(&marker);
+    nightshift_testbed::assert_nothing_left(&marker);
     // The connection is still good for the next command.
     assert!(
         run(&session, Command::new("true"))
@@ -298,7 +285,7 @@ async fn cancelling_stops_the_remote_process_tree() {
     let ((out, _), ()) = tokio::join!(run(&session, command), canceller);
     assert_eq!(out.expect_err("must be cancelled").kind(), "cancelled");
     assert!(started.elapsed() < Duration::from_secs(6));
-    assert_nothing_left(&marker);
+    nightshift_testbed::assert_nothing_left(&marker);
 }
 
 #[tokio::test]
