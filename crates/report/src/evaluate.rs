@@ -61,6 +61,8 @@ pub fn build(
         .earlier
         .iter()
         .map(|(at, facts)| judge.point(*at, facts))
+        // A week before the fleet had any host says nothing (not 100 %).
+        .filter(|p| p.hosts > 0)
         .collect();
     let (policies, overall) = figures(policy, &hosts);
     trend.push(TrendPoint {
@@ -634,4 +636,39 @@ fn time_to_patch(evidence: &Evidence, hosts: &[String]) -> TimeToPatch {
         out.total += 1;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn weeks_before_the_fleet_had_a_host_are_left_out_of_the_trend() {
+        let now = Utc.with_ymd_and_hms(2026, 6, 10, 6, 0, 0).unwrap();
+        let seen = HostFacts {
+            host: "web1".into(),
+            last_seen: Some(now),
+            ..HostFacts::default()
+        };
+        let fleet = Fleet {
+            hosts: vec!["web1".into()],
+            ..Fleet::default()
+        };
+        let evidence = Evidence {
+            as_of: now,
+            facts: vec![seen.clone()],
+            earlier: vec![
+                (now - chrono::Duration::weeks(2), Vec::new()),
+                (now - chrono::Duration::weeks(1), vec![seen]),
+            ],
+            known: ["web1".to_string()].into(),
+            ..Evidence::default()
+        };
+        let report = build(&fleet, &PolicySettings::default(), &[], &evidence);
+        let weeks: Vec<(DateTime<Utc>, usize)> =
+            report.trend.iter().map(|p| (p.at, p.hosts)).collect();
+        assert_eq!(weeks, [(now - chrono::Duration::weeks(1), 1), (now, 1)]);
+    }
 }

@@ -14,7 +14,8 @@ pub struct Report {
     pub policies: Vec<PolicyFigure>,
     /// Hosts compliant with (or exempt from) every policy.
     pub overall: PolicyFigure,
-    /// Weekly, oldest first; the last point is `as_of`.
+    /// Weekly, oldest first, from the first week the fleet had hosts; the
+    /// last point is `as_of`.
     pub trend: Vec<TrendPoint>,
     pub time_to_patch: TimeToPatch,
     /// Every host, by name.
