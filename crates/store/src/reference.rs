@@ -102,19 +102,21 @@ fn time<Z: TimeZone>(text: &str, zone: &Z) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Some(t.to_utc());
     }
-    let ms = chrono::TimeDelta::milliseconds;
+    // The last instant of the unit typed: snapshot times carry
+    // nanoseconds, so a backup at 03:00:12.9995 is still "03:00:12".
+    let last = |seconds: i64| chrono::TimeDelta::nanoseconds(seconds * 1_000_000_000 - 1);
     let typed = [
-        ("%Y-%m-%dT%H:%M:%S", ms(999)),
-        ("%Y-%m-%d %H:%M:%S", ms(999)),
-        ("%Y-%m-%dT%H:%M", ms(59_999)),
-        ("%Y-%m-%d %H:%M", ms(59_999)),
+        ("%Y-%m-%dT%H:%M:%S", last(1)),
+        ("%Y-%m-%d %H:%M:%S", last(1)),
+        ("%Y-%m-%dT%H:%M", last(60)),
+        ("%Y-%m-%d %H:%M", last(60)),
     ];
     let (naive, rest) = typed
         .iter()
         .find_map(|(f, rest)| Some((NaiveDateTime::parse_from_str(text, f).ok()?, *rest)))
         .or_else(|| {
             let day = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
-            Some((day.and_hms_opt(0, 0, 0)?, ms(86_399_999)))
+            Some((day.and_hms_opt(0, 0, 0)?, last(86_400)))
         })?;
     zone.from_local_datetime(&naive)
         .earliest()
@@ -165,14 +167,14 @@ mod tests {
             parse("web1@2026-11-20T03:00"),
             SnapshotRef::AtOrBefore {
                 host: Some("web1".into()),
-                at: at("2026-11-20T02:00:59.999Z")
+                at: at("2026-11-20T02:00:59.999999999Z")
             }
         );
         assert_eq!(
             parse("web1@2026-11-20 03:00:30"),
             SnapshotRef::AtOrBefore {
                 host: Some("web1".into()),
-                at: at("2026-11-20T02:00:30.999Z")
+                at: at("2026-11-20T02:00:30.999999999Z")
             }
         );
         assert_eq!(
@@ -186,7 +188,7 @@ mod tests {
             parse("web1@2026-11-20"),
             SnapshotRef::AtOrBefore {
                 host: Some("web1".into()),
-                at: at("2026-11-20T22:59:59.999Z")
+                at: at("2026-11-20T22:59:59.999999999Z")
             }
         );
         assert_eq!(
