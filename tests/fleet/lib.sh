@@ -79,3 +79,30 @@ fleet_wait_ssh() {
     done
     die "sshd on $ctr did not come up within ${seconds}s; see: docker logs $ctr"
 }
+
+# Whether sshd at ADDRESS greets this machine with its banner within a second:
+# the host as the controller sees it, across the fleet network.
+fleet_answers() {
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/22" && IFS= read -r -t 1 line <&3 && [[ "$line" == SSH-* ]]' \
+        _ "$1" 2>/dev/null
+}
+
+# fleet_wait_reachable ADDRESS yes|no SECONDS: waits until sshd at ADDRESS
+# answers (yes) or no longer does (no), so that an action returns only when
+# the host is really in its new state.
+fleet_wait_reachable() {
+    local address="$1" want="$2" seconds="$3" deadline
+    deadline=$((SECONDS + seconds))
+    while ((SECONDS < deadline)); do
+        if fleet_answers "$address"; then
+            [[ "$want" == yes ]] && return 0
+        else
+            [[ "$want" == no ]] && return 0
+        fi
+        sleep 0.2
+    done
+    if [[ "$want" == yes ]]; then
+        die "sshd at $address does not answer from this machine ${seconds}s on"
+    fi
+    die "sshd at $address still answers from this machine ${seconds}s on"
+}

@@ -11,7 +11,7 @@ mod fleet;
 mod sshd;
 
 pub use fleet::{Fleet, FleetError, FleetHost, Manifest};
-pub use sshd::{Sshd, SshdError};
+pub use sshd::{Isolation, Sshd, SshdError};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -26,6 +26,11 @@ pub enum SshdError {
 /// OpenSSH's `sshd`, running on a free 127.0.0.x port with a throw-away host
 /// key and client key, no PAM and no passwords; stopped when dropped. Several
 /// can run at once, each on its own loopback address.
+///
+/// The user it admits logs in with `/bin/sh` and an empty home directory, so
+/// no test passes or fails with what the machine's own `~/.bashrc` prints:
+/// sshd runs in a private mount namespace where `/etc/passwd` is a copy with
+/// that one entry changed (see [`Isolation`]).
 #[derive(Debug)]
 pub struct Sshd {
     dir: tempfile::TempDir,
@@ -50,15 +55,15 @@ impl Sshd {
         )?;
         ensure_privsep_dir();
         let user = current_user()?;
+        let passwd = write_passwd(dir.path(), &user)?;
         let mut last_log = String::new();
         const ATTEMPTS: u32 = 5;
         for _ in 0..ATTEMPTS {
             let addr = free_loopback_addr()?;
             let config = write_config(dir.path(), addr, &user)?;
             let log = std::fs::File::create(dir.path().join("sshd.log"))?;
-            let mut child = Command::new(SSHD)
-                .args(["-D", "-e", "-f"])
-                .arg(&config)
+            let mut child = Isolation::get()
+                .command(&passwd, &config)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -187,6 +192,113 @@ fn keygen(path: &Path) -> Result<(), SshdError> {
         });
     }
     Ok(())
+}
+
+/// How sshd is kept from the machine's own login set-up: the command that
+/// starts it in a mount namespace of its own with a private `/etc/passwd`
+/// bound over the real one. As root a mount namespace is enough; otherwise a
+/// user namespace that maps the caller to itself carries it. Where the kernel
+/// allows neither, sshd runs as it is and the login reads the user's own
+/// start-up files (CI runs as root, where the namespace always works).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    MountNamespace,
+    UserNamespace,
+    None,
+}
+
+impl Isolation {
+    /// What this machine allows, probed once per test process.
+    pub fn get() -> Self {
+        static PROBED: std::sync::OnceLock<Isolation> = std::sync::OnceLock::new();
+        *PROBED.get_or_init(|| {
+            [Self::MountNamespace, Self::UserNamespace]
+                .into_iter()
+                .find(|isolation| isolation.works())
+                .unwrap_or(Self::None)
+        })
+    }
+
+    fn unshare_args(self) -> &'static [&'static str] {
+        match self {
+            Self::MountNamespace => &["--mount"],
+            Self::UserNamespace => &["--user", "--map-current-user", "--mount"],
+            Self::None => &[],
+        }
+    }
+
+    /// Whether a private `/etc/passwd` can be bound in this way.
+    fn works(self) -> bool {
+        Command::new("unshare")
+            .args(self.unshare_args())
+            .args(["--", "mount", "--bind", "/etc/passwd", "/etc/passwd"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+
+    /// `sshd -D -e -f CONFIG`, seeing `passwd` as `/etc/passwd`. The shell
+    /// execs sshd, so the child's pid is sshd's own.
+    fn command(self, passwd: &Path, config: &Path) -> Command {
+        if self == Self::None {
+            let mut command = Command::new(SSHD);
+            command.args(["-D", "-e", "-f"]).arg(config);
+            return command;
+        }
+        let mut command = Command::new("unshare");
+        command
+            .args(self.unshare_args())
+            .args([
+                "--",
+                "sh",
+                "-c",
+                r#"mount --bind "$1" /etc/passwd && exec "$2" -D -e -f "$3""#,
+                "sh",
+            ])
+            .arg(passwd)
+            .arg(SSHD)
+            .arg(config);
+        command
+    }
+}
+
+/// A copy of `/etc/passwd` in which `user` logs in with `/bin/sh` and an
+/// empty home directory under `dir`.
+fn write_passwd(dir: &Path, user: &str) -> Result<PathBuf, SshdError> {
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home)?;
+    let passwd = std::fs::read_to_string("/etc/passwd")?;
+    let mut found = false;
+    let mut copy = String::with_capacity(passwd.len());
+    for line in passwd.lines() {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() == 7 && fields[0] == user && !found {
+            found = true;
+            copy.push_str(&format!(
+                "{}:{}:{}:{}:{}:{}:/bin/sh\n",
+                fields[0],
+                fields[1],
+                fields[2],
+                fields[3],
+                fields[4],
+                home.display()
+            ));
+        } else {
+            copy.push_str(line);
+            copy.push('\n');
+        }
+    }
+    if !found {
+        return Err(SshdError::Tool {
+            command: "reading /etc/passwd".into(),
+            detail: format!("no entry for {user}"),
+        });
+    }
+    let path = dir.join("passwd");
+    std::fs::write(&path, copy)?;
+    Ok(path)
 }
 
 fn current_user() -> Result<String, SshdError> {

@@ -51,3 +51,31 @@ fn the_server_stops_when_dropped() {
         std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)).is_err()
     );
 }
+
+/// The login reads none of the machine's start-up files: its shell is
+/// `/bin/sh` and its home holds nothing, so a `~/.bashrc` that prints (or
+/// races, as `pyenv init` does) cannot change what a test sees. Required in
+/// CI, which runs as root where the mount namespace always works.
+#[test]
+fn the_login_shell_is_sh_with_an_empty_home() {
+    use nightshift_testbed::Isolation;
+    if Isolation::get() == Isolation::None {
+        assert!(
+            !nightshift_testbed::in_ci(),
+            "CI runs as root, where sshd must get a private /etc/passwd"
+        );
+        eprintln!("no mount or user namespace here: the login reads the user's own start-up files");
+        return;
+    }
+    let sshd = Sshd::start().expect("sshd starts");
+    let output = sshd
+        .ssh(r#"printf '%s|' "$0" "$SHELL"; ls -A "$HOME" | wc -l"#)
+        .expect("ssh runs");
+    assert!(output.status.success(), "sshd log:\n{}", sshd.log());
+    assert_eq!(stdout(&output), "sh|/bin/sh|0\n");
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
