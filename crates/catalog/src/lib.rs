@@ -82,10 +82,12 @@ pub fn redacted(value: &serde_json::Value) -> serde_json::Value {
 async fn migration_lock(path: &Path) -> std::io::Result<std::fs::File> {
     let lock = path.with_extension("lock");
     tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::File::options()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(lock)?;
         file.lock()?;
         Ok(file)
@@ -131,6 +133,7 @@ impl Catalog {
             path: path.to_path_buf(),
             source,
         };
+        create_private(path).map_err(|err| open_err(sqlx::Error::Io(err)))?;
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(open_err)?
             .filename(path)
@@ -245,5 +248,21 @@ impl Catalog {
     pub async fn close(self) {
         self.writer.close().await;
         self.readers.close().await;
+    }
+}
+
+/// Creates the catalog file readable by its owner alone, whatever the
+/// umask, before SQLite opens it: it holds step output and the audit log.
+/// SQLite gives its WAL and shared-memory files the same mode.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.map(drop),
     }
 }

@@ -136,32 +136,53 @@ pub fn open_or_create(settings: &Settings, plain: bool) -> anyhow::Result<Store>
 }
 
 /// Creates the store; an encrypted one with the configured passphrase, or
-/// with a generated key file when none is configured.
+/// with a generated key file when none is configured. Another command
+/// creating the store at the same moment is no error: the store that is
+/// renamed into place first is the store, and the other opens it.
 pub fn create(settings: &Settings, config: StoreConfig) -> anyhow::Result<Store> {
+    settings.ensure_data_dir()?;
     let root = store_dir(settings);
-    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    if config.encryption == Encryption::None {
-        return Ok(Store::init(&root, config, None)?);
-    }
-    let passphrase = match configured(settings)? {
-        Some(passphrase) => passphrase,
-        None => generate_key_file(settings)?,
+    let passphrase = match (config.encryption, configured(settings)?) {
+        (Encryption::None, _) => None,
+        (_, Some(passphrase)) => Some(passphrase),
+        (_, None) => Some(generate_key_file(settings)?),
     };
-    Ok(Store::init(&root, config, Some(&passphrase))?)
+    match Store::init(&root, config, passphrase.as_ref()) {
+        Err(StoreError::AlreadyExists { .. }) => open_store(settings),
+        other => Ok(other?),
+    }
 }
 
+/// A new random passphrase in the data dir's key file. The file is written
+/// whole under a private name and linked into place, which fails if another
+/// command linked its own first: then that one's key is the key.
 fn generate_key_file(settings: &Settings) -> anyhow::Result<Passphrase> {
     let path = generated_key_file(settings);
     let passphrase = Passphrase::generate();
-    let mut file = std::fs::OpenOptions::new()
+    let draft = settings
+        .data_dir
+        .join(format!(".store.key.{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("creating the store key file {}", path.display()))?;
-    writeln!(file, "{}", passphrase.expose())
-        .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::File::open(&settings.data_dir)?.sync_all())
+        .open(&draft)
+        .and_then(|mut file| {
+            writeln!(file, "{}", passphrase.expose())?;
+            file.sync_all()
+        });
+    let linked = written.and_then(|()| std::fs::hard_link(&draft, &path));
+    let _ = std::fs::remove_file(&draft);
+    match linked {
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            return read_key_file(&path);
+        }
+        other => {
+            other.with_context(|| format!("creating the store key file {}", path.display()))?
+        }
+    }
+    std::fs::File::open(&settings.data_dir)
+        .and_then(|dir| dir.sync_all())
         .with_context(|| format!("writing {}", path.display()))?;
     eprintln!(
         "\nnightshift: created an ENCRYPTED store at {}.\n\

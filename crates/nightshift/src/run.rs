@@ -210,9 +210,7 @@ async fn open_catalog(settings: &Settings, check: bool) -> anyhow::Result<Option
     if check {
         return Ok(None);
     }
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("creating {}", settings.data_dir.display()))?;
-    let catalog = Catalog::open(&settings.data_dir.join(CATALOG_FILE)).await?;
+    let catalog = Catalog::open(&settings.ensure_data_dir()?.join(CATALOG_FILE)).await?;
     let left = catalog.interrupt_orphans(chrono::Utc::now()).await?;
     if left.runs > 0 {
         eprintln!(

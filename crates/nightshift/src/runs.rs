@@ -23,9 +23,7 @@ where
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        std::fs::create_dir_all(&settings.data_dir)
-            .with_context(|| format!("creating {}", settings.data_dir.display()))?;
-        let catalog = Catalog::open(&settings.data_dir.join(CATALOG_FILE)).await?;
+        let catalog = Catalog::open(&settings.ensure_data_dir()?.join(CATALOG_FILE)).await?;
         let result = work(catalog.clone()).await;
         catalog.close().await;
         result

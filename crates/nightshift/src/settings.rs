@@ -40,6 +40,13 @@ impl Settings {
 }
 
 impl Settings {
+    /// Creates the data dir if it is missing, readable by its owner alone.
+    pub fn ensure_data_dir(&self) -> anyhow::Result<&Path> {
+        private_data_dir(&self.data_dir)
+            .with_context(|| format!("creating {}", self.data_dir.display()))?;
+        Ok(&self.data_dir)
+    }
+
     /// The inventory the config names, or the embedded one (localhost).
     pub fn load_inventory(&self) -> anyhow::Result<nightshift_plan::inventory::Inventory> {
         let Some(path) = &self.config.inventory else {
@@ -115,6 +122,29 @@ fn prompt_passphrase(
         }
     }
     Ok(None)
+}
+
+/// Creates `path` (and any missing parent) with mode 0700 whatever the
+/// umask: the catalog and the store hold a fleet's files, logs and audit.
+/// A data dir others can read is used, with one warning naming the fix.
+pub fn private_data_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            eprintln!(
+                "warning: the data dir {} can be read by other users (mode {mode:o}): its catalog and store hold your fleet's files and logs; run `chmod 700 {}`",
+                path.display(),
+                path.display()
+            );
+        }
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
 }
 
 fn load(path: &Path) -> anyhow::Result<Config> {

@@ -8,6 +8,7 @@ mod daemon;
 mod report;
 mod restore;
 mod run;
+mod trust;
 
 use common::{nightshift, stderr, stdout};
 

@@ -1,5 +1,6 @@
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::MasterKey;
 use crate::error::{Result, StoreError};
 
 /// The repository format this build writes and reads.
@@ -20,6 +21,10 @@ pub struct StoreConfig {
     pub chunker: ChunkerConfig,
     pub compression: CompressionConfig,
     pub pack: PackConfig,
+    /// Keyed BLAKE3 of the rest of this config under a key derived from
+    /// the master key, in hex; encrypted stores only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,7 +91,22 @@ impl StoreConfig {
             pack: PackConfig {
                 target_size: DEFAULT_PACK_SIZE,
             },
+            authentication: None,
         }
+    }
+
+    /// The tag that authenticates this config under `master`: a keyed
+    /// hash of its TOML without the tag itself.
+    pub fn authentication_tag(&self, master: &MasterKey) -> String {
+        let bare = Self {
+            authentication: None,
+            ..self.clone()
+        };
+        let text = toml::to_string(&bare).expect("the config serializes");
+        let key = master.derive("nightshift store config authentication v1");
+        blake3::keyed_hash(&key, text.as_bytes())
+            .to_hex()
+            .to_string()
     }
 
     /// Refuses settings the format cannot carry or the chunker rejects.

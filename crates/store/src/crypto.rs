@@ -68,6 +68,11 @@ impl MasterKey {
         }
     }
 
+    /// A key for one purpose, derived so it reveals nothing of the others.
+    pub(crate) fn derive(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, &self.to_bytes())
+    }
+
     fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(72);
         bytes.extend_from_slice(&self.seal);
@@ -225,9 +230,37 @@ impl KeyFile {
     }
 }
 
+/// The most a key file may ask of Argon2id: a key file is only as
+/// trusted as the folder it sits in, and one planted with a huge cost would
+/// take the machine's memory or hours of CPU to try.
+const MAX_KDF_MEMORY_KIB: u32 = 1 << 20;
+const MAX_KDF_ITERATIONS: u32 = 16;
+const MAX_KDF_PARALLELISM: u32 = 16;
+
 impl Kdf {
-    fn cipher(&self, passphrase: &Passphrase) -> Option<XChaCha20Poly1305> {
+    /// Why these parameters are refused, if they are.
+    pub fn out_of_bounds(&self) -> Option<String> {
         if self.algorithm != "argon2id" {
+            return Some(format!("unknown algorithm `{}`", self.algorithm));
+        }
+        (self.memory_kib > MAX_KDF_MEMORY_KIB
+            || self.iterations > MAX_KDF_ITERATIONS
+            || self.parallelism > MAX_KDF_PARALLELISM)
+            .then(|| {
+                format!(
+                    "argon2id with {} KiB, {} passes, {} lanes is beyond the limits ({} KiB, {} passes, {} lanes)",
+                    self.memory_kib,
+                    self.iterations,
+                    self.parallelism,
+                    MAX_KDF_MEMORY_KIB,
+                    MAX_KDF_ITERATIONS,
+                    MAX_KDF_PARALLELISM
+                )
+            })
+    }
+
+    fn cipher(&self, passphrase: &Passphrase) -> Option<XChaCha20Poly1305> {
+        if self.out_of_bounds().is_some() {
             return None;
         }
         let params =
@@ -299,6 +332,19 @@ mod tests {
         let crypto = Crypto::sealed(&MasterKey::generate());
         assert_ne!(crypto.chunk_id(b"data"), ChunkId::of(b"data"));
         assert_eq!(Crypto::None.chunk_id(b"data"), ChunkId::of(b"data"));
+    }
+
+    #[test]
+    fn a_key_file_demanding_too_much_of_argon2_is_refused() {
+        let master = MasterKey::generate();
+        let passphrase = Passphrase::new("correct horse");
+        let mut file = KeyFile::wrap(&master, &passphrase, "ctl");
+        file.kdf.memory_kib = u32::MAX;
+        assert!(file.kdf.out_of_bounds().is_some());
+        assert!(file.unwrap(&passphrase).is_none(), "refused before hashing");
+        let mut file = KeyFile::wrap(&master, &passphrase, "ctl");
+        file.kdf.iterations = 1_000_000;
+        assert!(file.unwrap(&passphrase).is_none());
     }
 
     #[test]

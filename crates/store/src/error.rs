@@ -43,6 +43,16 @@ pub enum StoreError {
     AlreadyExists { path: PathBuf },
 
     #[error(
+        "{path} is not empty but holds no store: move what is in it elsewhere, or point the data dir at an empty folder"
+    )]
+    NotEmpty { path: PathBuf },
+
+    #[error(
+        "the store at {path} says it is not encrypted, but a passphrase or key file is configured for it: its config may have been rewritten to turn encryption off. Nothing was read or written. If you made it unencrypted on purpose, remove the passphrase setting (NIGHTSHIFT_PASSPHRASE, `[store] key_file`, the data dir's store.key); otherwise restore the store from a copy"
+    )]
+    UnexpectedlyPlain { path: PathBuf },
+
+    #[error(
         "{path} is a store of format version {found}; this nightshift reads version {supported}: upgrade nightshift"
     )]
     UnsupportedVersion {

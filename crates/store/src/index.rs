@@ -16,7 +16,7 @@ pub const INDEX_MAGIC: &[u8; 8] = b"NSINDEX\x01";
 const COMPRESSED: u32 = 1 << 31;
 const TREE: u32 = 1 << 30;
 const OFFSET_MASK: u32 = TREE - 1;
-const LEN_MASK: u64 = (1 << 24) - 1;
+const LEN_MASK: u64 = crate::pack::MAX_BLOB_LEN as u64;
 
 /// Packed to two-byte alignment, so an entry is 46 bytes, not 48.
 #[derive(Debug, Clone, Copy)]
@@ -339,7 +339,7 @@ impl IndexFile {
             let mut blobs = Vec::with_capacity(count.min(1 << 20) as usize);
             for _ in 0..count {
                 let [kind, flags] = read_array(&mut body)?;
-                blobs.push(Blob {
+                let blob = Blob {
                     kind: match kind {
                         0 => BlobKind::Data,
                         1 => BlobKind::Tree,
@@ -350,7 +350,16 @@ impl IndexFile {
                     stored_len: read_u32(&mut body)?,
                     raw_len: read_u32(&mut body)?,
                     id: ChunkId::from_bytes(read_array(&mut body)?),
-                });
+                };
+                if blob.stored_len > crate::pack::MAX_BLOB_LEN
+                    || blob.raw_len > crate::pack::MAX_BLOB_LEN
+                {
+                    return Err(format!(
+                        "it gives blob {} a length beyond the limit",
+                        blob.id
+                    ));
+                }
+                blobs.push(blob);
             }
             file.packs.push((pack, blobs));
         }

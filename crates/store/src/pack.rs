@@ -22,6 +22,10 @@ pub const TRAILER_LEN: usize = 4 + 8;
 /// would otherwise pack to the same bytes (and a backup's new pack could
 /// replace, under the same name, one that prune is about to delete).
 pub const SALT_LEN: usize = 16;
+/// The largest a blob may be, stored or raw: what an index entry can hold
+/// (24 bits). Lengths read from a pack or an index file are checked against
+/// it before anything is allocated for them.
+pub const MAX_BLOB_LEN: u32 = (1 << 24) - 1;
 
 /// What a chunk holds: file content, or a directory listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -210,13 +214,17 @@ pub fn parse_header(tail: &[u8], pack_len: u64, crypto: &Crypto) -> Result<Vec<B
             _ => return Err(damaged("its header names an unknown blob kind")),
         };
         let stored_len = u32::from_le_bytes(entry[4..8].try_into().expect("4 bytes"));
+        let raw_len = u32::from_le_bytes(entry[8..12].try_into().expect("4 bytes"));
+        if stored_len > MAX_BLOB_LEN || raw_len > MAX_BLOB_LEN {
+            return Err(damaged("its header gives a blob a length beyond the limit"));
+        }
         blobs.push(Blob {
             id: ChunkId::from_bytes(entry[12..44].try_into().expect("32 bytes")),
             kind,
             compressed: entry[1] & 1 == 1,
             offset: u32::try_from(offset).map_err(|_| damaged("it is larger than 4 GiB"))?,
             stored_len,
-            raw_len: u32::from_le_bytes(entry[8..12].try_into().expect("4 bytes")),
+            raw_len,
         });
         offset += u64::from(stored_len);
     }

@@ -47,6 +47,11 @@ impl Store {
 
     /// Creates an empty store at `root` (the directory may exist if empty).
     /// An encrypted store needs the passphrase of its first key.
+    ///
+    /// The store is built whole in a private folder beside `root` and
+    /// renamed into place, so two processes creating a store at once never
+    /// mix their keys and configs: the first rename wins, and the other gets
+    /// [`StoreError::AlreadyExists`] and should open the winner's store.
     pub fn init(
         root: &Path,
         mut config: StoreConfig,
@@ -64,12 +69,9 @@ impl Store {
         if config.id.is_empty() {
             config.id = unique_name();
         }
-        for dir in ["data", "index", "snapshots", "tmp", "keys", "locks"] {
-            fs::create_dir_all(root.join(dir)).at("creating", root.join(dir))?;
-        }
-        let text = toml::to_string(&config).expect("the config serializes");
-        let store = Self {
-            root: root.into(),
+        let building = Building::new(root)?;
+        let mut store = Self {
+            root: building.path.clone(),
             crypto: master
                 .as_ref()
                 .map_or(Crypto::None, |(key, _)| Crypto::sealed(key)),
@@ -78,11 +80,17 @@ impl Store {
             index: Index::default(),
             index_files: Vec::new(),
         };
-        if let Some((_, passphrase)) = master {
-            store.add_key(passphrase)?;
+        for dir in STORE_DIRS {
+            private_dir(&store.root.join(dir))?;
         }
-        // The config last: until it exists, this is no store.
+        if let Some((key, passphrase)) = &master {
+            store.add_key(passphrase)?;
+            store.config.authentication = Some(store.config.authentication_tag(key));
+        }
+        let text = toml::to_string(&store.config).expect("the config serializes");
         store.write_file(Path::new("config"), text.as_bytes())?;
+        building.finish(root)?;
+        store.root = root.into();
         Ok(store)
     }
 
@@ -129,18 +137,45 @@ impl Store {
                 what: "it says the store is unencrypted, but the store has keys: the config was changed; restore `encryption = \"xchacha20-poly1305\"`".into(),
             });
         }
-        if store.config.encryption != Encryption::None {
-            let passphrase =
-                passphrase.ok_or_else(|| StoreError::PassphraseNeeded { path: root.into() })?;
-            let master = store
-                .keys()?
-                .into_iter()
-                .find_map(|(_, key)| key.unwrap(passphrase))
-                .ok_or_else(|| StoreError::WrongPassphrase { path: root.into() })?;
-            store.crypto = Crypto::sealed(&master);
-            store.master = Some(master);
+        match (store.config.encryption, passphrase) {
+            (Encryption::None, None) => {}
+            (Encryption::None, Some(_)) => {
+                return Err(StoreError::UnexpectedlyPlain { path: root.into() });
+            }
+            (_, None) => return Err(StoreError::PassphraseNeeded { path: root.into() }),
+            (_, Some(passphrase)) => {
+                let master = store
+                    .keys()?
+                    .into_iter()
+                    .find_map(|(_, key)| key.unwrap(passphrase))
+                    .ok_or_else(|| StoreError::WrongPassphrase { path: root.into() })?;
+                store.authenticate_config(&master)?;
+                store.crypto = Crypto::sealed(&master);
+                store.master = Some(master);
+            }
         }
         Ok(store)
+    }
+
+    /// Checks the config's tag under the master key: chunker, compression
+    /// and pack settings are what an attacker with write access would
+    /// change. A store made before configs carried a tag gets one now.
+    fn authenticate_config(&mut self, master: &MasterKey) -> Result<()> {
+        let tag = self.config.authentication_tag(master);
+        match &self.config.authentication {
+            Some(found) if *found == tag => Ok(()),
+            Some(_) => Err(StoreError::Corrupt {
+                path: self.root.join("config"),
+                what: "it fails authentication under the store's key: it was changed since the store was made; put back the original config from a copy".into(),
+            }),
+            None => {
+                self.config.authentication = Some(tag);
+                let text = toml::to_string(&self.config).expect("the config serializes");
+                self.write_file(Path::new("config"), text.as_bytes())?;
+                tracing::info!(store = %self.root.display(), "the store's config is now authenticated under its key");
+                Ok(())
+            }
+        }
     }
 
     /// The store's key files, by id.
@@ -149,8 +184,13 @@ impl Store {
         for id in self.list("keys")? {
             let path = self.root.join("keys").join(&id);
             let bytes = fs::read(&path).at("reading", &path)?;
-            match serde_json::from_slice(&bytes) {
-                Ok(key) => keys.push((id, key)),
+            match serde_json::from_slice::<KeyFile>(&bytes) {
+                Ok(key) => match key.kdf.out_of_bounds() {
+                    None => keys.push((id, key)),
+                    Some(why) => {
+                        tracing::warn!(path = %path.display(), %why, "skipping a key file")
+                    }
+                },
                 Err(err) => {
                     tracing::warn!(path = %path.display(), %err, "skipping an unreadable key file")
                 }
@@ -329,8 +369,14 @@ impl Store {
     /// A new file under `tmp/`, to be [`Store::install`]ed when whole; it
     /// is removed if it never is (a killed process leaves it to prune).
     pub(crate) fn temp_file(&self) -> Result<(TempFile, File)> {
+        use std::os::unix::fs::OpenOptionsExt;
         let path = self.root.join("tmp").join(unique_name());
-        let file = File::create(&path).at("creating", &path)?;
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .at("creating", &path)?;
         Ok((TempFile { path }, file))
     }
 
@@ -339,14 +385,22 @@ impl Store {
         file.sync_all().at("syncing", tmp.path())?;
         let dest = self.root.join(relative);
         let dir = dest.parent().expect("store files live in a directory");
-        if !dir.exists() {
-            fs::create_dir_all(dir).at("creating", dir)?;
+        let new_dir = !dir.exists();
+        if new_dir {
+            private_dir(dir)?;
         }
         fs::rename(tmp.path(), &dest).at("renaming into place", &dest)?;
         std::mem::forget(tmp);
         File::open(dir)
             .and_then(|d| d.sync_all())
-            .at("syncing", dir)
+            .at("syncing", dir)?;
+        // A new `data/xx/` survives a crash only once its parent is synced.
+        if new_dir && let Some(parent) = dir.parent() {
+            File::open(parent)
+                .and_then(|d| d.sync_all())
+                .at("syncing", parent)?;
+        }
+        Ok(())
     }
 
     pub(crate) fn pack_relative(id: PackId) -> PathBuf {
@@ -548,6 +602,69 @@ impl Store {
         }
         self.load_index()?;
         Ok(self.index.len())
+    }
+}
+
+/// The folders of a store, created with it.
+const STORE_DIRS: [&str; 6] = ["data", "index", "snapshots", "tmp", "keys", "locks"];
+
+/// Creates `path` readable by its owner alone, whatever the umask: a
+/// store holds a whole fleet's files.
+pub(crate) fn private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().mode(0o700).create(path) {
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        other => other.at("creating", path),
+    }
+}
+
+/// A store being created, in a private folder beside its final place;
+/// removed if it is never renamed there.
+struct Building {
+    path: PathBuf,
+}
+
+impl Building {
+    fn new(root: &Path) -> Result<Self> {
+        let parent = root.parent().unwrap_or(Path::new("."));
+        let name = root
+            .file_name()
+            .map_or("store".into(), |n| n.to_string_lossy().into_owned());
+        let path = parent.join(format!(".{name}.creating-{}", unique_name()));
+        private_dir(&path)?;
+        Ok(Self { path })
+    }
+
+    /// Renames the finished store to `root`, which may be missing or an
+    /// empty folder; a store found there already is the other creator's.
+    fn finish(self, root: &Path) -> Result<()> {
+        File::open(&self.path)
+            .and_then(|d| d.sync_all())
+            .at("syncing", &self.path)?;
+        match fs::rename(&self.path, root) {
+            Ok(()) => {}
+            Err(_) if Store::exists(root) => {
+                return Err(StoreError::AlreadyExists { path: root.into() });
+            }
+            Err(err)
+                if err.raw_os_error() == Some(nix::libc::ENOTEMPTY)
+                    || err.raw_os_error() == Some(nix::libc::EEXIST) =>
+            {
+                return Err(StoreError::NotEmpty { path: root.into() });
+            }
+            Err(err) => return Err(err).at("renaming into place", root),
+        }
+        std::mem::forget(self);
+        let parent = root.parent().unwrap_or(Path::new("."));
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .at("syncing", parent)
+    }
+}
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
     }
 }
 

@@ -145,6 +145,7 @@ impl KnownHosts {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
+        use std::os::unix::fs::OpenOptionsExt;
         let mut public = key.clone();
         public.set_comment("");
         let line = format!(
@@ -155,6 +156,7 @@ impl KnownHosts {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&path)?;
         writeln!(file, "{}", line.trim_end())?;
         file.sync_all()?;

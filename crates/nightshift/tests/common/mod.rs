@@ -22,16 +22,23 @@ pub fn nightshift(args: &[&str]) -> Output {
 
 /// `nightshift ARGS` with `data` as its data dir, in UTC, no stdin.
 pub fn in_data_dir(data: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nightshift"))
+    command_in(data, args, env)
+        .output()
+        .expect("nightshift runs")
+}
+
+/// The command [`in_data_dir`] runs, to start without waiting.
+pub fn command_in(data: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nightshift"));
+    command
         .args(args)
         .env("NIGHTSHIFT_DATA_DIR", data)
         .env("TZ", "UTC")
         .env_remove("NIGHTSHIFT_LOG")
         .env_remove("NIGHTSHIFT_PASSPHRASE")
         .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("nightshift runs")
+        .stdin(std::process::Stdio::null());
+    command
 }
 
 /// The JSON a successful command printed.
