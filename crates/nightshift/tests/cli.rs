@@ -199,6 +199,19 @@ mod ssh {
             .collect()
     }
 
+    /// `loop1` as [`one_host`] gives it, and `here`: this machine through
+    /// the local transport.
+    fn one_host_and_localhost() -> (Sshd, Tree, tempfile::TempDir) {
+        let sshd = Sshd::start().expect("sshd");
+        let known = std::fs::read_to_string(sshd.known_hosts()).expect("known_hosts");
+        let inventory = format!(
+            "{}[hosts.here]\naddress = \"localhost\"\n",
+            inventory(&[("loop1", &sshd)])
+        );
+        let tree = Tree::new(&inventory, &known);
+        (sshd, tree, tempfile::tempdir().expect("tempdir"))
+    }
+
     /// One loopback host, `loop1`, and a scratch directory.
     fn one_host() -> (Sshd, Tree, tempfile::TempDir) {
         let sshd = Sshd::start().expect("sshd");
@@ -339,67 +352,99 @@ mod ssh {
         );
     }
 
+    /// Names of any bytes but NUL and `/`: what a restore must write,
+    /// check and verify exactly as they are.
+    const ODD: [&[u8]; 6] = [
+        b"two\nlines",
+        b"back\\slash",
+        b"-dash *star",
+        b"tab\there",
+        b"caf\xe9 latin-1",
+        b"cr\rand\x1b[31m",
+    ];
+
     #[test]
     fn odd_names_verify_and_a_linked_directory_at_the_target_is_refused() {
-        let (_sshd, tree, work) = one_host();
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let (_sshd, tree, work) = one_host_and_localhost();
         let site = work.path().join("site");
-        std::fs::create_dir_all(site.join("conf.d")).expect("mkdir");
-        std::fs::write(site.join("conf.d/two\nlines"), "a\n").expect("write");
-        std::fs::write(site.join("back\\slash"), "b\n").expect("write");
-        std::fs::write(site.join("-dash *star"), "c\n").expect("write");
+        for (i, name) in ODD.iter().enumerate() {
+            let dir = site.join(OsStr::from_bytes(name));
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            std::fs::write(dir.join(OsStr::from_bytes(name)), format!("{i}\n")).expect("write");
+        }
         let src = site.to_str().expect("utf-8");
         let saved = tree.run(&["backup", src]);
         assert!(saved.status.success(), "{}", stderr(&saved));
         let what = format!("latest:{src}");
 
-        let to = work.path().join("restored");
-        let target = format!("loop1:{}", to.display());
-        let out = tree.run(&["restore", &what, "--to", &target]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        assert!(
-            stdout(&out).contains("3 files, 6 B restored to loop1:"),
-            "{}",
-            stdout(&out)
-        );
-        assert!(stdout(&out).contains("all verified"), "{}", stdout(&out));
-        let landed = to.join("site");
-        for (name, body) in [
-            ("conf.d/two\nlines", "a\n"),
-            ("back\\slash", "b\n"),
-            ("-dash *star", "c\n"),
-        ] {
-            let got = std::fs::read_to_string(landed.join(name)).expect("restored");
-            assert_eq!(got, body, "{name:?}");
+        for host in ["loop1", "here"] {
+            let to = work.path().join(format!("restored-{host}"));
+            let target = format!("{host}:{}", to.display());
+            let out = tree.run(&["restore", &what, "--to", &target]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            assert!(
+                stdout(&out).contains(&format!("6 files, 12 B restored to {host}:"))
+                    && stdout(&out).contains("all verified"),
+                "{}",
+                stdout(&out)
+            );
+            for (i, name) in ODD.iter().enumerate() {
+                let name = OsStr::from_bytes(name);
+                let got = std::fs::read_to_string(to.join("site").join(name).join(name))
+                    .expect("restored");
+                assert_eq!(got, format!("{i}\n"), "{name:?}");
+            }
+            let leftovers: Vec<_> = std::fs::read_dir(&to)
+                .expect("target")
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            assert_eq!(
+                leftovers,
+                [OsStr::new("site")],
+                "no staging directory is left"
+            );
         }
 
-        // Someone left a link where the snapshot has a directory: writing
-        // through it would land outside the target.
+        // Someone left links where the snapshot has directories, one for
+        // each odd name: writing through any would land outside the target.
         let outside = work.path().join("outside");
         std::fs::create_dir_all(&outside).expect("mkdir");
         let linked_to = work.path().join("linked");
         std::fs::create_dir_all(linked_to.join("site")).expect("mkdir");
-        std::os::unix::fs::symlink(&outside, linked_to.join("site/conf.d")).expect("symlink");
-        let target = format!("loop1:{}", linked_to.display());
-        for extra in [None, Some("--overwrite")] {
-            let mut argv = vec!["restore", what.as_str(), "--to", target.as_str()];
-            argv.extend(extra);
-            let refused = tree.run(&argv);
-            assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
-            assert!(
-                stderr(&refused).contains("site/conf.d under loop1:")
-                    && stderr(&refused)
-                        .contains("is a symbolic link where the snapshot has a directory"),
-                "{}",
-                stderr(&refused)
-            );
+        for name in ODD {
+            std::os::unix::fs::symlink(
+                &outside,
+                linked_to.join("site").join(OsStr::from_bytes(name)),
+            )
+            .expect("symlink");
         }
-        assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 0);
+        for host in ["loop1", "here"] {
+            let target = format!("{host}:{}", linked_to.display());
+            for extra in [None, Some("--overwrite")] {
+                let mut argv = vec!["restore", what.as_str(), "--to", target.as_str()];
+                argv.extend(extra);
+                let refused = tree.run(&argv);
+                assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+                assert!(
+                    stderr(&refused).contains(&format!("under {host}:"))
+                        && stderr(&refused)
+                            .contains("are a symbolic link where the snapshot has a directory")
+                        && stderr(&refused).contains("site/tab\\there"),
+                    "{}",
+                    stderr(&refused)
+                );
+                assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 0);
+            }
+        }
 
         // The same refusal for a restore on the controller itself.
         let local = tree.run(&["restore", &what, "--to", linked_to.to_str().expect("utf-8")]);
         assert_eq!(local.status.code(), Some(1), "{}", stderr(&local));
         assert!(
-            stderr(&local).contains("is a symbolic link where the snapshot has a directory"),
+            stderr(&local).contains("a symbolic link where the snapshot has a directory"),
             "{}",
             stderr(&local)
         );

@@ -34,7 +34,8 @@ pub struct RestoreOutcome {
     pub failed: Vec<(String, String)>,
     /// With [`Store::restore_to_tar_hashed`]: each regular file's path in
     /// the stream and the SHA-256 of its content, for checking what landed.
-    pub digests: Vec<(String, String)>,
+    /// Paths are raw bytes, as the stream names them.
+    pub digests: Vec<(Vec<u8>, String)>,
 }
 
 impl Store {
@@ -571,7 +572,7 @@ impl<W: Write> TarWriter<'_, W> {
                         .collect();
                     self.outcome
                         .digests
-                        .push((path.to_string_lossy().into_owned(), digest));
+                        .push((path.as_os_str().as_bytes().to_vec(), digest));
                 }
                 self.outcome.files += 1;
                 self.outcome.bytes += node.size;
