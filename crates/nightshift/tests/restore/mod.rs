@@ -169,3 +169,95 @@ fn a_crafted_snapshot_with_escaping_entries_is_refused_and_nothing_lands_outside
         "{restore}"
     );
 }
+
+/// A user on the target host plants links where the snapshot has
+/// directories (named with a tab, a newline, a byte that is not UTF-8 and a
+/// leading dash) in a tree they can write; a restore with `--become` is
+/// refused and root writes nothing where the links point. Into a clean
+/// directory the same snapshot lands whole and verified.
+#[test]
+#[ignore = "fleet tier: run through tests/run"]
+fn a_restore_as_root_never_writes_through_a_link_a_user_planted() {
+    let fleet = Fleet::up("links", 2).expect("private fleet");
+    let tree = crate::run::fleet::tree(
+        &fleet,
+        "name = \"backup\"\ntargets = [\"host1\"]\nbecome = true\n\n[[steps]]\nname = \"site\"\nbackup = { paths = [\"/srv/site\"] }\n",
+    );
+    const NAMES: &str = r"'tab\there' 'new\nline' 'caf\0351' '-dash'";
+    on(
+        &fleet,
+        "host1",
+        &format!(
+            "sudo sh -c 'mkdir -p /srv/site' && for n in {NAMES}; do d=$(printf '%b' \"$n\"); \
+             sudo mkdir -p \"/srv/site/$d\" && printf 'secret of %s' \"$d\" | sudo tee \"/srv/site/$d/conf\" >/dev/null; done"
+        ),
+    );
+    let out = tree.run(&["run", "backup"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // clerk, an ordinary user of host2, owns /srv/drop and plants links.
+    on(
+        &fleet,
+        "host2",
+        &format!(
+            "sudo install -d -o clerk /srv/drop /srv/drop/site /srv/elsewhere && \
+             for n in {NAMES}; do d=$(printf '%b' \"$n\"); sudo -u clerk ln -s /srv/elsewhere \"/srv/drop/site/$d\"; done"
+        ),
+    );
+    for extra in [None, Some("--overwrite")] {
+        let mut argv = vec![
+            "restore",
+            "host1/latest:/srv/site",
+            "--to",
+            "host2:/srv/drop",
+            "--become",
+        ];
+        argv.extend(extra);
+        let out = tree.run(&argv);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("a symbolic link where the snapshot has a directory"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(
+            on(&fleet, "host2", "sudo ls -A /srv/elsewhere | wc -l"),
+            "0"
+        );
+        assert_eq!(
+            on(&fleet, "host2", "sudo ls -A /srv/drop | tr '\\n' ' '"),
+            "site",
+            "no staging directory is left"
+        );
+    }
+
+    let out = tree.run(&[
+        "restore",
+        "host1/latest:/srv/site",
+        "--to",
+        "host2:/srv/clean",
+        "--become",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("4 files, ") && stdout(&out).contains("all verified"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        on(
+            &fleet,
+            "host2",
+            &format!(
+                "for n in {NAMES}; do d=$(printf '%b' \"$n\"); sudo cat \"/srv/clean/site/$d/conf\"; echo; done | sha256sum"
+            )
+        ),
+        on(
+            &fleet,
+            "host1",
+            &format!(
+                "for n in {NAMES}; do d=$(printf '%b' \"$n\"); sudo cat \"/srv/site/$d/conf\"; echo; done | sha256sum"
+            )
+        )
+    );
+}
