@@ -358,6 +358,39 @@ mod tests {
         }
     }
 
+    /// An unencrypted store's headers are not authenticated: a forged
+    /// length must be refused before anything is allocated for it.
+    #[test]
+    fn a_forged_blob_length_is_refused_before_allocation() {
+        let mut builder = PackBuilder::default();
+        builder.push(ChunkId::of(b"x"), BlobKind::Data, true, u32::MAX, b"x");
+        let (bytes, _) = builder.finish(&Crypto::None);
+        assert!(matches!(
+            parse_header(&bytes, bytes.len() as u64, &Crypto::None),
+            Err(HeaderError::Damaged(what)) if what.contains("beyond the limit")
+        ));
+        let mut index = crate::index::IndexFile::default();
+        index.packs.push((
+            PackId([7; 32]),
+            vec![Blob {
+                id: ChunkId::of(b"x"),
+                kind: BlobKind::Data,
+                compressed: true,
+                offset: 8,
+                stored_len: 1,
+                raw_len: u32::MAX,
+            }],
+        ));
+        let encoded = index.encode(&Crypto::None);
+        let refused = crate::index::IndexFile::decode(&encoded, &Crypto::None);
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("beyond the limit")),
+            "{refused:?}"
+        );
+    }
+
     #[test]
     fn decode_names_a_flipped_byte() {
         for crypto in both() {
