@@ -126,6 +126,11 @@ pub enum StoreError {
 
     #[error("invalid setting: {0}")]
     Setting(String),
+
+    #[error(
+        "chunk {id} would be {len} bytes, more than a store can index (16 MiB): a directory with this many entries cannot be backed up whole; back up its subdirectories separately or exclude part of it"
+    )]
+    BlobTooLarge { id: ChunkId, len: u64 },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -339,7 +339,7 @@ impl IndexFile {
             let mut blobs = Vec::with_capacity(count.min(1 << 20) as usize);
             for _ in 0..count {
                 let [kind, flags] = read_array(&mut body)?;
-                let blob = Blob {
+                blobs.push(Blob {
                     kind: match kind {
                         0 => BlobKind::Data,
                         1 => BlobKind::Tree,
@@ -350,16 +350,7 @@ impl IndexFile {
                     stored_len: read_u32(&mut body)?,
                     raw_len: read_u32(&mut body)?,
                     id: ChunkId::from_bytes(read_array(&mut body)?),
-                };
-                if blob.stored_len > crate::pack::MAX_BLOB_LEN
-                    || blob.raw_len > crate::pack::MAX_BLOB_LEN
-                {
-                    return Err(format!(
-                        "it gives blob {} a length beyond the limit",
-                        blob.id
-                    ));
-                }
-                blobs.push(blob);
+                });
             }
             file.packs.push((pack, blobs));
         }

@@ -187,6 +187,14 @@ impl Store {
         let mut open: [Option<OpenPack>; 2] = [None, None];
         let mut written = Written::default();
         let mut step = |chunk: PackedChunk, written: &mut Written| -> Result<()> {
+            let longest = chunk.raw_len.max(chunk.stored.len() as u64);
+            if longest > u64::from(pack::MAX_BLOB_LEN) {
+                // Only a tree can grow this large: one directory's entries.
+                return Err(crate::StoreError::BlobTooLarge {
+                    id: chunk.id,
+                    len: longest,
+                });
+            }
             let slot = &mut open[usize::from(chunk.kind == BlobKind::Tree)];
             if slot.is_none() {
                 *slot = Some(OpenPack::create(self)?);
@@ -328,5 +336,38 @@ impl OpenPack {
             id: PackId(*self.hasher.finalize().as_bytes()),
             blobs: self.blobs,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Encryption, StoreConfig};
+    use crate::{BackupOptions, Progress, Store, StoreError};
+
+    /// A directory whose entries make a tree chunk larger than an index
+    /// entry can hold fails the backup by name, instead of storing a tree
+    /// no one could read back.
+    #[test]
+    fn a_tree_too_large_to_index_fails_the_backup_clearly() {
+        let work = tempfile::tempdir().expect("tempdir");
+        let wide = work.path().join("wide");
+        std::fs::create_dir(&wide).expect("mkdir");
+        let long = "n".repeat(230);
+        for i in 0..60_000 {
+            std::fs::File::create(wide.join(format!("{long}{i:05}"))).expect("create");
+        }
+        let mut config = StoreConfig::new(String::new());
+        config.encryption = Encryption::None;
+        let mut store = Store::init(&work.path().join("store"), config, None).expect("init");
+        let options = BackupOptions {
+            host: "localhost".into(),
+            ..BackupOptions::default()
+        };
+        let failed = store.backup_paths(&[wide], &options, &Progress::default());
+        assert!(
+            matches!(failed, Err(StoreError::BlobTooLarge { len, .. }) if len > 16 << 20),
+            "{failed:?}"
+        );
+        assert!(store.snapshots().expect("list").is_empty());
     }
 }
