@@ -192,11 +192,7 @@ impl Session {
             .acquire()
             .await
             .map_err(|_| self.lost("waiting for a channel"))?;
-        let mut channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|err| self.channel_error(err, "opening a channel"))?;
+        let mut channel = self.open_session().await?;
         channel
             .exec(true, command.remote())
             .await
@@ -272,11 +268,7 @@ impl Session {
         &self,
         name: &str,
     ) -> Result<impl AsyncRead + AsyncWrite + Unpin + Send + use<>, TransportError> {
-        let channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|err| self.channel_error(err, "opening a channel"))?;
+        let channel = self.open_session().await?;
         channel
             .request_subsystem(true, name)
             .await
@@ -302,11 +294,7 @@ impl Session {
             .acquire_owned()
             .await
             .map_err(|_| self.lost("waiting for a channel"))?;
-        let channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|err| self.channel_error(err, "opening a channel"))?;
+        let channel = self.open_session().await?;
         let sudo = if command.become_root {
             "sudo -n -- "
         } else {
@@ -342,6 +330,27 @@ impl Session {
         .timeout(Duration::from_secs(10));
         if let Err(err) = Box::pin(self.exec(&kill, &mut |_, _| {})).await {
             tracing::warn!(host = %self.name, %err, "could not stop a timed-out command");
+        }
+    }
+
+    /// Opens a session channel. sshd frees a session's slot only once it
+    /// has reaped the session's process, a moment after the client saw the
+    /// channel close: a refusal is tried again for a while before it is
+    /// reported, so commands that follow each other at `MaxSessions` do not
+    /// fail on a busy host.
+    async fn open_session(&self) -> Result<russh::Channel<client::Msg>, TransportError> {
+        let mut pause = Duration::from_millis(20);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.handle.channel_open_session().await {
+                Err(russh::Error::ChannelOpenFailure(_))
+                    if tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                other => return other.map_err(|err| self.channel_error(err, "opening a channel")),
+            }
         }
     }
 
