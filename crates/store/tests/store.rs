@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // a test fails loudly on any error
 
 mod common;
+mod swaps;
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
