@@ -376,7 +376,14 @@ impl Job<'_> {
                 tx,
                 buf: Vec::with_capacity(1 << 20),
             };
-            store.restore_to_tar_hashed(&snapshot, &path, sink)
+            store.restore_to_tar_hashed(
+                &snapshot,
+                &path,
+                sink,
+                nightshift_store::RestoreOptions {
+                    keep_privileges: true,
+                },
+            )
         });
         let mut sent = Ok(());
         while let Some(buf) = rx.recv().await {
