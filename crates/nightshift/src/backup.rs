@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
-use nightshift_store::{BackupOptions, LockKind, Progress, Store, StoreError};
+use nightshift_store::{
+    BackupOptions, Dropped, LockKind, Node, NodeKind, PackFiles, Progress, RestoreOptions,
+    SnapshotEntry, Store, StoreError,
+};
 use serde_json::json;
 
 use crate::cli::{BackupArgs, RestoreArgs};
@@ -120,18 +123,11 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCo
     let Some(to) = &args.to else {
         return restore_tar(&store, &entry, path, args);
     };
-    let entries = crate::restore::listing(&store, &entry, path)?;
-    let there = |e: &&crate::restore::Entry| std::fs::symlink_metadata(to.join(&e.path)).ok();
-    let in_the_way: Vec<String> = entries
-        .iter()
-        .filter(|e| !e.dir && there(e).is_some_and(|m| !m.is_dir()))
-        .map(|e| e.path.clone())
-        .collect();
-    let linked = entries
-        .iter()
-        .filter(|e| e.dir && there(e).is_some_and(|m| m.file_type().is_symlink()))
-        .map(|e| e.path.clone())
-        .collect();
+    let options = RestoreOptions {
+        keep_privileges: args.keep_privileges,
+    };
+    let entries = crate::restore::listing(&store, &entry, path, options)?;
+    let (in_the_way, linked) = at_target(&store, &entry, path, to, options)?;
     let existing = crate::restore::Existing {
         count: in_the_way.len() as u64,
         first: in_the_way.into_iter().take(5).collect(),
@@ -155,7 +151,7 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCo
     }
     let progress = Progress::default();
     let outcome = with_progress(&progress, "restoring", || {
-        store.restore_to_dir(&entry, path, to, 0, &progress)
+        store.restore_to_dir(&entry, path, to, 0, &progress, options)
     })?;
     for (path, error) in &outcome.failed {
         eprintln!("error: {path}: {error}");
@@ -169,8 +165,10 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCo
         "dirs": outcome.dirs,
         "bytes": outcome.bytes,
         "failed": outcome.failed.iter().map(|(p, e)| json!({"path": p, "error": e})).collect::<Vec<_>>(),
+        "dropped": outcome.dropped,
     });
     let (files, bytes, failures) = (outcome.files, outcome.bytes, outcome.failed.len());
+    let dropped = dropped_line(&outcome.dropped, args.keep_privileges);
     record(&crate::restore::Landed::local(outcome));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -192,6 +190,9 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCo
             HumanBytes(bytes),
             to.display()
         );
+        if let Some(dropped) = dropped {
+            println!("{dropped}");
+        }
     }
     Ok(if failed {
         ExitCode::FAILURE
@@ -209,16 +210,20 @@ fn restore_tar(
     args: &RestoreArgs,
 ) -> anyhow::Result<ExitCode> {
     let target = args.tar.as_deref().unwrap_or(std::path::Path::new("-"));
+    let options = RestoreOptions {
+        keep_privileges: args.keep_privileges,
+    };
     let outcome = if target == std::path::Path::new("-") {
         store.restore_to_tar(
             entry,
             path,
             std::io::BufWriter::new(std::io::stdout().lock()),
+            options,
         )?
     } else {
         let file = std::fs::File::create(target)
             .with_context(|| format!("creating {}", target.display()))?;
-        store.restore_to_tar(entry, path, std::io::BufWriter::new(file))?
+        store.restore_to_tar(entry, path, std::io::BufWriter::new(file), options)?
     };
     for (path, error) in &outcome.failed {
         eprintln!("error: {path}: {error}");
@@ -228,11 +233,106 @@ fn restore_tar(
         outcome.files,
         HumanBytes(outcome.bytes)
     );
+    if let Some(dropped) = dropped_line(&outcome.dropped, args.keep_privileges) {
+        eprintln!("{dropped}");
+    }
     Ok(if outcome.failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// What the restore would meet at `to`, by the snapshot's own names (raw
+/// bytes, never a lossy rendering of them): the files and links in the way
+/// of what it writes, and the symbolic links where the snapshot has a
+/// directory (refused even with `--overwrite`; nothing under them is
+/// looked at). Entries the restore does not write (sockets, names that
+/// would climb out, device nodes and FIFOs it drops) are not in the way.
+fn at_target(
+    store: &Store,
+    entry: &SnapshotEntry,
+    path: &str,
+    to: &std::path::Path,
+    options: RestoreOptions,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::PathBuf;
+    let top = store.node_at(entry, path)?;
+    let mut packs = PackFiles::default();
+    let mut children = |at: &std::path::Path, dir: &Node| -> anyhow::Result<Vec<(PathBuf, Node)>> {
+        let Some(subtree) = dir.subtree else {
+            return Ok(Vec::new());
+        };
+        let nodes = store.load_tree(subtree, &mut packs)?.nodes;
+        Ok(nodes
+            .into_iter()
+            .rev()
+            .map(|n| (at.join(OsStr::from_bytes(&n.name)), n))
+            .collect())
+    };
+    let mut stack = if top.name.is_empty() {
+        children(std::path::Path::new(""), &top)?
+    } else {
+        vec![(PathBuf::from(OsStr::from_bytes(&top.name)), top)]
+    };
+    let (mut in_the_way, mut linked) = (Vec::new(), Vec::new());
+    while let Some((at, node)) = stack.pop() {
+        let skipped = match node.kind {
+            NodeKind::Socket => true,
+            NodeKind::Chardev | NodeKind::Blockdev | NodeKind::Fifo => !options.keep_privileges,
+            _ => false,
+        };
+        if skipped || !node.has_safe_name() {
+            continue;
+        }
+        let there = std::fs::symlink_metadata(to.join(&at)).ok();
+        let shown = || at.to_string_lossy().into_owned();
+        if node.kind == NodeKind::Dir {
+            if there.is_some_and(|m| m.file_type().is_symlink()) {
+                linked.push(shown());
+            } else {
+                stack.extend(children(&at, &node)?);
+            }
+        } else if there.is_some_and(|m| !m.is_dir()) {
+            in_the_way.push(shown());
+        }
+    }
+    Ok((in_the_way, linked))
+}
+
+/// The line that says what a restore did not restore as recorded, when it
+/// dropped anything: "dropped: setuid/setgid bits of 2 files, 1 device
+/// node, owners (use --keep-privileges to keep them)".
+pub(crate) fn dropped_line(dropped: &Dropped, keep_privileges: bool) -> Option<String> {
+    if !dropped.any() {
+        return None;
+    }
+    let count = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let mut parts = Vec::new();
+    if dropped.setid > 0 {
+        parts.push(format!(
+            "setuid/setgid bits of {}",
+            count(dropped.setid, "file", "files")
+        ));
+    }
+    if dropped.devices > 0 {
+        parts.push(count(dropped.devices, "device node", "device nodes"));
+    }
+    if dropped.fifos > 0 {
+        parts.push(count(dropped.fifos, "FIFO", "FIFOs"));
+    }
+    if dropped.owners {
+        parts.push("owners".to_string());
+    }
+    let root = nix::unistd::geteuid().is_root();
+    let why = match (keep_privileges, dropped.owners && !root) {
+        (false, false) => "use --keep-privileges to keep them",
+        (false, true) => "use --keep-privileges to keep them; owners only as root",
+        (true, _) => "owners are restored only as root",
+    };
+    Some(format!("dropped: {} ({why})", parts.join(", ")))
 }
 
 /// Runs `work` while a bar on standard error shows the progress counters;

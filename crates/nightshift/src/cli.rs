@@ -299,6 +299,9 @@ pub struct RestoreArgs {
     /// Unpack on the host through `sudo -n` (to restore ownership and system files)
     #[arg(long = "become")]
     pub become_root: bool,
+    /// Restore owners, setuid/setgid bits, device nodes and FIFOs as the snapshot recorded them; the default for in-place restores, off for restores onto another host or this controller
+    #[arg(long)]
+    pub keep_privileges: bool,
     /// Who the catalog and the audit log record as doing the restore [default: $USER]
     #[arg(long = "as", value_name = "NAME")]
     pub operator: Option<String>,

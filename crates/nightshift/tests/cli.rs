@@ -451,6 +451,67 @@ mod ssh {
         assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 0);
     }
 
+    /// A snapshot restored onto a host other than its own: setuid bits
+    /// and device nodes are dropped, and said to be, unless
+    /// `--keep-privileges`.
+    #[test]
+    fn a_restore_onto_another_host_drops_setuid_bits_and_device_nodes_unless_kept() {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        if !nix::unistd::geteuid().is_root() {
+            assert!(!nightshift_testbed::in_ci(), "CI runs the suite as root");
+            eprintln!("not root: device nodes cannot be made; skipped");
+            return;
+        }
+        let (_sshd, tree, work) = one_host();
+        let site = work.path().join("site");
+        std::fs::create_dir_all(&site).expect("mkdir");
+        std::fs::write(site.join("tool"), "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(site.join("tool"), std::fs::Permissions::from_mode(0o4755))
+            .expect("chmod");
+        nix::sys::stat::mknod(
+            &site.join("null"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .expect("mknod");
+        let src = site.to_str().expect("utf-8");
+        let saved = tree.run(&["backup", src]);
+        assert!(saved.status.success(), "{}", stderr(&saved));
+        let what = format!("latest:{src}");
+
+        let to = work.path().join("plain");
+        let target = format!("loop1:{}", to.display());
+        let out = tree.run(&["restore", &what, "--to", &target]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains(
+                "dropped: setuid/setgid bits of 1 file, 1 device node (use --keep-privileges to keep them)"
+            ),
+            "{}",
+            stdout(&out)
+        );
+        let mode = std::fs::metadata(to.join("site/tool"))
+            .expect("tool")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o755);
+        assert!(!to.join("site/null").exists(), "no device node");
+
+        let to = work.path().join("kept");
+        let target = format!("loop1:{}", to.display());
+        let out = tree.run(&["restore", &what, "--to", &target, "--keep-privileges"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(!stdout(&out).contains("dropped:"), "{}", stdout(&out));
+        let mode = std::fs::metadata(to.join("site/tool"))
+            .expect("tool")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o4755);
+        let null = std::fs::symlink_metadata(to.join("site/null")).expect("device");
+        assert!(null.file_type().is_char_device());
+    }
+
     #[test]
     fn exec_prefixes_lines_and_fails_when_a_host_fails() {
         let (a, b) = (Sshd::start().expect("sshd"), Sshd::start().expect("sshd"));

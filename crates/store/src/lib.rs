@@ -50,7 +50,7 @@ pub use reference::{SnapshotRef, split_path};
 pub use remote::{Listing, RemotePlan, StreamSource, listing_command, parse_listing, tar_command};
 pub use repair::{Damage, RepairReport};
 pub use repo::{PackFiles, Store};
-pub use restore::RestoreOutcome;
+pub use restore::{Dropped, RestoreOptions, RestoreOutcome};
 pub use snapshot::{Snapshot, SnapshotEntry, Summary};
 pub use tree::{Node, NodeKind, Tree};
 pub use verified::VerificationStatus;

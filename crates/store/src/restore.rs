@@ -1,19 +1,42 @@
 //! Restoring: to a directory, with every core writing file contents at
 //! their offsets, or as a tar stream. Every chunk is checked against its
 //! BLAKE3 id as it is read; a damaged chunk fails only the files that need it.
+//!
+//! A restore to a directory never follows a link it did not make: it opens
+//! the target once, then every directory with `openat(O_NOFOLLOW |
+//! O_DIRECTORY)` from its parent's descriptor, and does everything else
+//! relative to those descriptors: files are made with `O_CREAT | O_EXCL |
+//! O_NOFOLLOW` (whatever was in their place removed first, so a planted hard
+//! link is never written through), their metadata set on their own
+//! descriptors, links and nodes made with `symlinkat`, `linkat` and
+//! `mknodat`, and each directory's metadata set through its own descriptor
+//! at the end. Descriptors are not held for the whole restore (a snapshot
+//! may have more directories than a process may open files): a directory is
+//! opened again from the target, component by component, and must be the
+//! very directory (device and inode) the restore made or checked, so a
+//! directory swapped for a link or another directory mid-restore fails the
+//! entries under it and nothing is written elsewhere.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::thread;
 
-use filetime::FileTime;
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat};
+use nix::sys::stat::{
+    FchmodatFlags, FileStat, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, fstat, fstatat,
+    futimens, mkdirat, mknodat, utimensat,
+};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, symlinkat, unlinkat};
 
 use crate::ChunkId;
 use crate::backup::Progress;
@@ -24,6 +47,40 @@ use crate::tree::{Node, NodeKind};
 
 /// Files of more chunks than this are split among workers.
 const CHUNKS_PER_UNIT: usize = 16;
+
+/// What a restore keeps of what the snapshot recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Owners, setuid/setgid bits, device nodes and FIFOs as the snapshot
+    /// recorded them. Off (the default) for restores onto another host or
+    /// the controller: a compromised host's snapshot must not plant its
+    /// setuid-root binaries or device nodes elsewhere.
+    pub keep_privileges: bool,
+}
+
+/// What a restore did not restore as the snapshot recorded it, because
+/// [`RestoreOptions::keep_privileges`] was off (or, for owners, because the
+/// restore did not run as root).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Dropped {
+    /// Files (directories included) whose setuid/setgid bits were cleared.
+    pub setid: u64,
+    /// Character and block devices skipped.
+    pub devices: u64,
+    /// FIFOs skipped.
+    pub fifos: u64,
+    /// Owners were not restored, and some entry's recorded owner differs
+    /// from the user and group the restore ran as. Always false for a tar
+    /// stream, which carries the recorded owners for its reader to apply.
+    pub owners: bool,
+}
+
+impl Dropped {
+    /// Whether anything was dropped.
+    pub fn any(&self) -> bool {
+        self.setid > 0 || self.devices > 0 || self.fifos > 0 || self.owners
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct RestoreOutcome {
@@ -36,6 +93,32 @@ pub struct RestoreOutcome {
     /// the stream and the SHA-256 of its content, for checking what landed.
     /// Paths are raw bytes, as the stream names them.
     pub digests: Vec<(Vec<u8>, String)>,
+    /// What was not restored as recorded (see [`RestoreOptions`]).
+    pub dropped: Dropped,
+}
+
+/// The permission bits to restore `node` with, or `None` when it is not
+/// restored at all; counts what is dropped.
+fn admitted_mode(node: &Node, options: RestoreOptions, dropped: &mut Dropped) -> Option<u32> {
+    let mode = node.mode & 0o7777;
+    if options.keep_privileges {
+        return Some(mode);
+    }
+    match node.kind {
+        NodeKind::Chardev | NodeKind::Blockdev => {
+            dropped.devices += 1;
+            None
+        }
+        NodeKind::Fifo => {
+            dropped.fifos += 1;
+            None
+        }
+        NodeKind::File | NodeKind::Dir if mode & 0o6000 != 0 => {
+            dropped.setid += 1;
+            Some(mode & !0o6000)
+        }
+        _ => Some(mode),
+    }
 }
 
 impl Store {
@@ -58,6 +141,11 @@ impl Store {
 
     /// Restores `path` of a snapshot into the directory `target`: the whole
     /// snapshot lands with its full paths, a sub-path under its own name.
+    ///
+    /// `target` itself is created if missing and opened as named (links in
+    /// it followed: it is the technician's choice); below it, nothing is
+    /// followed. A directory of the snapshot that is a symbolic link at the
+    /// target is refused with everything under it.
     pub fn restore_to_dir(
         &self,
         snapshot: &SnapshotEntry,
@@ -65,20 +153,58 @@ impl Store {
         target: &Path,
         threads: usize,
         progress: &Progress,
+        options: RestoreOptions,
     ) -> Result<RestoreOutcome> {
         let node = self.node_at(snapshot, path)?;
         fs::create_dir_all(target).at("creating", target)?;
-        let mut plan = Plan::default();
+        let target_fd = openat(
+            AT_FDCWD,
+            target,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io::Error::from)
+        .at("opening", target)?;
+        let identity = fstat(&target_fd)
+            .map(identity_of)
+            .map_err(io::Error::from)
+            .at("reading", target)?;
+        let mut plan = Plan {
+            target: target_fd,
+            dirs: vec![PlannedDir {
+                parent: 0,
+                name: Vec::new(),
+                identity,
+                path: target.to_path_buf(),
+                meta: None,
+            }],
+            chown: options.keep_privileges && nix::unistd::geteuid().is_root(),
+            me: (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ),
+            options,
+            files: Vec::new(),
+            others: Vec::new(),
+            hard_links: Vec::new(),
+            first_names: HashMap::new(),
+            failed: Vec::new(),
+            failed_files: 0,
+            bytes: 0,
+            dropped: Dropped::default(),
+        };
+        let top = plan.target.try_clone().at("opening", target)?;
         if node.name.is_empty() {
-            self.plan_dir(&node, target, &mut plan)?;
+            self.plan_dir(&node, 0, top.as_fd(), &mut plan)?;
         } else {
-            self.plan_node(node, target, &mut plan)?;
+            self.plan_node(node, 0, top.as_fd(), &mut plan)?;
         }
+        drop(top);
         progress
             .files_total
             .store(plan.files.len() as u64, Ordering::Relaxed);
         progress.bytes_total.store(
-            plan.files.iter().map(|(_, n)| n.size).sum(),
+            plan.files.iter().map(|f| f.node.size).sum(),
             Ordering::Relaxed,
         );
         let threads = if threads == 0 {
@@ -86,60 +212,109 @@ impl Store {
         } else {
             threads
         };
+        #[cfg(test)]
+        swap::between_planning_and_writing();
         self.write_contents(&mut plan, threads, progress);
         finish_entries(&mut plan);
         Ok(RestoreOutcome {
             files: plan.files.len() as u64 - plan.failed_files,
-            dirs: plan.dirs.len() as u64,
+            dirs: plan.dirs.len() as u64 - 1,
             bytes: plan.bytes,
             failed: plan.failed,
             digests: Vec::new(),
+            dropped: plan.dropped,
         })
     }
 
-    fn plan_dir(&self, dir: &Node, at: &Path, plan: &mut Plan) -> Result<()> {
+    /// Plans the entries of `dir`, whose place is directory number `at`,
+    /// open as `fd`.
+    fn plan_dir(&self, dir: &Node, at: usize, fd: BorrowedFd, plan: &mut Plan) -> Result<()> {
         let Some(subtree) = dir.subtree else {
             return Ok(());
         };
         let tree = self.load_tree(subtree, &mut PackFiles::default())?;
         for node in tree.nodes {
-            self.plan_node(node, at, plan)?;
+            self.plan_node(node, at, fd, plan)?;
         }
         Ok(())
     }
 
-    fn plan_node(&self, node: Node, parent: &Path, plan: &mut Plan) -> Result<()> {
+    fn plan_node(
+        &self,
+        node: Node,
+        parent: usize,
+        parent_fd: BorrowedFd,
+        plan: &mut Plan,
+    ) -> Result<()> {
+        let parent_path = &plan.dirs[parent].path;
         if !node.has_safe_name() {
+            let shown = parent_path.join(String::from_utf8_lossy(&node.name).as_ref());
             plan.fail(
-                &parent.join(String::from_utf8_lossy(&node.name).as_ref()),
+                &shown,
                 StoreError::EscapingPath {
                     name: node.name_lossy(),
                 },
             );
             return Ok(());
         }
-        let path = parent.join(OsStr::from_bytes(&node.name));
+        let place = Place {
+            dir: parent,
+            path: parent_path.join(OsStr::from_bytes(&node.name)),
+            name: node.name.clone(),
+        };
+        if node.kind == NodeKind::File
+            && node.links > 1
+            && let Some(first) = plan.first_names.get(&(node.device, node.inode))
+        {
+            // Another name of a file already planned: linked once it is in.
+            plan.hard_links.push((place, first.clone()));
+            return Ok(());
+        }
+        let Some(mode) = admitted_mode(&node, plan.options, &mut plan.dropped) else {
+            return Ok(());
+        };
+        if node.kind == NodeKind::Socket {
+            // A socket belongs to the program that made it; nothing to restore.
+            return Ok(());
+        }
+        if !plan.chown && (node.uid, node.gid) != plan.me {
+            plan.dropped.owners = true;
+        }
         match node.kind {
             NodeKind::Dir => {
-                if let Err(err) = ensure_dir(&path) {
-                    plan.fail(&path, err);
-                    return Ok(());
-                }
-                self.plan_dir(&node, &path, plan)?;
-                plan.dirs.push((path, node));
-            }
-            NodeKind::File if node.links > 1 => {
-                let identity = (node.device, node.inode);
-                match plan.first_names.get(&identity) {
-                    Some(first) => plan.hard_links.push((path, first.clone())),
-                    None => {
-                        plan.first_names.insert(identity, path.clone());
-                        plan.files.push((path, node));
+                let fd = match enter_dir(parent_fd, &node.name) {
+                    Ok(fd) => fd,
+                    Err(err) => {
+                        plan.fail(&place.path, err);
+                        return Ok(());
                     }
-                }
+                };
+                let identity = match fstat(&fd) {
+                    Ok(stat) => identity_of(stat),
+                    Err(err) => {
+                        plan.fail(&place.path, io::Error::from(err));
+                        return Ok(());
+                    }
+                };
+                let index = plan.dirs.len();
+                plan.dirs.push(PlannedDir {
+                    parent,
+                    name: place.name,
+                    identity,
+                    path: place.path,
+                    meta: None,
+                });
+                self.plan_dir(&node, index, fd.as_fd(), plan)?;
+                plan.dirs[index].meta = Some((node, mode));
             }
-            NodeKind::File => plan.files.push((path, node)),
-            _ => plan.others.push((path, node)),
+            NodeKind::File => {
+                if node.links > 1 {
+                    plan.first_names
+                        .insert((node.device, node.inode), place.clone());
+                }
+                plan.files.push(PlannedFile::new(place, node, mode));
+            }
+            _ => plan.others.push((place, node, mode)),
         }
         Ok(())
     }
@@ -148,8 +323,9 @@ impl Store {
     /// large ones are cut into runs of chunks written at their offsets.
     fn write_contents(&self, plan: &mut Plan, threads: usize, progress: &Progress) {
         let mut units = Vec::new();
-        for (number, (path, node)) in plan.files.iter().enumerate() {
-            if node.content.len() <= CHUNKS_PER_UNIT {
+        let mut walker = Walker::new(&plan.target, &plan.dirs);
+        for (number, file) in plan.files.iter_mut().enumerate() {
+            if file.node.content.len() <= CHUNKS_PER_UNIT {
                 units.push(Unit {
                     file: number,
                     first: 0,
@@ -157,14 +333,25 @@ impl Store {
                 });
                 continue;
             }
-            if let Err(err) = create_file(path, node.size) {
-                plan.failed_files += 1;
-                plan.failed
-                    .push((path.display().to_string(), err.to_string()));
-                continue;
+            let made = walker.open(file.place.dir).and_then(|dir| {
+                let made = create_file(dir, &file.place.name, file.node.size)
+                    .at("creating", &file.place.path)?;
+                let stat = fstat(&made)
+                    .map_err(io::Error::from)
+                    .at("reading", &file.place.path)?;
+                Ok(identity_of(stat))
+            });
+            match made {
+                Ok(identity) => file.identity = Some(identity),
+                Err(err) => {
+                    plan.failed_files += 1;
+                    plan.failed
+                        .push((file.place.path.display().to_string(), err.to_string()));
+                    continue;
+                }
             }
             units.extend(
-                (0..node.content.len())
+                (0..file.node.content.len())
                     .step_by(CHUNKS_PER_UNIT)
                     .map(|first| Unit {
                         file: number,
@@ -173,20 +360,22 @@ impl Store {
                     }),
             );
         }
+        drop(walker);
         let next = Mutex::new(units.into_iter());
         let failures = Mutex::new(HashMap::<usize, String>::new());
         let bytes = std::sync::atomic::AtomicU64::new(0);
-        let files = &plan.files;
+        let (files, dirs, target, chown) = (&plan.files, &plan.dirs, &plan.target, plan.chown);
         thread::scope(|scope| {
             for _ in 0..threads {
                 scope.spawn(|| {
                     let mut packs = PackFiles::default();
+                    let mut walker = Walker::new(target, dirs);
                     loop {
                         let Some(unit) = next.lock().expect("not poisoned").next() else {
                             break;
                         };
-                        let (path, node) = &files[unit.file];
-                        match self.write_unit(&unit, path, node, &mut packs) {
+                        let file = &files[unit.file];
+                        match self.write_unit(&unit, file, &mut walker, &mut packs, chown) {
                             Ok(written) => {
                                 bytes.fetch_add(written, Ordering::Relaxed);
                                 progress.bytes_done.fetch_add(written, Ordering::Relaxed);
@@ -208,19 +397,29 @@ impl Store {
         });
         plan.bytes = bytes.into_inner();
         let failures = failures.into_inner().expect("not poisoned");
-        for (number, (path, node)) in plan.files.iter().enumerate() {
+        let mut walker = Walker::new(&plan.target, &plan.dirs);
+        for (number, file) in plan.files.iter().enumerate() {
+            let shown = || file.place.path.display().to_string();
             match failures.get(&number) {
                 Some(err) => {
                     plan.failed_files += 1;
-                    plan.failed.push((path.display().to_string(), err.clone()));
+                    plan.failed.push((shown(), err.clone()));
                 }
-                None if node.content.len() > CHUNKS_PER_UNIT => {
-                    if let Err(err) = set_metadata(path, node) {
-                        plan.failed
-                            .push((path.display().to_string(), err.to_string()));
+                None => {
+                    let Some(identity) = file.identity else {
+                        continue;
+                    };
+                    let done = walker
+                        .open(file.place.dir)
+                        .and_then(|dir| open_made(dir, &file.place, identity))
+                        .and_then(|made| {
+                            set_metadata(&made, &file.node, file.mode, plan.chown)
+                                .at("setting metadata of", &file.place.path)
+                        });
+                    if let Err(err) = done {
+                        plan.failed.push((shown(), err.to_string()));
                     }
                 }
-                None => {}
             }
         }
     }
@@ -228,14 +427,22 @@ impl Store {
     fn write_unit(
         &self,
         unit: &Unit,
-        path: &Path,
-        node: &Node,
+        file: &PlannedFile,
+        walker: &mut Walker,
         packs: &mut PackFiles,
+        chown: bool,
     ) -> Result<u64> {
-        let file = if unit.whole {
-            create_file(path, node.size)?
+        let (place, node) = (&file.place, &file.node);
+        let dir = walker.open(place.dir)?;
+        let out = if unit.whole {
+            create_file(dir, &place.name, node.size).at("creating", &place.path)?
         } else {
-            open_no_follow(path, false).at("opening", path)?
+            let identity = file.identity.ok_or_else(|| StoreError::Io {
+                action: "opening",
+                path: place.path.clone(),
+                error: io::Error::other("the file was never made"),
+            })?;
+            open_made(dir, place, identity)?
         };
         let chunks = &node.content[unit.first..];
         let chunks = &chunks[..chunks.len().min(CHUNKS_PER_UNIT)];
@@ -243,13 +450,12 @@ impl Store {
         let mut written = 0;
         for &id in chunks {
             let data = self.read_chunk(id, packs)?;
-            file.write_all_at(&data, offset).at("writing", path)?;
+            out.write_all_at(&data, offset).at("writing", &place.path)?;
             offset += data.len() as u64;
             written += data.len() as u64;
         }
         if unit.whole {
-            drop(file);
-            set_metadata(path, node).at("setting metadata of", path)?;
+            set_metadata(&out, node, file.mode, chown).at("setting metadata of", &place.path)?;
         }
         Ok(written)
     }
@@ -264,14 +470,18 @@ impl Store {
     }
 
     /// Restores `path` of a snapshot as a tar stream; sub-paths appear under
-    /// their own name, the whole snapshot with its full paths.
+    /// their own name, the whole snapshot with its full paths. Without
+    /// [`RestoreOptions::keep_privileges`], modes lose their setuid/setgid
+    /// bits and device nodes and FIFOs are left out of the stream; owners
+    /// are in it as recorded.
     pub fn restore_to_tar(
         &self,
         snapshot: &SnapshotEntry,
         path: &str,
         out: impl Write,
+        options: RestoreOptions,
     ) -> Result<RestoreOutcome> {
-        self.tar_of(snapshot, path, out, false)
+        self.tar_of(snapshot, path, out, false, options)
     }
 
     /// As [`Store::restore_to_tar`], with the SHA-256 of every regular
@@ -281,8 +491,9 @@ impl Store {
         snapshot: &SnapshotEntry,
         path: &str,
         out: impl Write,
+        options: RestoreOptions,
     ) -> Result<RestoreOutcome> {
-        self.tar_of(snapshot, path, out, true)
+        self.tar_of(snapshot, path, out, true, options)
     }
 
     fn tar_of(
@@ -291,6 +502,7 @@ impl Store {
         path: &str,
         out: impl Write,
         hashed: bool,
+        options: RestoreOptions,
     ) -> Result<RestoreOutcome> {
         let node = self.node_at(snapshot, path)?;
         let mut builder = tar::Builder::new(out);
@@ -303,6 +515,7 @@ impl Store {
             first_names: HashMap::new(),
             outcome: &mut outcome,
             hashed,
+            options,
         };
         if node.name.is_empty() {
             tar.dir_entries(&node, Path::new(""))?;
@@ -336,16 +549,71 @@ fn root_node(tree: ChunkId) -> Node {
     }
 }
 
-#[derive(Default)]
+/// A directory's device and inode: what it is, whatever its name.
+fn identity_of(stat: FileStat) -> (u64, u64) {
+    (stat.st_dev, stat.st_ino)
+}
+
+/// Where an entry goes: a name in a planned directory; `path` is for
+/// messages only, never opened.
+#[derive(Debug, Clone)]
+struct Place {
+    dir: usize,
+    name: Vec<u8>,
+    path: PathBuf,
+}
+
+/// A directory the restore made or checked.
+struct PlannedDir {
+    /// The directory it is in (the target, number 0, is its own parent).
+    parent: usize,
+    name: Vec<u8>,
+    /// Device and inode when it was made or checked.
+    identity: (u64, u64),
+    path: PathBuf,
+    /// Its node and mode, set once everything under it is planned; `None`
+    /// for the target, whose metadata is not the snapshot's.
+    meta: Option<(Node, u32)>,
+}
+
+struct PlannedFile {
+    place: Place,
+    node: Node,
+    mode: u32,
+    /// Device and inode of a file written in several units, once made.
+    identity: Option<(u64, u64)>,
+}
+
+impl PlannedFile {
+    fn new(place: Place, node: Node, mode: u32) -> Self {
+        Self {
+            place,
+            node,
+            mode,
+            identity: None,
+        }
+    }
+}
+
 struct Plan {
-    dirs: Vec<(PathBuf, Node)>,
-    files: Vec<(PathBuf, Node)>,
-    others: Vec<(PathBuf, Node)>,
-    hard_links: Vec<(PathBuf, PathBuf)>,
-    first_names: HashMap<(u64, u64), PathBuf>,
+    /// The target directory, open for the whole restore.
+    target: OwnedFd,
+    /// Every directory in the order planned, parents before children; the
+    /// target is number 0.
+    dirs: Vec<PlannedDir>,
+    files: Vec<PlannedFile>,
+    others: Vec<(Place, Node, u32)>,
+    hard_links: Vec<(Place, Place)>,
+    first_names: HashMap<(u64, u64), Place>,
     failed: Vec<(String, String)>,
     failed_files: u64,
     bytes: u64,
+    options: RestoreOptions,
+    /// Whether owners are restored: with keep_privileges, as root.
+    chown: bool,
+    /// The user and group the restore runs as.
+    me: (u32, u32),
+    dropped: Dropped,
 }
 
 impl Plan {
@@ -361,116 +629,317 @@ struct Unit {
     whole: bool,
 }
 
-/// Symlinks, devices and hard links once contents are in; directory
-/// metadata last, deepest first, so writing into them does not undo it.
-fn finish_entries(plan: &mut Plan) {
-    for (path, node) in std::mem::take(&mut plan.others) {
-        if let Err(err) = make_special(&path, &node) {
-            plan.fail(&path, err);
+/// Opens planned directories again from the target, one component at a
+/// time without following links, each checked to be the directory that
+/// was planned; keeps the last chain open, as consecutive entries mostly
+/// share their directory.
+struct Walker<'a> {
+    target: &'a OwnedFd,
+    dirs: &'a [PlannedDir],
+    chain: Vec<(usize, OwnedFd)>,
+}
+
+impl<'a> Walker<'a> {
+    fn new(target: &'a OwnedFd, dirs: &'a [PlannedDir]) -> Self {
+        Self {
+            target,
+            dirs,
+            chain: Vec::new(),
         }
     }
-    for (path, first) in std::mem::take(&mut plan.hard_links) {
-        let made = clear(&path).and_then(|()| fs::hard_link(&first, &path));
-        if let Err(err) = made {
-            plan.fail(&path, err);
+
+    /// Directory number `index`, open.
+    fn open(&mut self, index: usize) -> Result<BorrowedFd<'_>> {
+        let mut wanted = Vec::new();
+        let mut at = index;
+        while at != 0 {
+            wanted.push(at);
+            at = self.dirs[at].parent;
         }
-    }
-    for (path, node) in plan.dirs.iter().rev() {
-        if let Err(err) = set_metadata(path, node) {
-            plan.failed
-                .push((path.display().to_string(), err.to_string()));
+        wanted.reverse();
+        let kept = self
+            .chain
+            .iter()
+            .zip(&wanted)
+            .take_while(|((open, _), want)| open == *want)
+            .count();
+        self.chain.truncate(kept);
+        for &number in &wanted[kept..] {
+            let dir = &self.dirs[number];
+            let parent = self
+                .chain
+                .last()
+                .map_or(self.target.as_fd(), |(_, fd)| fd.as_fd());
+            let fd = reopen_dir(parent, dir).at("opening", &dir.path)?;
+            self.chain.push((number, fd));
         }
+        Ok(self
+            .chain
+            .last()
+            .map_or(self.target.as_fd(), |(_, fd)| fd.as_fd()))
     }
 }
 
-/// Makes `path` a directory, replacing a file or symlink found there, so a
-/// symlink planted in the target cannot redirect the restore elsewhere.
-fn ensure_dir(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => Ok(()),
+fn not_the_planned_directory() -> io::Error {
+    io::Error::other(
+        "not the directory the restore made or checked (replaced by a link or \
+         something else during the restore); nothing is written through it",
+    )
+}
+
+/// `dir` under `parent` as planned: never through a link, and the same
+/// directory (device and inode) as when it was made or checked.
+fn reopen_dir(parent: BorrowedFd, dir: &PlannedDir) -> io::Result<OwnedFd> {
+    let fd = open_dir_at(parent, &dir.name).map_err(|err| match err {
+        Errno::ELOOP | Errno::ENOTDIR => not_the_planned_directory(),
+        other => other.into(),
+    })?;
+    if identity_of(fstat(&fd)?) != dir.identity {
+        return Err(not_the_planned_directory());
+    }
+    Ok(fd)
+}
+
+fn open_dir_at(parent: BorrowedFd, name: &[u8]) -> nix::Result<OwnedFd> {
+    openat(
+        parent,
+        OsStr::from_bytes(name),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+fn is_kind(stat: &FileStat, kind: SFlag) -> bool {
+    SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) == kind
+}
+
+/// Makes `name` under `parent` a directory and opens it: an existing
+/// directory is used, a symbolic link is refused, anything else is
+/// replaced. A new directory is private (0700) until its own metadata is
+/// set at the end of the restore.
+fn enter_dir(parent: BorrowedFd, name: &[u8]) -> io::Result<OwnedFd> {
+    let name_os = OsStr::from_bytes(name);
+    match fstatat(parent, name_os, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(stat) if is_kind(&stat, SFlag::S_IFDIR) => {}
+        Ok(stat) if is_kind(&stat, SFlag::S_IFLNK) => {
+            return Err(io::Error::other(
+                "a symbolic link where the snapshot has a directory; nothing was \
+                 written under it, because a restore never writes through a link; \
+                 remove the link or restore to another directory",
+            ));
+        }
         Ok(_) => {
-            fs::remove_file(path)?;
-            fs::create_dir(path)
+            unlinkat(parent, name_os, UnlinkatFlags::NoRemoveDir)?;
+            mkdirat(parent, name_os, Mode::S_IRWXU)?;
         }
-        Err(err) if err.kind() == io::ErrorKind::NotFound => fs::create_dir(path),
-        Err(err) => Err(err),
+        Err(Errno::ENOENT) => mkdirat(parent, name_os, Mode::S_IRWXU)?,
+        Err(err) => return Err(err.into()),
     }
+    open_dir_at(parent, name).map_err(|err| match err {
+        Errno::ELOOP | Errno::ENOTDIR => not_the_planned_directory(),
+        other => other.into(),
+    })
 }
 
-/// Removes a non-directory at `path`; a directory there is an error.
-fn clear(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => Err(io::Error::new(
+/// Symlinks, devices and hard links once contents are in; directory
+/// metadata last, children before their parents, so writing into a
+/// directory does not undo its times and a parent's mode does not keep
+/// its children from being reached.
+fn finish_entries(plan: &mut Plan) {
+    let mut walker = Walker::new(&plan.target, &plan.dirs);
+    let mut failed = Vec::new();
+    for (place, node, mode) in std::mem::take(&mut plan.others) {
+        let made = walker.open(place.dir).and_then(|dir| {
+            make_special(dir, &place.name, &node, mode, plan.chown).at("making", &place.path)
+        });
+        if let Err(err) = made {
+            failed.push((place.path.display().to_string(), err.to_string()));
+        }
+    }
+    let mut firsts = Walker::new(&plan.target, &plan.dirs);
+    for (place, first) in std::mem::take(&mut plan.hard_links) {
+        let made = firsts.open(first.dir).and_then(|from| {
+            let into = walker.open(place.dir)?;
+            clear(into, &place.name)
+                .and_then(|()| {
+                    linkat(
+                        from,
+                        OsStr::from_bytes(&first.name),
+                        into,
+                        OsStr::from_bytes(&place.name),
+                        AtFlags::empty(),
+                    )
+                    .map_err(io::Error::from)
+                })
+                .at("linking", &place.path)
+        });
+        if let Err(err) = made {
+            failed.push((place.path.display().to_string(), err.to_string()));
+        }
+    }
+    for (number, dir) in plan.dirs.iter().enumerate().rev() {
+        let Some((node, mode)) = &dir.meta else {
+            continue;
+        };
+        let done = walker.open(number).and_then(|fd| {
+            set_metadata(fd, node, *mode, plan.chown).at("setting metadata of", &dir.path)
+        });
+        if let Err(err) = done {
+            failed.push((dir.path.display().to_string(), err.to_string()));
+        }
+    }
+    drop((walker, firsts));
+    plan.failed.extend(failed);
+}
+
+/// Removes a non-directory `name` under `dir`; a directory there is an
+/// error, nothing there is fine.
+fn clear(dir: BorrowedFd, name: &[u8]) -> io::Result<()> {
+    match unlinkat(dir, OsStr::from_bytes(name), UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(Errno::EISDIR) => Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             "a directory is in the way",
         )),
-        Ok(_) => fs::remove_file(path),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(err),
+        Err(err) => Err(err.into()),
     }
 }
 
-fn open_no_follow(path: &Path, create: bool) -> io::Result<fs::File> {
-    OpenOptions::new()
-        .write(true)
-        .create(create)
-        .truncate(create)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)
-}
-
-fn create_file(path: &Path, size: u64) -> Result<fs::File> {
-    if let Ok(meta) = fs::symlink_metadata(path)
-        && !meta.is_file()
-    {
-        clear(path).at("replacing", path)?;
-    }
-    let file = open_no_follow(path, true).at("creating", path)?;
-    file.set_len(size).at("sizing", path)?;
+/// A new file `name` under `dir`, of `size` bytes, private until its
+/// metadata is set: whatever was there is removed first and the file made
+/// with `O_EXCL`, so neither a link nor another name of someone else's file
+/// is ever written through.
+fn create_file(dir: BorrowedFd, name: &[u8], size: u64) -> io::Result<File> {
+    clear(dir, name)?;
+    let fd = openat(
+        dir,
+        OsStr::from_bytes(name),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::S_IRUSR | Mode::S_IWUSR,
+    )?;
+    let file = File::from(fd);
+    file.set_len(size)?;
     Ok(file)
 }
 
-fn make_special(path: &Path, node: &Node) -> io::Result<()> {
-    clear(path)?;
-    match node.kind {
+/// The file this restore made at `place` (device and inode as made), open
+/// for writing.
+fn open_made(dir: BorrowedFd, place: &Place, identity: (u64, u64)) -> Result<File> {
+    let opened = openat(
+        dir,
+        OsStr::from_bytes(&place.name),
+        OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)
+    .and_then(|fd| {
+        let file = File::from(fd);
+        if identity_of(fstat(&file)?) == identity {
+            Ok(file)
+        } else {
+            Err(io::Error::other(
+                "not the file the restore made (replaced during the restore)",
+            ))
+        }
+    });
+    opened.at("opening", &place.path)
+}
+
+fn mtime_of(node: &Node) -> TimeSpec {
+    TimeSpec::new(
+        node.mtime_ns.div_euclid(1_000_000_000),
+        node.mtime_ns.rem_euclid(1_000_000_000),
+    )
+}
+
+/// Owner (when `chown`), mode and times of an open file or directory;
+/// owner first, as chown clears setuid bits.
+fn set_metadata(fd: impl AsFd, node: &Node, mode: u32, chown: bool) -> io::Result<()> {
+    let fd = fd.as_fd();
+    if chown {
+        fchown(
+            fd,
+            Some(Uid::from_raw(node.uid)),
+            Some(Gid::from_raw(node.gid)),
+        )?;
+    }
+    fchmod(fd, Mode::from_bits_truncate(mode))?;
+    let mtime = mtime_of(node);
+    futimens(fd, &mtime, &mtime)?;
+    Ok(())
+}
+
+/// A symlink, device node or FIFO `name` under `dir`, with its metadata.
+/// The entry made is opened as a path (`O_PATH | O_NOFOLLOW`: nothing is
+/// followed, no device opened) and checked to be of the kind made, and its
+/// owner and mode are set through that descriptor, so an entry swapped in
+/// meanwhile is never changed.
+fn make_special(
+    dir: BorrowedFd,
+    name: &[u8],
+    node: &Node,
+    mode: u32,
+    chown: bool,
+) -> io::Result<()> {
+    let name_os = OsStr::from_bytes(name);
+    clear(dir, name)?;
+    let kind = match node.kind {
         NodeKind::Symlink => {
             let target = node.target.clone().unwrap_or_default();
-            std::os::unix::fs::symlink(OsStr::from_bytes(&target), path)?;
+            symlinkat(OsStr::from_bytes(&target), dir, name_os)?;
+            SFlag::S_IFLNK
         }
         NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
             let kind = match node.kind {
-                NodeKind::Fifo => nix::sys::stat::SFlag::S_IFIFO,
-                NodeKind::Chardev => nix::sys::stat::SFlag::S_IFCHR,
-                _ => nix::sys::stat::SFlag::S_IFBLK,
+                NodeKind::Fifo => SFlag::S_IFIFO,
+                NodeKind::Chardev => SFlag::S_IFCHR,
+                _ => SFlag::S_IFBLK,
             };
-            let mode = nix::sys::stat::Mode::from_bits_truncate(node.mode);
-            nix::sys::stat::mknod(path, kind, mode, node.rdev.unwrap_or(0))?;
+            // Owner-only until its owner is set; its mode is set after.
+            let private = Mode::from_bits_truncate(mode & 0o700);
+            mknodat(dir, name_os, kind, private, node.rdev.unwrap_or(0))?;
+            kind
         }
-        // A socket belongs to the program that made it; nothing to restore.
-        NodeKind::Socket => return Ok(()),
-        NodeKind::File | NodeKind::Dir => unreachable!("planned elsewhere"),
-    }
-    set_metadata(path, node)
-}
-
-/// Ownership (when running as root), mode and mtime; ownership first, as
-/// chown clears setuid bits.
-fn set_metadata(path: &Path, node: &Node) -> io::Result<()> {
-    let mtime = FileTime::from_unix_time(
-        node.mtime_ns.div_euclid(1_000_000_000),
-        node.mtime_ns.rem_euclid(1_000_000_000) as u32,
-    );
-    if nix::unistd::geteuid().is_root() {
-        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
-    }
-    if node.kind == NodeKind::Symlink {
-        return filetime::set_symlink_file_times(path, mtime, mtime);
-    }
-    fs::set_permissions(
-        path,
-        std::os::unix::fs::PermissionsExt::from_mode(node.mode),
+        NodeKind::Socket | NodeKind::File | NodeKind::Dir => unreachable!("planned elsewhere"),
+    };
+    let made = openat(
+        dir,
+        name_os,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
     )?;
-    filetime::set_file_times(path, mtime, mtime)
+    if !is_kind(&fstat(&made)?, kind) {
+        return Err(io::Error::other("replaced while the restore made it"));
+    }
+    if chown {
+        fchownat(
+            &made,
+            "",
+            Some(Uid::from_raw(node.uid)),
+            Some(Gid::from_raw(node.gid)),
+            AtFlags::AT_EMPTY_PATH,
+        )?;
+    }
+    // The descriptor's own name in /proc reaches exactly the entry made
+    // (a symlink's times are its own, never its target's).
+    let itself = format!("/proc/self/fd/{}", made.as_raw_fd());
+    let mtime = mtime_of(node);
+    if kind != SFlag::S_IFLNK {
+        fchmodat(
+            AT_FDCWD,
+            itself.as_str(),
+            Mode::from_bits_truncate(mode),
+            FchmodatFlags::FollowSymlink,
+        )?;
+    }
+    utimensat(
+        AT_FDCWD,
+        itself.as_str(),
+        &mtime,
+        &mtime,
+        UtimensatFlags::FollowSymlink,
+    )?;
+    Ok(())
 }
 
 struct TarWriter<'a, W: Write> {
@@ -480,6 +949,7 @@ struct TarWriter<'a, W: Write> {
     first_names: HashMap<(u64, u64), PathBuf>,
     outcome: &'a mut RestoreOutcome,
     hashed: bool,
+    options: RestoreOptions,
 }
 
 impl<W: Write> TarWriter<'_, W> {
@@ -506,8 +976,20 @@ impl<W: Write> TarWriter<'_, W> {
             return Ok(());
         }
         let path = parent.join(OsStr::from_bytes(&node.name));
+        // A second name of a file is what its first was: counted once.
+        let second_name = node.kind == NodeKind::File
+            && node.links > 1
+            && self.first_names.contains_key(&(node.device, node.inode));
+        let mode = if second_name {
+            admitted_mode(node, self.options, &mut Dropped::default())
+        } else {
+            admitted_mode(node, self.options, &mut self.outcome.dropped)
+        };
+        let Some(mode) = mode else {
+            return Ok(());
+        };
         let mut header = tar::Header::new_gnu();
-        header.set_mode(node.mode);
+        header.set_mode(mode);
         header.set_uid(node.uid.into());
         header.set_gid(node.gid.into());
         header.set_mtime(node.mtime_ns.div_euclid(1_000_000_000).max(0) as u64);
@@ -673,7 +1155,14 @@ mod crafted {
         let (store, snapshot) = crafted_store(&work.path().join("store"));
         let target = work.path().join("target");
         let outcome = store
-            .restore_to_dir(&snapshot, "/", &target, 1, &Progress::default())
+            .restore_to_dir(
+                &snapshot,
+                "/",
+                &target,
+                1,
+                &Progress::default(),
+                RestoreOptions::default(),
+            )
             .expect("restore");
         assert_eq!(outcome.failed.len(), 3, "{:?}", outcome.failed);
         assert!(
@@ -691,7 +1180,7 @@ mod crafted {
 
         let mut tar = Vec::new();
         let outcome = store
-            .restore_to_tar_hashed(&snapshot, "/", &mut tar)
+            .restore_to_tar_hashed(&snapshot, "/", &mut tar, RestoreOptions::default())
             .expect("tar");
         assert_eq!(outcome.failed.len(), 3);
         let names: Vec<String> = tar::Archive::new(&tar[..])
@@ -710,6 +1199,210 @@ mod crafted {
             outcome.digests.len(),
             1,
             "only the file that is written is hashed"
+        );
+    }
+}
+
+#[cfg(test)]
+mod swap {
+    //! A restore whose directory is swapped for a symbolic link to a
+    //! directory outside the target between planning and writing, as a
+    //! user who can write into the target could. The swap happens in a
+    //! deterministic test-only hook (`#[cfg(test)]`), run on the restoring
+    //! thread after the plan is made and before any content is written.
+
+    use std::cell::RefCell;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+
+    use super::*;
+    use crate::backup::BackupOptions;
+    use crate::config::{ChunkerConfig, DEFAULT_CHUNKER, StoreConfig};
+
+    thread_local! {
+        static HOOK: RefCell<Option<Box<dyn FnOnce()>>> = RefCell::new(None);
+    }
+
+    /// Runs (once) what the test on this thread set up, if anything.
+    pub(super) fn between_planning_and_writing() {
+        if let Some(hook) = HOOK.with(|h| h.borrow_mut().take()) {
+            hook();
+        }
+    }
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// A store holding one backup of `site/` under `work`: a directory
+    /// `conf.d` with a small file, a file written in several units and a
+    /// subdirectory, and `index.html` beside it.
+    fn site_backup(work: &Path) -> (Store, SnapshotEntry, PathBuf) {
+        let source = work.join("site");
+        let conf = source.join("conf.d");
+        fs::create_dir_all(conf.join("sub")).expect("mkdir");
+        fs::write(conf.join("app.conf"), "listen 80;\n").expect("write");
+        // Many small chunks: written as several units at offsets.
+        fs::write(conf.join("big.bin"), noise(300_000, 1)).expect("write");
+        fs::write(conf.join("sub/deep.txt"), "deep").expect("write");
+        fs::write(source.join("index.html"), "hi").expect("write");
+        fs::set_permissions(&conf, fs::Permissions::from_mode(0o777)).expect("chmod");
+        fs::set_permissions(conf.join("app.conf"), fs::Permissions::from_mode(0o666))
+            .expect("chmod");
+
+        let mut config = StoreConfig::new(String::new());
+        config.encryption = crate::config::Encryption::None;
+        config.chunker = ChunkerConfig {
+            min_size: 1024,
+            avg_size: 4096,
+            max_size: 16384,
+            ..DEFAULT_CHUNKER
+        };
+        let mut store = Store::init(&work.join("store"), config, None).expect("init");
+        let options = BackupOptions {
+            host: "localhost".into(),
+            ..BackupOptions::default()
+        };
+        let snapshot = store
+            .backup_paths(
+                std::slice::from_ref(&source),
+                &options,
+                &Progress::default(),
+            )
+            .expect("backup")
+            .snapshot;
+        (store, snapshot, source)
+    }
+
+    #[test]
+    fn a_directory_swapped_for_another_mid_restore_is_not_written_into() {
+        let work = tempfile::tempdir().expect("tempdir");
+        let (store, snapshot, source) = site_backup(work.path());
+        let target = work.path().join("target");
+        let planned = target.join("site/conf.d");
+        let moved = target.join("moved");
+        let (from, to) = (planned.clone(), moved.clone());
+        HOOK.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                fs::rename(&from, &to).expect("move");
+                fs::create_dir(&from).expect("mkdir");
+            }));
+        });
+        let outcome = store
+            .restore_to_dir(
+                &snapshot,
+                &source.display().to_string(),
+                &target,
+                2,
+                &Progress::default(),
+                RestoreOptions::default(),
+            )
+            .expect("restore");
+        assert_eq!(fs::read_dir(&planned).expect("there").count(), 0);
+        assert!(
+            outcome
+                .failed
+                .iter()
+                .all(|(p, why)| p.contains("site/conf.d")
+                    && why.contains("not the directory the restore made or checked")),
+            "{:?}",
+            outcome.failed
+        );
+        assert_eq!(outcome.failed.len(), 5, "{:?}", outcome.failed);
+        assert_eq!(
+            fs::read(target.join("site/index.html")).expect("restored"),
+            b"hi"
+        );
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_link_mid_restore_sends_nothing_outside() {
+        let work = tempfile::tempdir().expect("tempdir");
+        let (store, snapshot, source) = site_backup(work.path());
+
+        // Outside the target: a directory with files of the same names.
+        let outside = work.path().join("outside");
+        fs::create_dir_all(&outside).expect("mkdir");
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o700)).expect("chmod");
+        for name in ["app.conf", "big.bin"] {
+            fs::write(outside.join(name), "untouched").expect("write");
+            fs::set_permissions(outside.join(name), fs::Permissions::from_mode(0o600))
+                .expect("chmod");
+        }
+        let before = |path: &Path| {
+            let meta = fs::symlink_metadata(path).expect("there");
+            (meta.mode(), meta.mtime(), meta.mtime_nsec(), meta.len())
+        };
+        let was = [
+            before(&outside),
+            before(&outside.join("app.conf")),
+            before(&outside.join("big.bin")),
+        ];
+
+        let target = work.path().join("target");
+        let planned = target.join("site/conf.d");
+        let link_to = outside.clone();
+        HOOK.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                assert!(planned.is_dir(), "planning made the directory");
+                fs::remove_dir_all(&planned).expect("rm");
+                symlink(&link_to, &planned).expect("symlink");
+            }));
+        });
+        let outcome = store
+            .restore_to_dir(
+                &snapshot,
+                &source.display().to_string(),
+                &target,
+                2,
+                &Progress::default(),
+                RestoreOptions::default(),
+            )
+            .expect("restore");
+
+        let now = [
+            before(&outside),
+            before(&outside.join("app.conf")),
+            before(&outside.join("big.bin")),
+        ];
+        let mut left: Vec<String> = fs::read_dir(&outside)
+            .expect("outside")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["app.conf", "big.bin"], "nothing new outside");
+        assert_eq!(now, was, "nothing outside written or chmod'ed");
+        assert_eq!(
+            fs::read(outside.join("app.conf")).expect("read"),
+            b"untouched"
+        );
+        assert_eq!(
+            fs::read(outside.join("big.bin")).expect("read"),
+            b"untouched"
+        );
+        assert!(
+            fs::symlink_metadata(target.join("site/conf.d"))
+                .expect("there")
+                .file_type()
+                .is_symlink(),
+            "the link is left for the technician to see"
+        );
+        assert_eq!(
+            fs::read(target.join("site/index.html")).expect("restored"),
+            b"hi"
+        );
+        let failed: Vec<&str> = outcome.failed.iter().map(|(p, _)| p.as_str()).collect();
+        assert!(
+            !failed.is_empty() && failed.iter().all(|p| p.contains("site/conf.d")),
+            "{:?}",
+            outcome.failed
         );
     }
 }

@@ -20,7 +20,9 @@ use std::sync::atomic::Ordering;
 use anyhow::Context;
 use indicatif::HumanBytes;
 use nightshift_engine::reach::{connect, reach};
-use nightshift_store::{LockKind, NodeKind, PackFiles, Progress, SnapshotEntry, Store};
+use nightshift_store::{
+    Dropped, LockKind, NodeKind, PackFiles, Progress, RestoreOptions, SnapshotEntry, Store,
+};
 use nightshift_transport::{Command, Host, shell_quote};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -75,7 +77,12 @@ pub fn remote(
         Some(target) => target,
         None => in_place(&snapshot, path, args)?,
     };
-    let entries = listing(&store, &snapshot, path)?;
+    // Owners, setuid/setgid bits and special files as recorded only back on
+    // the snapshot's own host, unless asked for.
+    let options = RestoreOptions {
+        keep_privileges: args.keep_privileges || target.host == snapshot.snapshot.host,
+    };
+    let entries = listing(&store, &snapshot, path, options)?;
     let progress = Progress::default();
     progress.bytes_total.store(
         entries.iter().filter(|e| e.file).map(|e| e.size).sum(),
@@ -92,6 +99,7 @@ pub fn remote(
         target: &target,
         args,
         progress: &progress,
+        options,
     };
     let outcome = with_progress(&progress, "restoring", || {
         runtime.block_on(async {
@@ -125,7 +133,14 @@ pub fn remote(
         return Ok(ExitCode::SUCCESS);
     }
     record(settings, &snapshot, path, &target, &operator, &outcome);
-    report(&snapshot, path, &target, &outcome, args.json)?;
+    report(
+        &snapshot,
+        path,
+        &target,
+        &outcome,
+        args.json,
+        options.keep_privileges,
+    )?;
     Ok(if outcome.ok() {
         ExitCode::SUCCESS
     } else {
@@ -175,6 +190,7 @@ pub(crate) fn listing(
     store: &Store,
     snapshot: &SnapshotEntry,
     path: &str,
+    options: RestoreOptions,
 ) -> anyhow::Result<Vec<Entry>> {
     let top = store.node_at(snapshot, path)?;
     let mut packs = PackFiles::default();
@@ -188,7 +204,7 @@ pub(crate) fn listing(
     while let Some((parent, at, node)) = stack.pop() {
         let here = if at.is_empty() {
             None
-        } else if !in_stream(&node) {
+        } else if !in_stream(&node, options) {
             continue;
         } else {
             out.push(Entry {
@@ -216,9 +232,14 @@ pub(crate) fn listing(
 }
 
 /// Whether the store's tar stream holds this entry: not one whose name
-/// would escape, and not a socket.
-fn in_stream(node: &nightshift_store::Node) -> bool {
-    node.has_safe_name() && node.kind != NodeKind::Socket
+/// would escape, not a socket, and no device node or FIFO unless they are
+/// kept.
+fn in_stream(node: &nightshift_store::Node, options: RestoreOptions) -> bool {
+    let special = matches!(
+        node.kind,
+        NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev
+    );
+    node.has_safe_name() && node.kind != NodeKind::Socket && (options.keep_privileges || !special)
 }
 
 /// Files and links the restore would write that exist at the target.
@@ -320,6 +341,8 @@ pub(crate) struct Landed {
     verified: u64,
     /// Files whose hash on the host differs, or that are missing there.
     differ: Vec<String>,
+    /// What was not restored as the snapshot recorded it.
+    dropped: Dropped,
     error: Option<String>,
 }
 
@@ -356,6 +379,7 @@ struct Job<'a> {
     target: &'a Destination,
     args: &'a RestoreArgs,
     progress: &'a Progress,
+    options: RestoreOptions,
 }
 
 impl Job<'_> {
@@ -466,17 +490,18 @@ impl Job<'_> {
         );
         let mut writing = host.write_stream(&command(untar, args.become_root)).await?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
-        let (store, snapshot, path) = (
+        let (store, snapshot, path, options) = (
             self.store.clone(),
             self.snapshot.clone(),
             self.path.to_string(),
+            self.options,
         );
         let producer = tokio::task::spawn_blocking(move || {
             let sink = Sender {
                 tx,
                 buf: Vec::with_capacity(1 << 20),
             };
-            store.restore_to_tar_hashed(&snapshot, &path, sink)
+            store.restore_to_tar_hashed(&snapshot, &path, sink, options)
         });
         let mut sent = Ok(());
         while let Some(buf) = rx.recv().await {
@@ -501,12 +526,16 @@ impl Job<'_> {
             out.stderr.text().trim()
         );
         sent.context("the stream to the host broke")?;
-        let made = made?;
+        let mut made = made?;
+        // The stream keeps owners in its headers; `tar` as root restores
+        // them unless told not to, which it is when they are dropped.
+        made.dropped.owners = !options.keep_privileges && args.become_root;
         Ok(Landed {
             files: made.files,
             bytes: made.bytes,
             failed: made.failed,
             digests: made.digests,
+            dropped: made.dropped,
             ..Landed::default()
         })
     }
@@ -522,10 +551,8 @@ impl Job<'_> {
             .await;
     }
 
-    /// Owners, setuid/setgid bits and special files as the snapshot has
-    /// them: on the snapshot's own host, or when asked for.
     fn keep_privileges(&self) -> bool {
-        self.target.host == self.snapshot.snapshot.host
+        self.options.keep_privileges
     }
 }
 
@@ -643,6 +670,7 @@ fn report(
     target: &Destination,
     landed: &Landed,
     json: bool,
+    keep_privileges: bool,
 ) -> anyhow::Result<()> {
     for (entry, error) in &landed.failed {
         eprintln!("error: {entry}: {error}");
@@ -660,6 +688,7 @@ fn report(
             "verified": landed.verified,
             "differ": landed.differ,
             "failed": landed.failed.iter().map(|(p, e)| json!({"path": p, "error": e})).collect::<Vec<_>>(),
+            "dropped": landed.dropped,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
@@ -687,5 +716,8 @@ fn report(
         target.host,
         target.dir
     );
+    if let Some(dropped) = crate::backup::dropped_line(&landed.dropped, keep_privileges) {
+        println!("{dropped}");
+    }
     Ok(())
 }

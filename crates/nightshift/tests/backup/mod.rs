@@ -609,3 +609,154 @@ fn a_local_restore_keeps_existing_files_unless_told_to_overwrite() {
         "listen 80;\n"
     );
 }
+
+/// Whether this test may make device nodes; outside CI, a test not run as
+/// root says what it skips. CI (`CI=true`) runs the tests as root, so there
+/// not being root fails.
+fn root_or_note(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI runs the tests as root: {what} needs it"
+    );
+    eprintln!("note: not root, so {what} is not tested");
+    false
+}
+
+#[test]
+fn a_restore_to_the_controller_drops_setuid_bits_and_device_nodes_unless_kept() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let work = tempfile::tempdir().expect("tempdir");
+    let data = work.path().join("data");
+    let source = work.path().join("site");
+    fs::create_dir_all(&source).expect("mkdir");
+    fs::write(source.join("helper"), "#!/bin/sh\n").expect("write");
+    fs::set_permissions(source.join("helper"), fs::Permissions::from_mode(0o4755)).expect("chmod");
+    let root = root_or_note("a device node in a restore");
+    if root {
+        nix::sys::stat::mknod(
+            &source.join("null"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .expect("mknod");
+    }
+    let src = source.to_str().expect("utf-8");
+    json(&ns(&data, &["backup", src, "--json"]));
+    let what = format!("latest:{src}");
+
+    let plain = work.path().join("plain");
+    let out = ns(
+        &data,
+        &["restore", &what, "--to", plain.to_str().expect("utf-8")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = if root {
+        "dropped: setuid/setgid bits of 1 file, 1 device node (use --keep-privileges to keep them)\n"
+    } else {
+        "dropped: setuid/setgid bits of 1 file (use --keep-privileges to keep them)\n"
+    };
+    assert!(stdout(&out).ends_with(said), "{}", stdout(&out));
+    let mode = fs::metadata(plain.join("site/helper"))
+        .expect("restored")
+        .mode();
+    assert_eq!(mode & 0o7777, 0o755, "no setuid bit");
+    assert!(
+        fs::symlink_metadata(plain.join("site/null")).is_err(),
+        "no device node"
+    );
+    let again = work.path().join("again");
+    let summary = json(&ns(
+        &data,
+        &[
+            "restore",
+            &what,
+            "--to",
+            again.to_str().expect("utf-8"),
+            "--json",
+        ],
+    ));
+    assert_eq!(summary["dropped"]["setid"], 1, "{summary}");
+    assert_eq!(summary["dropped"]["devices"], u64::from(root), "{summary}");
+    assert_eq!(summary["dropped"]["owners"], false, "{summary}");
+
+    let kept = work.path().join("kept");
+    let out = ns(
+        &data,
+        &[
+            "restore",
+            &what,
+            "--to",
+            kept.to_str().expect("utf-8"),
+            "--keep-privileges",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("dropped"), "{}", stdout(&out));
+    let mode = fs::metadata(kept.join("site/helper"))
+        .expect("restored")
+        .mode();
+    assert_eq!(mode & 0o7777, 0o4755, "the setuid bit, as recorded");
+    if root {
+        let null = fs::symlink_metadata(kept.join("site/null")).expect("a device node");
+        assert!(null.file_type().is_char_device());
+        assert_eq!(null.rdev(), nix::sys::stat::makedev(1, 3));
+    }
+}
+
+#[test]
+fn a_link_where_a_directory_goes_is_refused_whatever_bytes_name_it() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let names: [&[u8]; 4] = [b"new\nline", b"tab\there", b"\xff", b"-dash"];
+    let work = tempfile::tempdir().expect("tempdir");
+    let data = work.path().join("data");
+    let source = work.path().join("site");
+    for name in names {
+        let dir = source.join(OsStr::from_bytes(name));
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.join("app.conf"), "listen 80;\n").expect("write");
+    }
+    fs::write(source.join("index.html"), "hi\n").expect("write");
+    let src = source.to_str().expect("utf-8");
+    json(&ns(&data, &["backup", src, "--json"]));
+    let what = format!("latest:{src}");
+
+    let outside = work.path().join("outside");
+    fs::create_dir_all(&outside).expect("mkdir");
+    let target = work.path().join("restored");
+    fs::create_dir_all(target.join("site")).expect("mkdir");
+    for name in names {
+        std::os::unix::fs::symlink(&outside, target.join("site").join(OsStr::from_bytes(name)))
+            .expect("symlink");
+    }
+    let to = target.to_str().expect("utf-8");
+    for extra in [None, Some("--overwrite")] {
+        let mut argv = vec!["restore", what.as_str(), "--to", to];
+        argv.extend(extra);
+        let refused = ns(&data, &argv);
+        assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+        let said = stderr(&refused);
+        assert!(
+            said.contains("are a symbolic link where the snapshot has a directory")
+                && said.contains("nothing was written"),
+            "{said}"
+        );
+        for name in [
+            "site/new\nline",
+            "site/tab\there",
+            "site/\u{fffd}",
+            "site/-dash",
+        ] {
+            assert!(said.contains(name), "{name:?} named: {said}");
+        }
+        assert_eq!(fs::read_dir(&outside).expect("outside").count(), 0);
+        assert!(
+            !target.join("site/index.html").exists(),
+            "nothing was written"
+        );
+    }
+}

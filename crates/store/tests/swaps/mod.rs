@@ -70,7 +70,14 @@ fn swap_at(path: &Path, make: impl Fn(&Path)) {
 fn assert_kept_out(root: &Path, outcome: &BackupOutcome, path: &Path) {
     let target = root.with_file_name("restored");
     plain_store_at(root)
-        .restore_to_dir(&outcome.snapshot, "/", &target, 0, &Progress::default())
+        .restore_to_dir(
+            &outcome.snapshot,
+            "/",
+            &target,
+            0,
+            &Progress::default(),
+            nightshift_store::RestoreOptions::default(),
+        )
         .unwrap();
     let restored = files_under(&target);
     assert!(!restored.is_empty(), "the rest of the tree is restored");
