@@ -83,6 +83,8 @@ pub(super) mod swap {
     use std::cell::RefCell;
     use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 
+    use std::path::PathBuf;
+
     use super::super::*;
     use crate::backup::BackupOptions;
     use crate::config::{ChunkerConfig, DEFAULT_CHUNKER, StoreConfig};
