@@ -1351,8 +1351,9 @@ fn prune_refuses_to_run_when_a_snapshot_needs_a_missing_pack() {
 
 #[test]
 fn whole_packs_of_an_interrupted_backup_are_reused_by_the_next() {
-    // Not under /tmp: the root tree records its ancestors' mtimes, and a
-    // busy /tmp changes between the two backups.
+    // The root tree records its ancestors' metadata, and other tests make
+    // and remove directories beside this one (in /tmp or the target's tmp)
+    // between the two backups: only those listings may be new.
     let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let (store, _, second, new) = two_generations(work.path());
     let root = work.path().join("store");
@@ -1372,9 +1373,14 @@ fn whole_packs_of_an_interrupted_backup_are_reused_by_the_next() {
     let mut store = reopen(&root);
     assert!(store.index().is_empty());
     let again = backup(&mut store, &new);
-    assert_eq!(
-        again.snapshot.snapshot.summary.new_chunks, 0,
-        "every chunk came from the adopted packs"
+    let summary = &again.snapshot.snapshot.summary;
+    assert!(
+        summary.new_chunks <= new.ancestors().count() as u64,
+        "at most the listings above the source are new: {summary:?}"
+    );
+    assert!(
+        summary.new_bytes_raw < 64 * 1024,
+        "every file's chunks came from the adopted packs: {summary:?}"
     );
     full_check(&store);
 }
@@ -1451,8 +1457,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use nightshift_store::{BackupOutcome, RemotePlan, listing_command, parse_listing, tar_command};
 
-/// A work directory outside /tmp: other tests' backups record /tmp's
-/// mtime in their root tree, and a directory coming or going there changes it.
+/// A work directory outside /tmp, which other processes change; tests in
+/// this binary still make and remove directories beside it, so an
+/// assertion on a whole snapshot allows the listings above its source to be
+/// new.
 fn remote_work() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
 }

@@ -333,9 +333,9 @@ impl Session {
         }
     }
 
-    /// Opens a session channel. sshd frees a session's slot only once it
-    /// has reaped the session's process, a moment after the client saw the
-    /// channel close: a refusal is tried again for a while before it is
+    /// Opens a session channel. sshd frees a session's slot only when it
+    /// cleans up the closed channel, a moment after the client saw it close
+    /// (its log shows "no more sessions" before "Close session"): a refusal is tried again for a while before it is
     /// reported, so commands that follow each other at `MaxSessions` do not
     /// fail on a busy host.
     async fn open_session(&self) -> Result<russh::Channel<client::Msg>, TransportError> {
