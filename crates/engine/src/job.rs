@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use nightshift_catalog::{JobId, JobStatus, StepEnd, StepStatus};
-use nightshift_plan::{Condition, Step};
+use nightshift_plan::Step;
 use nightshift_transport::{ExitStatus, Host};
 
 use crate::event::{Event, JobReport, StepReport};
@@ -128,7 +128,7 @@ async fn run_steps(host: &mut HostRun<'_>, report: &mut JobReport, halt: &Halt, 
     let env = host.env;
     let deadline = env.playbook.timeout.map(|t| started + t.0);
     for (position, step) in env.playbook.steps.iter().enumerate() {
-        let name = step.name.get_ref().clone();
+        let name = step.name.clone();
         host.step = name.clone();
         host.check = env.check || step.check;
         let skip = if report.status != JobStatus::Running {
@@ -174,11 +174,7 @@ async fn run_steps(host: &mut HostRun<'_>, report: &mut JobReport, halt: &Halt, 
 }
 
 fn condition_holds(step: &Step, past: &[StepReport]) -> bool {
-    match &step.when {
-        None => true,
-        // The plan was validated before the run, so a condition parses.
-        Some(text) => Condition::parse(text.get_ref()).is_ok_and(|c| step::allowed(&c, past)),
-    }
+    step.when.as_ref().is_none_or(|c| step::allowed(c, past))
 }
 
 async fn run_one(
@@ -189,7 +185,7 @@ async fn run_one(
     limit: Option<Duration>,
 ) {
     let env = host.env;
-    let name = step.name.get_ref().clone();
+    let name = step.name.clone();
     let kind = step::kind_of(step);
     // Recorded before it is announced: what anyone saw start is in the
     // catalog, even if the controller dies the next moment.
@@ -250,7 +246,7 @@ async fn skipped(
     position: usize,
     why: &str,
 ) {
-    let name = step.name.get_ref().clone();
+    let name = step.name.clone();
     let kind = step::kind_of(step);
     let done = Done::ok(format!("skipped: {why}"));
     let id = begin_step(host, position, &name, kind).await;

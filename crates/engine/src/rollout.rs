@@ -163,10 +163,7 @@ impl Halt {
 /// `None` when unset: then only a batch that failed on every host halts
 /// the run, as in Ansible.
 fn tolerated(playbook: &Playbook, hosts: usize) -> Option<usize> {
-    playbook.max_failures.map(|t| match t {
-        nightshift_plan::Threshold::Count(n) => n,
-        nightshift_plan::Threshold::Percent(p) => ((hosts as f64) * p / 100.0).floor() as usize,
-    })
+    playbook.max_failures.map(|t| t.limit(hosts))
 }
 
 /// Runs the rollout to its end, sending events as things happen.
@@ -192,7 +189,7 @@ pub async fn run(rollout: Rollout, events: mpsc::UnboundedSender<Event>) -> RunR
     } = rollout;
     let sizes = batches(targets.len(), playbook.serial.as_ref());
     let limit = tolerated(&playbook, targets.len());
-    let name = playbook.name.get_ref().clone();
+    let name = playbook.name.clone();
     // Check mode records nothing: it changes nothing.
     let catalog = catalog.filter(|_| !check);
     let run = begin_run(
@@ -484,7 +481,7 @@ async fn lease(env: &Env, target: &Target, batch: usize) -> Result<(), JobReport
     let (Some(catalog), Some(run)) = (&env.catalog, env.run) else {
         return Ok(());
     };
-    let playbook = env.playbook.name.get_ref();
+    let playbook = &env.playbook.name;
     let held = match catalog
         .take_lease(&target.name, playbook, run, Utc::now())
         .await
@@ -517,7 +514,7 @@ async fn lease(env: &Env, target: &Target, batch: usize) -> Result<(), JobReport
 
 async fn release(env: &Env, target: &Target) {
     if let (Some(run), Some(_)) = (env.run, &env.catalog) {
-        let playbook = env.playbook.name.get_ref();
+        let playbook = &env.playbook.name;
         env.record("the end of a host lease", |c| {
             c.release_lease(&target.name, playbook, run)
         })

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use nightshift_catalog::{StepKind, StepStatus};
-use nightshift_plan::{Condition, Outcome, Step};
+use nightshift_plan::{Action, Condition, Outcome, Step};
 use nightshift_transport::{ExitStatus, TransportError};
 
 use crate::action;
@@ -133,16 +133,12 @@ pub fn allowed(condition: &Condition, past: &[StepReport]) -> bool {
 }
 
 pub fn kind_of(step: &Step) -> StepKind {
-    if step.update.is_some() {
-        StepKind::Update
-    } else if step.backup.is_some() {
-        StepKind::Backup
-    } else if step.verify.is_some() {
-        StepKind::Verify
-    } else if step.reboot.is_some() {
-        StepKind::Reboot
-    } else {
-        StepKind::Command
+    match step.action {
+        Action::Command(_) => StepKind::Command,
+        Action::Update(_) => StepKind::Update,
+        Action::Backup(_) => StepKind::Backup,
+        Action::Verify(_) => StepKind::Verify,
+        Action::Reboot(_) => StepKind::Reboot,
     }
 }
 
@@ -241,7 +237,7 @@ pub fn report(
     elapsed: Duration,
 ) -> StepReport {
     StepReport {
-        step: step.name.get_ref().clone(),
+        step: step.name.clone(),
         kind: kind_of(step),
         status,
         changed: done.changed,

@@ -15,7 +15,7 @@ use crate::settings::Settings;
 /// `nightshift exec TARGETS -- COMMAND`: one command on many hosts, live
 /// output prefixed with host names, a summary, and an honest exit code.
 pub fn run(settings: &Settings, args: &ExecArgs) -> anyhow::Result<ExitCode> {
-    let inventory = settings.load_inventory()?;
+    let inventory = settings.plan()?.inventory;
     let patterns: Vec<&str> = args
         .targets
         .split(',')

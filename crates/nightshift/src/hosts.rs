@@ -12,7 +12,7 @@ use crate::settings::Settings;
 
 /// `nightshift hosts list`.
 pub fn list(settings: &Settings, json_out: bool) -> anyhow::Result<ExitCode> {
-    let inventory = settings.load_inventory()?;
+    let inventory = settings.plan()?.inventory;
     let mut rows = Vec::new();
     for (name, host) in &inventory.hosts {
         let groups: Vec<&str> = host.groups.iter().map(|g| g.get_ref().as_str()).collect();
@@ -60,7 +60,7 @@ pub fn list(settings: &Settings, json_out: bool) -> anyhow::Result<ExitCode> {
 /// OpenSSH does and record it after confirmation. A changed key is never
 /// replaced from here.
 pub fn trust(settings: &Settings, hosts: &[String], yes: bool) -> anyhow::Result<ExitCode> {
-    let inventory = settings.load_inventory()?;
+    let inventory = settings.plan()?.inventory;
     let mut config = settings.ssh_config(&inventory)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let mut failed = false;

@@ -34,7 +34,32 @@ fn main() -> ExitCode {
     init_tracing(cli.global.verbose.saturating_add(daemon), cli.global.quiet);
     match run(cli) {
         Ok(code) => code,
-        Err(err) => {
+        Err(err) => refuse(&err),
+    }
+}
+
+/// Says what went wrong. A plan or config with problems is a usage error
+/// (status 2), shown as `nightshift check` shows it; anything else is a
+/// failure (status 1).
+fn refuse(err: &anyhow::Error) -> ExitCode {
+    use nightshift_plan::PlanError;
+    match err.chain().find_map(|e| e.downcast_ref::<PlanError>()) {
+        Some(PlanError::Rejected(report)) => {
+            for diagnostic in &report.diagnostics {
+                eprintln!("{diagnostic}");
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+        Some(PlanError::Invalid(diagnostic)) => {
+            eprintln!("{diagnostic}");
+            eprintln!(
+                "error: the config file {} is invalid",
+                diagnostic.file.display()
+            );
+            ExitCode::from(2)
+        }
+        _ => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use chrono::{DateTime, Duration, Local, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use nightshift_catalog::{CATALOG_FILE, Catalog};
-use nightshift_plan::{Plan, Source};
+use nightshift_plan::Plan;
 use nightshift_report::{Evidence, Fleet, Report};
 
 use crate::cli::{ComplianceArgs, HostReportArgs, ReportFormat};
@@ -127,8 +127,7 @@ fn gather(
     as_of: DateTime<Utc>,
     only: Option<&str>,
 ) -> anyhow::Result<Report> {
-    let plan = settings.parse_plan()?;
-    check_exceptions(settings, &plan)?;
+    let plan = settings.plan()?;
     let mut fleet = fleet(&plan, group)?;
     if let Some(host) = only {
         fleet.hosts.retain(|h| h == host);
@@ -220,7 +219,7 @@ async fn weeks_facts(
 /// The inventory's hosts (of one group, with `--group`), each host's
 /// groups, and the hosts some enabled schedule reaches.
 fn fleet(plan: &Plan, group: Option<&str>) -> anyhow::Result<Fleet> {
-    let inventory = plan.inventory();
+    let inventory = &plan.inventory;
     let targets = inventory.targets();
     let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for name in inventory.group_names() {
@@ -246,17 +245,10 @@ fn fleet(plan: &Plan, group: Option<&str>) -> anyhow::Result<Fleet> {
         }
     };
     let mut scheduled = BTreeSet::new();
-    for file in &plan.schedules {
-        for schedule in file.value.schedule.iter().filter(|s| s.enabled) {
-            if let Some(playbook) = plan.playbook(schedule.playbook.get_ref()) {
-                let wanted: Vec<&str> = playbook
-                    .value
-                    .targets
-                    .iter()
-                    .map(|t| t.get_ref().as_str())
-                    .collect();
-                scheduled.extend(targets.resolve(&wanted).into_iter().map(str::to_string));
-            }
+    for schedule in plan.schedules.iter().filter(|s| s.enabled) {
+        if let Some(playbook) = plan.playbook(&schedule.playbook) {
+            let wanted: Vec<&str> = playbook.targets.iter().map(String::as_str).collect();
+            scheduled.extend(targets.resolve(&wanted).into_iter().map(str::to_string));
         }
     }
     Ok(Fleet {
@@ -265,24 +257,6 @@ fn fleet(plan: &Plan, group: Option<&str>) -> anyhow::Result<Fleet> {
         scheduled,
         group: group.map(str::to_string),
     })
-}
-
-/// Exceptions name a host or a group of the inventory, not both.
-fn check_exceptions(settings: &Settings, plan: &Plan) -> anyhow::Result<()> {
-    let (Some(file), false) = (&settings.config_file, settings.config.exceptions.is_empty()) else {
-        return Ok(());
-    };
-    let source = Source::read(file)?;
-    let problems =
-        nightshift_plan::check_exceptions(&settings.config.exceptions, &source, &plan.inventory());
-    for p in &problems {
-        eprintln!("{p}");
-    }
-    match problems.len() {
-        0 => Ok(()),
-        1 => anyhow::bail!("1 problem in the exceptions of {}", file.display()),
-        n => anyhow::bail!("{n} problems in the exceptions of {}", file.display()),
-    }
 }
 
 #[cfg(test)]

@@ -26,12 +26,12 @@ use crate::keys;
 use crate::settings::Settings;
 
 pub fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let plan = settings.parse_plan()?;
+    let plan = settings.plan()?;
     let playbook = find_playbook(&plan, &args.playbook)?;
     // A manual run is the operator's decision: host windows are the
     // daemon's to keep.
     let targets = rollout_targets(&plan, &playbook, args.limit.as_deref(), false)?;
-    let ssh = settings.ssh_config(&plan.inventory())?;
+    let ssh = settings.ssh_config(&plan.inventory)?;
     // A check run creates no store: without one, backups report what
     // they would read, all of it new.
     let store = if needs_store(&playbook) && (!args.check || keys::store_exists(settings)) {
@@ -89,24 +89,23 @@ pub fn rollout_targets(
     limit: Option<&str>,
     windows: bool,
 ) -> anyhow::Result<Vec<Target>> {
-    let inventory = plan.inventory();
-    let host_windows = if windows {
-        plan.host_windows()
-    } else {
-        Default::default()
-    };
-    targets(&inventory, playbook, limit)?
+    let inventory = &plan.inventory;
+    targets(inventory, playbook, limit)?
         .iter()
         .map(|name| {
             Ok(Target {
                 name: name.clone(),
-                reach: reach(&inventory, name)?,
+                reach: reach(inventory, name)?,
                 address: inventory.hosts.get(name).and_then(|h| h.address.clone()),
                 retention: inventory.retention(name).map(crate::store::policy_of),
-                window: host_windows.get(name).map(|(name, rule)| HostWindow {
-                    name: name.clone(),
-                    rule: rule.clone(),
-                }),
+                window: plan
+                    .host_windows
+                    .get(name)
+                    .filter(|_| windows)
+                    .map(|w| HostWindow {
+                        name: w.name.clone(),
+                        rule: w.rule.clone(),
+                    }),
             })
         })
         .collect()
@@ -116,23 +115,19 @@ pub fn rollout_targets(
 pub fn find_playbook(plan: &nightshift_plan::Plan, wanted: &str) -> anyhow::Result<Playbook> {
     let path = std::path::Path::new(wanted);
     let found = plan.playbooks.iter().find(|p| {
-        p.value.name.get_ref() == wanted
-            || p.source.path == path
-            || std::fs::canonicalize(&p.source.path).ok() == std::fs::canonicalize(path).ok()
+        p.name == wanted
+            || p.file == path
+            || std::fs::canonicalize(&p.file).ok() == std::fs::canonicalize(path).ok()
                 && path.exists()
     });
     match found {
-        Some(loaded) => Ok(loaded.value.clone()),
+        Some(playbook) => Ok(playbook.clone()),
         None if path.exists() => anyhow::bail!(
             "{wanted} is not among the playbooks the config names (playbooks = {}); move it there or point the config at it",
             settings_dirs(plan)
         ),
         None => {
-            let known: Vec<&str> = plan
-                .playbooks
-                .iter()
-                .map(|p| p.value.name.get_ref().as_str())
-                .collect();
+            let known: Vec<&str> = plan.playbooks.iter().map(|p| p.name.as_str()).collect();
             anyhow::bail!(
                 "no playbook `{wanted}`; known playbooks: {}",
                 known.join(", ")
@@ -145,7 +140,7 @@ fn settings_dirs(plan: &nightshift_plan::Plan) -> String {
     let mut dirs: Vec<String> = plan
         .playbooks
         .iter()
-        .filter_map(|p| p.source.path.parent().map(|d| d.display().to_string()))
+        .filter_map(|p| p.file.parent().map(|d| d.display().to_string()))
         .collect();
     dirs.dedup();
     dirs.join(", ")
@@ -158,11 +153,7 @@ pub(crate) fn targets(
     limit: Option<&str>,
 ) -> anyhow::Result<Vec<String>> {
     let resolver = inventory.targets();
-    let wanted: Vec<&str> = playbook
-        .targets
-        .iter()
-        .map(|t| t.get_ref().as_str())
-        .collect();
+    let wanted: Vec<&str> = playbook.targets.iter().map(String::as_str).collect();
     let mut names = resolver.resolve(&wanted);
     if let Some(limit) = limit {
         let patterns: Vec<&str> = limit
@@ -189,11 +180,12 @@ pub(crate) fn targets(
 }
 
 pub(crate) fn needs_store(playbook: &Playbook) -> bool {
+    use nightshift_plan::{Action, Verify};
     playbook.steps.iter().any(|s| {
-        s.backup.is_some()
-            || s.verify
-                .as_ref()
-                .is_some_and(|v| v.backup_check || v.restore_test)
+        matches!(
+            s.action,
+            Action::Backup(_) | Action::Verify(Verify::BackupCheck | Verify::RestoreTest)
+        )
     })
 }
 

@@ -13,9 +13,7 @@ pub fn next(settings: &Settings, args: &NextArgs) -> anyhow::Result<ExitCode> {
         Some(text) => parse_time(text)?,
         None => Utc::now(),
     };
-    // Parse errors stop here; a schedule that can never run is listed below
-    // as such rather than refused (`nightshift check` reports it as an error).
-    let plan = settings.parse_plan()?;
+    let plan = settings.plan()?;
     let (runs, stuck) = upcoming(&plan, from, args.count.into());
     if args.json {
         let doc = serde_json::json!({ "from": from, "runs": runs, "never_run": stuck });

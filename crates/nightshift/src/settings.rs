@@ -47,18 +47,6 @@ impl Settings {
         Ok(&self.data_dir)
     }
 
-    /// The inventory the config names, or the embedded one (localhost).
-    pub fn load_inventory(&self) -> anyhow::Result<nightshift_plan::inventory::Inventory> {
-        let Some(path) = &self.config.inventory else {
-            return Ok(nightshift_plan::inventory::Inventory::embedded());
-        };
-        let source = nightshift_plan::Source::read(path)?;
-        source.parse().map_err(|diagnostic| {
-            eprint!("{diagnostic}");
-            anyhow::anyhow!("the inventory {} is invalid", path.display())
-        })
-    }
-
     /// SSH settings for this run: known_hosts under the data dir, timeouts
     /// and limits from the config, and the passphrase of an encrypted
     /// identity file from `NIGHTSHIFT_SSH_PASSPHRASE` or, on a terminal, a
@@ -84,19 +72,12 @@ impl Settings {
         Ok(config)
     }
 
-    /// The plan the config names, refusing to go on while a file does not
-    /// parse; references and rules are not checked.
-    pub fn parse_plan(&self) -> anyhow::Result<nightshift_plan::Plan> {
-        let (plan, report) = nightshift_plan::load(self.config_file.as_deref(), &self.config, &[])?;
-        for diagnostic in &report.diagnostics {
-            eprintln!("{diagnostic}");
-        }
-        anyhow::ensure!(
-            report.is_clean(),
-            "the plan has {} problem(s); fix them first (`nightshift check` lists them)",
-            report.diagnostics.len()
-        );
-        Ok(plan)
+    /// The plan the config names, checked whole: a plan with any problem
+    /// is refused with every diagnostic `nightshift check` shows (`main`
+    /// prints them and exits with status 2), so nothing runs that the
+    /// check refuses.
+    pub fn plan(&self) -> Result<nightshift_plan::Plan, nightshift_plan::PlanError> {
+        nightshift_plan::load(self.config_file.as_deref(), &self.config)
     }
 }
 
@@ -150,10 +131,7 @@ pub fn private_data_dir(path: &Path) -> std::io::Result<()> {
 fn load(path: &Path) -> anyhow::Result<Config> {
     match Config::load(path) {
         Ok(config) => Ok(config),
-        Err(nightshift_plan::PlanError::Invalid(diagnostic)) => {
-            eprint!("{diagnostic}");
-            anyhow::bail!("the config file {} is invalid", path.display())
-        }
+        Err(err @ nightshift_plan::PlanError::Invalid(_)) => Err(err.into()),
         Err(err) => Err(err).context("cannot load the config"),
     }
 }

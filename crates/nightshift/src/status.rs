@@ -39,7 +39,7 @@ struct ScheduleStatus {
 }
 
 pub fn run(settings: &Settings, args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let plan = settings.parse_plan()?;
+    let plan = settings.plan()?;
     let daemon = lock::running(&settings.data_dir);
     let now = Utc::now();
     let path = settings.data_dir.join(CATALOG_FILE);

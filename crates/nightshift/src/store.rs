@@ -380,7 +380,7 @@ fn by_inventory(
     settings: &Settings,
     snapshots: &[nightshift_store::SnapshotEntry],
 ) -> anyhow::Result<Vec<nightshift_store::Decision>> {
-    let inventory = settings.load_inventory()?;
+    let inventory = settings.plan()?.inventory;
     let mut hosts: Vec<&str> = snapshots.iter().map(|s| s.snapshot.host.as_str()).collect();
     hosts.sort_unstable();
     hosts.dedup();

@@ -15,8 +15,8 @@ use crate::run::find_playbook;
 use crate::settings::Settings;
 
 pub fn run(settings: &Settings, args: &TriggerArgs) -> anyhow::Result<ExitCode> {
-    let plan = settings.parse_plan()?;
-    let playbook = find_playbook(&plan, &args.playbook)?.name.get_ref().clone();
+    let plan = settings.plan()?;
+    let playbook = find_playbook(&plan, &args.playbook)?.name;
     let Some(daemon) = lock::running(&settings.data_dir) else {
         anyhow::bail!(
             "no nightshift daemon is running for the data dir {}; start it (`nightshift daemon`, or `systemctl start nightshift`), or run the playbook now with `nightshift run {playbook}`",

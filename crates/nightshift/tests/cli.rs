@@ -5,6 +5,7 @@ mod backup;
 mod catalog;
 mod common;
 mod daemon;
+mod refusal;
 mod report;
 mod restore;
 mod run;
@@ -88,7 +89,7 @@ fn schedule_next_json_has_local_and_utc_times() {
 }
 
 #[test]
-fn schedule_next_says_plainly_when_a_schedule_never_runs() {
+fn schedule_next_says_plainly_when_a_schedule_stops_running() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     std::fs::create_dir_all(root.join("playbooks")).expect("mkdir");
@@ -98,12 +99,14 @@ fn schedule_next_says_plainly_when_a_schedule_never_runs() {
         "name = \"p\"\ntargets = [\"localhost\"]\n[[steps]]\nname = \"s\"\ncommand = \"true\"\n",
     )
     .expect("write");
-    std::fs::write(
-        root.join("schedules/s.toml"),
-        "[[schedule]]\nplaybook = \"p\"\ncron = \"0 12 * * *\"\ntimezone = \"UTC\"\nwindow = \"night\"\n\
-         [windows.night]\nstart = \"01:00\"\nend = \"05:00\"\n",
-    )
-    .expect("write");
+    let schedules = |cron: &str| {
+        format!(
+            "[[schedule]]\nplaybook = \"p\"\ncron = \"{cron}\"\ntimezone = \"UTC\"\nwindow = \"night\"\n\
+             [windows.night]\nstart = \"01:00\"\nend = \"05:00\"\n\
+             freeze = [{{ from = \"2040-01-01\", to = \"2999-12-31\", reason = \"retired\" }}]\n"
+        )
+    };
+    std::fs::write(root.join("schedules/s.toml"), schedules("0 2 * * *")).expect("write");
     let run = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_nightshift"))
             .args(args)
@@ -111,20 +114,24 @@ fn schedule_next_says_plainly_when_a_schedule_never_runs() {
             .output()
             .expect("runs")
     };
-    let next = run(&["schedule", "next"]);
+    // Runs until the freeze that never ends; from then on, none.
+    let next = run(&["schedule", "next", "--from", "2041-06-01T00:00:00Z"]);
     assert!(next.status.success(), "{}", stderr(&next));
     assert_eq!(
         stdout(&next),
-        "no scheduled runs ahead\nnever runs: p (`0 12 * * *` in window night): \
+        "no scheduled runs ahead\nnever runs: p (`0 2 * * *` in window night): \
          the cron expression never fires while the window is open (within 800 days)\n"
     );
+    // A schedule that can never fire is a problem in the plan: refused by
+    // `schedule next` as by `check`, with the same diagnostic.
+    std::fs::write(root.join("schedules/s.toml"), schedules("0 12 * * *")).expect("write");
+    let problem = "`0 12 * * *` never fires inside window `night`";
+    let next = run(&["schedule", "next"]);
+    assert_eq!(next.status.code(), Some(2), "{}", stderr(&next));
+    assert!(stderr(&next).contains(problem), "{}", stderr(&next));
     let output = run(&["check"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("`0 12 * * *` never fires inside window `night`"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains(problem), "{}", stderr(&output));
 }
 
 #[test]

@@ -4,9 +4,8 @@ use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
+use crate::Plan;
 use crate::cron::Cron;
-use crate::tree::Plan;
-use crate::validate;
 use crate::window::{HORIZON_DAYS, WindowRule};
 
 /// The first `count` fire times of `cron` in `tz`, strictly after `from`,
@@ -68,53 +67,35 @@ pub struct Stuck {
 }
 
 /// The next `count` runs across every enabled schedule, soonest first, and
-/// the schedules that will never run.
+/// the schedules that will not run again within the horizon.
 pub fn upcoming(plan: &Plan, from: DateTime<Utc>, count: usize) -> (Vec<Upcoming>, Vec<Stuck>) {
-    let mut ignored = Vec::new();
-    let windows = validate::windows(plan, &mut ignored);
     let mut runs = Vec::new();
     let mut stuck = Vec::new();
-    for file in &plan.schedules {
-        for s in file.value.schedule.iter().filter(|s| s.enabled) {
-            let stuck_because = |reason: String| Stuck {
-                playbook: s.playbook.get_ref().clone(),
-                cron: s.cron.get_ref().clone(),
-                window: s.window.get_ref().clone(),
-                reason,
-            };
-            let cron = validate::parse_cron(&file.source, &s.cron);
-            let tz = validate::time_zone(&file.source, &s.timezone);
-            let (Ok(cron), Ok(tz)) = (cron, tz) else {
-                stuck.push(stuck_because("invalid; run `nightshift check`".into()));
+    for s in plan.schedules.iter().filter(|s| s.enabled) {
+        let fires = fires_in(&s.cron, s.timezone, &s.window, from, count);
+        if fires.is_empty() {
+            stuck.push(Stuck {
+                playbook: s.playbook.clone(),
+                cron: s.cron.source().to_string(),
+                window: s.window_name.clone(),
+                reason: format!(
+                    "the cron expression never fires while the window is open (within {HORIZON_DAYS} days)"
+                ),
+            });
+        }
+        for fire in fires {
+            let Some(opening) = s.window.next_opening(&fire) else {
                 continue;
             };
-            let Some(rule) = windows
-                .get(s.window.get_ref())
-                .and_then(|w| w.rule(tz).ok())
-            else {
-                stuck.push(stuck_because(
-                    "its window is missing or invalid; run `nightshift check`".into(),
-                ));
-                continue;
-            };
-            let fires = fires_in(&cron, tz, &rule, from, count);
-            if fires.is_empty() {
-                stuck.push(stuck_because(format!("the cron expression never fires while the window is open (within {HORIZON_DAYS} days)")));
-            }
-            for fire in fires {
-                let Some(opening) = rule.next_opening(&fire) else {
-                    continue;
-                };
-                runs.push(Upcoming {
-                    playbook: s.playbook.get_ref().clone(),
-                    cron: s.cron.get_ref().clone(),
-                    window: s.window.get_ref().clone(),
-                    timezone: tz.name().to_string(),
-                    utc: fire.with_timezone(&Utc),
-                    local: fire,
-                    window_closes: opening.close,
-                });
-            }
+            runs.push(Upcoming {
+                playbook: s.playbook.clone(),
+                cron: s.cron.source().to_string(),
+                window: s.window_name.clone(),
+                timezone: s.timezone.name().to_string(),
+                utc: fire.with_timezone(&Utc),
+                local: fire,
+                window_closes: opening.close,
+            });
         }
     }
     runs.sort_by(|a, b| (a.utc, &a.playbook).cmp(&(b.utc, &b.playbook)));

@@ -1,66 +1,57 @@
 use std::collections::BTreeMap;
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Deserializer};
-use toml::Spanned;
 
 use crate::Duration;
 
-/// A maintenance playbook: which hosts, how many at a time, and the ordered
-/// steps to run on each.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A checked playbook: which hosts, how many at a time, and the ordered
+/// steps to run on each. Only [`crate::load`] makes one, so every name it
+/// refers to exists and every string in it has been parsed.
+#[derive(Debug, Clone)]
 pub struct Playbook {
-    pub name: Spanned<String>,
-    #[serde(default)]
+    pub name: String,
     pub description: Option<String>,
+    /// The file it was read from.
+    pub file: PathBuf,
     /// Host names, `group:NAME`, globs, `all`, and exclusions such as `!db3`.
-    pub targets: Vec<Spanned<String>>,
-    #[serde(default)]
+    pub targets: Vec<String>,
     pub serial: Option<Serial>,
-    #[serde(default)]
     pub max_failures: Option<Threshold>,
     /// Per-host time limit for the whole playbook.
-    #[serde(default)]
     pub timeout: Option<Duration>,
     /// Run commands through sudo.
-    #[serde(default, rename = "become")]
     pub become_root: bool,
-    #[serde(default)]
     pub vars: BTreeMap<String, toml::Value>,
     pub steps: Vec<Step>,
 }
 
-/// One step; exactly one of the action keys is set.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One step of a playbook, and the one thing it does.
+#[derive(Debug, Clone)]
 pub struct Step {
-    pub name: Spanned<String>,
-    #[serde(default)]
+    pub name: String,
     pub timeout: Option<Duration>,
-    #[serde(default)]
     pub retries: u32,
     /// Pause between attempts.
-    #[serde(default)]
     pub delay: Option<Duration>,
-    #[serde(default)]
     pub continue_on_error: bool,
     /// Always run this step as `--check` would: report, change nothing.
-    #[serde(default)]
     pub check: bool,
-    /// A condition on earlier outcomes; see [`Condition`].
-    #[serde(default)]
-    pub when: Option<Spanned<String>>,
+    /// A condition on earlier outcomes.
+    pub when: Option<Condition>,
+    pub action: Action,
+}
+
+/// What a step does: exactly one of these, as the check insists.
+#[derive(Debug, Clone)]
+pub enum Action {
     /// A shell command; fails on a non-zero exit.
-    #[serde(default)]
-    pub command: Option<String>,
-    #[serde(default)]
-    pub update: Option<Update>,
-    #[serde(default)]
-    pub backup: Option<Backup>,
-    #[serde(default)]
-    pub verify: Option<Verify>,
-    #[serde(default)]
-    pub reboot: Option<Reboot>,
+    Command(String),
+    Update(Update),
+    Backup(Backup),
+    Verify(Verify),
+    Reboot(Reboot),
 }
 
 /// Package updates through the host's package manager.
@@ -110,27 +101,27 @@ pub struct Stream {
     pub command: String,
 }
 
-/// A check that the host is healthy, or that its backups are sound.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Verify {
-    #[serde(default)]
-    pub command: Option<String>,
-    #[serde(default)]
-    pub expect_exit: i32,
-    /// A regular expression the command's output must match.
-    #[serde(default)]
-    pub expect_output: Option<Spanned<String>>,
-    #[serde(default)]
-    pub retries: u32,
-    #[serde(default)]
-    pub delay: Option<Duration>,
+/// A check that the host is healthy, or that its backups are sound: one of
+/// the three.
+#[derive(Debug, Clone)]
+pub enum Verify {
+    Command(HealthCheck),
     /// Check this host's latest snapshot in the store.
-    #[serde(default)]
-    pub backup_check: bool,
+    BackupCheck,
     /// Restore this host's latest snapshot to a scratch place and compare.
-    #[serde(default)]
-    pub restore_test: bool,
+    RestoreTest,
+}
+
+/// A command whose exit status, and optionally output, says the host is
+/// healthy.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub command: String,
+    pub expect_exit: i32,
+    /// What the command's output must match, compiled.
+    pub expect_output: Option<regex::Regex>,
+    pub retries: u32,
+    pub delay: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -192,22 +183,6 @@ impl Condition {
             outcome,
             step,
         })
-    }
-}
-
-impl Step {
-    /// The names of the action keys this step sets.
-    pub fn actions(&self) -> Vec<&'static str> {
-        [
-            ("command", self.command.is_some()),
-            ("update", self.update.is_some()),
-            ("backup", self.backup.is_some()),
-            ("verify", self.verify.is_some()),
-            ("reboot", self.reboot.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(name, set)| set.then_some(name))
-        .collect()
     }
 }
 
@@ -308,7 +283,7 @@ mod tests {
 
     #[test]
     fn parses_canary_serial() {
-        let playbook: Playbook = toml::from_str(
+        let playbook: crate::written::Playbook = toml::from_str(
             "name = \"p\"\ntargets = [\"all\"]\nserial = [1, \"10%\", \"100%\"]\n[[steps]]\nname = \"s\"\ncommand = \"true\"\n",
         )
         .expect("valid playbook");

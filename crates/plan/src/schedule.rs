@@ -1,71 +1,57 @@
-use std::collections::BTreeMap;
+use chrono_tz::Tz;
 
-use serde::Deserialize;
-use toml::Spanned;
+use crate::CatchUp;
+use crate::cron::Cron;
+use crate::window::WindowRule;
 
-/// A schedules file: `[[schedule]]` entries and the `[windows.NAME]` they
-/// refer to.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleFile {
-    #[serde(default)]
-    pub schedule: Vec<Schedule>,
-    #[serde(default)]
-    pub windows: BTreeMap<Spanned<String>, Window>,
-}
-
-/// When a playbook runs: a crontab(5) expression in a time zone, inside a
-/// named maintenance window.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// When a playbook runs, checked: a crontab(5) expression in a time zone,
+/// inside a named maintenance window that exists and opens.
+#[derive(Debug, Clone)]
 pub struct Schedule {
+    /// Stable identity across restarts and reloads:
+    /// `playbook|cron|timezone|window`, each as written. Editing any of them
+    /// makes a new schedule, with no history of fires.
+    pub key: String,
     /// The playbook's `name`.
-    pub playbook: Spanned<String>,
-    pub cron: Spanned<String>,
-    /// An IANA time zone such as `Europe/Berlin`.
-    pub timezone: Spanned<String>,
-    pub window: Spanned<String>,
-    #[serde(default = "enabled_by_default")]
+    pub playbook: String,
+    pub cron: Cron,
+    /// The zone the cron expression is read in.
+    pub timezone: Tz,
+    pub window_name: String,
+    /// The window in its own zone (the schedule's when it names none).
+    pub window: WindowRule,
     pub enabled: bool,
-    /// Missed fires for this schedule: `skip` or `once` [default: the
-    /// config's `daemon.catch_up`].
-    #[serde(default)]
-    pub catch_up: Option<crate::CatchUp>,
+    /// The schedule's own catch-up policy; `None` means the config's
+    /// `daemon.catch_up`. Not part of the key: changing it keeps the
+    /// schedule's history.
+    pub catch_up: Option<CatchUp>,
 }
 
-fn enabled_by_default() -> bool {
-    true
-}
-
-/// An off-hours maintenance window as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A named maintenance window, checked.
+#[derive(Debug, Clone)]
 pub struct Window {
-    /// Days the window opens on; none (and no month rule) means every day.
-    #[serde(default)]
-    pub days: Vec<Spanned<String>>,
-    /// A month rule such as "second Tuesday" or "Saturday after second Tuesday".
-    #[serde(default)]
-    pub monthly: Option<Spanned<String>>,
-    pub start: Spanned<String>,
-    /// Earlier than `start` means the next morning.
-    pub end: Spanned<String>,
-    /// Defaults to the time zone of the schedule using the window (UTC for a
-    /// host's own window).
-    #[serde(default)]
-    pub timezone: Option<Spanned<String>>,
-    #[serde(default)]
-    pub blackout: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub freeze: Vec<Freeze>,
+    /// The rule, in the window's own zone or, when it names none, in UTC.
+    pub rule: WindowRule,
+    /// Whether the window names its zone; if not, each user reads it in
+    /// its own (a schedule in the schedule's, a host in UTC).
+    pub own_zone: bool,
 }
 
-/// A change freeze: no window opens from `from` to `to`, both included.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Freeze {
-    pub from: Spanned<String>,
-    pub to: Spanned<String>,
-    #[serde(default)]
-    pub reason: Option<String>,
+impl Window {
+    /// The rule as read by a user whose zone is `zone`.
+    pub fn in_zone(&self, zone: Tz) -> WindowRule {
+        let mut rule = self.rule.clone();
+        if !self.own_zone {
+            rule.timezone = zone;
+        }
+        rule
+    }
+}
+
+/// A host's own window: the host's `window`, else that of the first of its
+/// groups that has one.
+#[derive(Debug, Clone)]
+pub struct HostWindow {
+    pub name: String,
+    pub rule: WindowRule,
 }

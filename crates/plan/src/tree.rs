@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::inventory::Inventory;
-use crate::{Config, Diagnostic, PlanError, Playbook, ScheduleFile, Source};
+use crate::{Config, Diagnostic, Plan, PlanError, Source, written};
 
 /// What a file in the plan tree is, told by its name and where it lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -65,20 +65,22 @@ pub struct Loaded<T> {
     pub value: T,
 }
 
-/// Everything a sysadmin wrote, parsed: the input of validation, of
-/// `schedule next`, and later of the engine and the daemon.
+/// Everything a sysadmin wrote, parsed but not yet checked: the input of
+/// [`crate::check`], and of nothing else.
 #[derive(Debug, Default)]
-pub struct Plan {
-    pub playbooks: Vec<Loaded<Playbook>>,
-    pub schedules: Vec<Loaded<ScheduleFile>>,
+pub(crate) struct Written {
+    pub playbooks: Vec<Loaded<written::Playbook>>,
+    pub schedules: Vec<Loaded<written::ScheduleFile>>,
     /// `None` means the embedded default: `localhost` alone.
     pub inventory: Option<Loaded<Inventory>>,
     /// Names of playbooks whose files have errors: they exist, so a
     /// schedule naming one is not wrong too.
     pub broken_playbooks: Vec<String>,
+    /// The config file and its `[[exception]]`s, when it has some.
+    pub config: Option<(Source, Vec<crate::Exception>)>,
 }
 
-impl Plan {
+impl Written {
     /// The inventory in force: the file's, or the embedded one.
     pub fn inventory(&self) -> std::borrow::Cow<'_, Inventory> {
         match &self.inventory {
@@ -87,10 +89,10 @@ impl Plan {
         }
     }
 
-    pub fn playbook(&self, name: &str) -> Option<&Loaded<Playbook>> {
+    pub fn playbook_names(&self) -> impl Iterator<Item = &str> + Clone {
         self.playbooks
             .iter()
-            .find(|p| p.value.name.get_ref() == name)
+            .map(|p| p.value.name.get_ref().as_str())
     }
 }
 
@@ -120,18 +122,74 @@ impl CheckReport {
     }
 }
 
-/// Loads the tree the config names plus any `extra` files or directories.
-/// Files that do not parse become diagnostics; the rest make up the plan.
-pub fn load(
+/// The plan the config names, checked: what every command runs on. A plan
+/// with any problem is refused whole, with every diagnostic, so nothing
+/// runs that `nightshift check` refuses.
+pub fn load(config_file: Option<&Path>, config: &Config) -> Result<Plan, PlanError> {
+    match examine(config_file, config, &[])? {
+        (Some(plan), _) => Ok(plan),
+        (None, report) => Err(PlanError::Rejected(Box::new(report))),
+    }
+}
+
+/// Reads and checks the tree the config names plus any `extra` files or
+/// directories: the checked plan when there is no problem, and the report.
+fn examine(
     config_file: Option<&Path>,
     config: &Config,
     extra: &[PathBuf],
-) -> Result<(Plan, CheckReport), PlanError> {
+) -> Result<(Option<Plan>, CheckReport), PlanError> {
+    let (written, report) = read(config_file, config, extra)?;
+    Ok(finish(written, report))
+}
+
+/// Checks a plan given as texts rather than files, each with its kind: what
+/// a test has, or a front end checking an upload.
+pub fn from_sources(
+    sources: impl IntoIterator<Item = (FileKind, Source)>,
+) -> Result<Plan, PlanError> {
+    let mut written = Written::default();
+    let mut report = CheckReport::default();
+    for (kind, source) in sources {
+        let path = source.path.clone();
+        if let Err(found) = add(&mut written, source, kind) {
+            report.diagnostics.extend(found);
+        }
+        report.files.push(CheckedFile { path, kind });
+    }
+    match finish(written, report) {
+        (Some(plan), _) => Ok(plan),
+        (None, report) => Err(PlanError::Rejected(Box::new(report))),
+    }
+}
+
+/// The checked plan when nothing is wrong, and the report either way.
+fn finish(written: Written, mut report: CheckReport) -> (Option<Plan>, CheckReport) {
+    let plan = match crate::check::check(written, report.files.clone()) {
+        Ok(plan) => report.diagnostics.is_empty().then_some(plan),
+        Err(found) => {
+            report.diagnostics.extend(found);
+            None
+        }
+    };
+    report
+        .diagnostics
+        .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    (plan, report)
+}
+
+/// Parses every file of the tree; files that do not parse become
+/// diagnostics, the rest the written plan.
+fn read(
+    config_file: Option<&Path>,
+    config: &Config,
+    extra: &[PathBuf],
+) -> Result<(Written, CheckReport), PlanError> {
     let mut roots: Vec<PathBuf> = config_file.map(Path::to_path_buf).into_iter().collect();
     roots.extend([config.playbooks.clone(), config.schedules.clone()]);
     roots.extend(config.inventory.clone());
     roots.extend(extra.iter().cloned());
-    let mut plan = Plan::default();
+    let mut written = Written::default();
     let mut report = CheckReport::default();
     let mut seen = std::collections::BTreeSet::new();
     for path in toml_files(&roots)? {
@@ -150,12 +208,15 @@ pub fn load(
             }
             Err(err) => return Err(err),
         };
-        if let Err(found) = add(&mut plan, source, kind) {
+        if let Err(found) = add(&mut written, source, kind) {
             report.diagnostics.extend(found);
         }
         report.files.push(CheckedFile { path, kind });
     }
-    Ok((plan, report))
+    if let Some(file) = config_file.filter(|_| !config.exceptions.is_empty()) {
+        written.config = Some((Source::read(file)?, config.exceptions.clone()));
+    }
+    Ok((written, report))
 }
 
 fn missing_inventory(config_file: Option<&Path>, path: &Path, err: &std::io::Error) -> Diagnostic {
@@ -171,7 +232,7 @@ fn missing_inventory(config_file: Option<&Path>, path: &Path, err: &std::io::Err
     }
 }
 
-fn add(plan: &mut Plan, source: Source, kind: FileKind) -> Result<(), Vec<Diagnostic>> {
+fn add(plan: &mut Written, source: Source, kind: FileKind) -> Result<(), Vec<Diagnostic>> {
     match kind {
         FileKind::Config => source.parse_all::<Config>().map(drop),
         FileKind::Inventory => {
@@ -221,17 +282,7 @@ pub fn check_paths(
     config_file: Option<&Path>,
     config: &Config,
 ) -> Result<CheckReport, PlanError> {
-    let (plan, mut report) = load(config_file, config, paths)?;
-    report.diagnostics.extend(crate::validate::validate(&plan));
-    if let Some(file) = config_file.filter(|_| !config.exceptions.is_empty()) {
-        let source = Source::read(file)?;
-        let inventory = plan.inventory();
-        report.diagnostics.extend(crate::validate::exceptions(
-            &config.exceptions,
-            &source,
-            &inventory,
-        ));
-    }
+    let (_, mut report) = examine(config_file, config, paths)?;
     if !paths.is_empty() {
         let wanted: std::collections::BTreeSet<PathBuf> = toml_files(paths)?
             .into_iter()
@@ -242,9 +293,6 @@ pub fn check_paths(
         report.files.retain(|f| keep(&f.path));
         report.diagnostics.retain(|d| keep(&d.file));
     }
-    report
-        .diagnostics
-        .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     Ok(report)
 }
 

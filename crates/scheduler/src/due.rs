@@ -9,7 +9,7 @@ use nightshift_plan::next::fires_in;
 use nightshift_plan::window::Opening;
 use serde::Serialize;
 
-use crate::Entry;
+use crate::Schedule;
 
 /// How many fires one look lists one by one; older ones are summed up in a
 /// single [`Decision::MissedMore`].
@@ -132,7 +132,7 @@ pub struct Fire {
 /// `now` (a clock stepped back): the daemon should keep the later of the two
 /// as its `since`.
 pub fn due(
-    entry: &Entry,
+    entry: &Schedule,
     since: DateTime<Utc>,
     now: DateTime<Utc>,
     late_after: TimeDelta,
@@ -178,7 +178,7 @@ pub fn due(
 
 /// The next fire of `entry` after `now`, for `nightshift status`; `None`
 /// when none falls inside its window within the plan's search horizon.
-pub fn next_fire(entry: &Entry, now: DateTime<Utc>) -> Option<Fire> {
+pub fn next_fire(entry: &Schedule, now: DateTime<Utc>) -> Option<Fire> {
     let at = fires_in(&entry.cron, entry.timezone, &entry.window, now, 1)
         .into_iter()
         .next()?;
@@ -196,7 +196,7 @@ enum Outcome {
 
 /// Decisions about one schedule's fires in one look.
 struct Say<'a> {
-    entry: &'a Entry,
+    entry: &'a Schedule,
     outcome: Outcome,
     policy: CatchUp,
 }
@@ -259,7 +259,7 @@ impl Say<'_> {
 /// one that did not, so no scan walks more than that; a few dozen scans at
 /// most.
 fn newest_fires(
-    entry: &Entry,
+    entry: &Schedule,
     since: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> (Vec<Fire>, Option<DateTime<Utc>>) {
@@ -298,7 +298,7 @@ fn newest(mut fires: Vec<Fire>) -> (Vec<Fire>, Option<DateTime<Utc>>) {
 
 /// The fires of `entry` in (`after`, `through`], oldest first; `None` when
 /// finding them takes more than [`SCAN_STEPS`] steps.
-fn scan(entry: &Entry, after: DateTime<Utc>, through: DateTime<Utc>) -> Option<Vec<Fire>> {
+fn scan(entry: &Schedule, after: DateTime<Utc>, through: DateTime<Utc>) -> Option<Vec<Fire>> {
     let mut at = after.with_timezone(&entry.timezone);
     let mut fires = Vec::new();
     for _ in 0..SCAN_STEPS {
@@ -318,7 +318,7 @@ fn scan(entry: &Entry, after: DateTime<Utc>, through: DateTime<Utc>) -> Option<V
 }
 
 /// The first fire of `entry` after `after` inside `opening`.
-fn first_fire(entry: &Entry, opening: &Opening, after: &DateTime<Tz>) -> Option<Fire> {
+fn first_fire(entry: &Schedule, opening: &Opening, after: &DateTime<Tz>) -> Option<Fire> {
     // A second before the opening, so a fire at the opening instant counts.
     let from = match opening.open.checked_sub_signed(TimeDelta::seconds(1)) {
         Some(before_open) if opening.open > *after => before_open.with_timezone(&entry.timezone),
@@ -342,8 +342,8 @@ mod tests {
 
     use super::*;
 
-    fn entry(cron: &str, days: &[Weekday], start: &str, end: &str) -> Entry {
-        Entry {
+    fn entry(cron: &str, days: &[Weekday], start: &str, end: &str) -> Schedule {
+        Schedule {
             key: format!("patch|{cron}|Europe/Berlin|w"),
             playbook: "patch".into(),
             cron: cron.parse().expect("cron"),
@@ -358,6 +358,7 @@ mod tests {
                 blackout: vec![],
                 freeze: vec![],
             },
+            enabled: true,
             catch_up: None,
         }
     }

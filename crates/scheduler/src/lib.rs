@@ -17,7 +17,8 @@ mod phase;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use due::{Decision, Fire, LISTED_FIRES, Missed, due, next_fire};
-pub use entry::{Entry, entries};
+pub use entry::entries;
+pub use nightshift_plan::Schedule;
 pub use phase::{Phase, phase};
 
 /// The policy for missed fires, as the config and schedules spell it.

@@ -464,7 +464,7 @@ mod property {
     use chrono::Weekday;
     use nightshift_plan::next::fires_in;
     use nightshift_plan::window::{WindowRule, time_of_day};
-    use nightshift_scheduler::Entry;
+    use nightshift_scheduler::Schedule;
     use proptest::prelude::*;
 
     use super::*;
@@ -527,7 +527,11 @@ mod property {
     }
 
     /// Every fire `nightshift schedule next` predicts in (`from`, `through`].
-    fn predicted(entry: &Entry, from: DateTime<Utc>, through: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    fn predicted(
+        entry: &Schedule,
+        from: DateTime<Utc>,
+        through: DateTime<Utc>,
+    ) -> Vec<DateTime<Utc>> {
         let mut fires = Vec::new();
         let mut after = from;
         while let Some(fire) = fires_in(&entry.cron, entry.timezone, &entry.window, after, 1)
@@ -556,13 +560,14 @@ mod property {
             start in start(),
             tick in 60i64..=900,
         ) {
-            let entry = Entry {
+            let entry = Schedule {
                 key: "k".into(),
                 playbook: "p".into(),
                 cron: cron.parse().expect("cron"),
                 timezone: zone,
                 window_name: "w".into(),
                 window,
+                enabled: true,
                 catch_up: None,
             };
             let tick = TimeDelta::seconds(tick);

@@ -129,7 +129,7 @@ async fn pull(host: &HostRun<'_>, backup: &Backup, deadline: Deadline) -> Result
 
 fn options(host: &HostRun<'_>, backup: &Backup) -> BackupOptions {
     let mut tags = backup.tags.clone();
-    tags.push(format!("playbook:{}", host.env.playbook.name.get_ref()));
+    tags.push(format!("playbook:{}", host.env.playbook.name));
     if let Some(run) = host.env.run {
         tags.push(format!("run:{}", run.0));
     }

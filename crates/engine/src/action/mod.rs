@@ -9,7 +9,7 @@ mod verify;
 
 use std::time::Duration;
 
-use nightshift_plan::Step;
+use nightshift_plan::{Action, Step};
 use nightshift_transport::{Command, Output, Stream};
 use tokio::io::AsyncReadExt;
 
@@ -17,18 +17,12 @@ use crate::job::HostRun;
 use crate::step::{Done, StepError};
 
 pub async fn run(host: &mut HostRun<'_>, step: &Step, limit: Duration) -> Done {
-    if let Some(line) = &step.command {
-        command::run(host, line, limit).await
-    } else if let Some(update) = &step.update {
-        update::run(host, update, limit).await
-    } else if let Some(backup) = &step.backup {
-        backup::run(host, backup, limit).await
-    } else if let Some(verify) = &step.verify {
-        verify::run(host, verify, limit).await
-    } else if let Some(reboot) = &step.reboot {
-        reboot::run(host, reboot).await
-    } else {
-        Done::fail(StepError::new("invalid", "the step has no action"))
+    match &step.action {
+        Action::Command(line) => command::run(host, line, limit).await,
+        Action::Update(update) => update::run(host, update, limit).await,
+        Action::Backup(backup) => backup::run(host, backup, limit).await,
+        Action::Verify(verify) => verify::run(host, verify, limit).await,
+        Action::Reboot(reboot) => reboot::run(host, reboot).await,
     }
 }
 

@@ -4,47 +4,33 @@
 
 use std::time::Duration;
 
-use nightshift_plan::Verify;
+use nightshift_plan::{HealthCheck, Verify};
 use nightshift_transport::ExitStatus;
 
 use crate::job::HostRun;
 use crate::step::{Done, StepError};
 
 pub async fn run(host: &mut HostRun<'_>, verify: &Verify, limit: Duration) -> Done {
-    if verify.backup_check || verify.restore_test {
-        let (kind, done) = if verify.backup_check {
-            ("store_check", super::backup::check(host).await)
-        } else {
-            (
-                "restore_test",
-                super::backup::restore_test(host, limit).await,
-            )
-        };
-        if !host.check {
-            record(host, kind, &done).await;
-        }
-        return done;
-    }
-    let Some(line) = &verify.command else {
-        return Done::fail(StepError::new(
-            "invalid",
-            "verify names no command, backup_check or restore_test",
-        ));
+    let (kind, done) = match verify {
+        Verify::Command(health) => return health_check(host, health, limit).await,
+        Verify::BackupCheck => ("store_check", super::backup::check(host).await),
+        Verify::RestoreTest => (
+            "restore_test",
+            super::backup::restore_test(host, limit).await,
+        ),
     };
+    if !host.check {
+        record(host, kind, &done).await;
+    }
+    done
+}
+
+async fn health_check(host: &mut HostRun<'_>, verify: &HealthCheck, limit: Duration) -> Done {
+    let line = &verify.command;
     if host.check {
         return Done::would(format!("would verify with `{line}`"));
     }
-    let pattern = match verify
-        .expect_output
-        .as_ref()
-        .map(|p| regex::Regex::new(p.get_ref()))
-    {
-        None => None,
-        Some(Ok(pattern)) => Some(pattern),
-        Some(Err(err)) => {
-            return Done::fail(StepError::new("invalid", format!("expect_output: {err}")));
-        }
-    };
+    let pattern = verify.expect_output.as_ref();
     let tries = verify.retries + 1;
     let delay = verify.delay.map_or(Duration::from_secs(5), |d| d.0);
     let mut log = Vec::new();
@@ -53,7 +39,7 @@ pub async fn run(host: &mut HostRun<'_>, verify: &Verify, limit: Duration) -> Do
         let verdict = match super::exec(host, &command).await {
             Ok(output) => {
                 log.extend(super::log_of(&output));
-                judge(&output, verify.expect_exit, pattern.as_ref())
+                judge(&output, verify.expect_exit, pattern)
             }
             Err(error) if error.lost_host() => return Done::fail(error),
             Err(error) => Err(error.message),

@@ -15,7 +15,7 @@ use nightshift_engine::event::{Event, JobReport, RunReport};
 use nightshift_engine::rollout::{self, Rollout};
 use nightshift_engine::stop::{Closing, Stop, StopKind};
 use nightshift_plan::Plan;
-use nightshift_scheduler::{Clock, Decision, Entry, Phase, due, entries, phase};
+use nightshift_scheduler::{Clock, Decision, Phase, Schedule, due, entries, phase};
 use tokio::sync::Semaphore;
 
 use super::notify::{Notice, NoticeHost, NoticeKind, Notifier};
@@ -111,13 +111,11 @@ type Followed = anyhow::Result<(RunReport, Vec<JobReport>)>;
 pub struct Daemon {
     pub settings: Settings,
     pub plan: Plan,
-    pub entries: Vec<Entry>,
+    pub entries: Vec<Schedule>,
     pub catalog: Catalog,
     clock: Arc<dyn Clock>,
     fleet_slots: Arc<Semaphore>,
     fleet_size: usize,
-    /// Each host's own window, worked out once per configuration.
-    host_windows: BTreeMap<String, (String, nightshift_plan::window::WindowRule)>,
     notifier: Notifier,
     /// Up to when each schedule's fires were looked at.
     cursors: BTreeMap<String, DateTime<Utc>>,
@@ -149,7 +147,6 @@ impl Daemon {
         Ok(Self {
             fleet_slots: Arc::new(Semaphore::new(fleet_size)),
             fleet_size,
-            host_windows: plan.host_windows(),
             entries: entries(&plan),
             settings,
             plan,
@@ -175,7 +172,6 @@ impl Daemon {
         let before: HashSet<String> = self.entries.iter().map(|e| e.key.clone()).collect();
         self.notifier = notifier;
         self.entries = entries(&plan);
-        self.host_windows = plan.host_windows();
         self.settings = settings;
         self.plan = plan;
         self.said.clear();
@@ -383,7 +379,7 @@ impl Daemon {
     /// recorded (and nothing was started).
     async fn decide(
         &mut self,
-        entry: &Entry,
+        entry: &Schedule,
         decisions: Vec<Decision>,
         now: DateTime<Utc>,
     ) -> bool {
@@ -453,7 +449,7 @@ impl Daemon {
     /// The run for a schedule's fire, unless the previous one still runs.
     fn schedule_launch(
         &self,
-        entry: &Entry,
+        entry: &Schedule,
         window_closes: DateTime<Utc>,
     ) -> Result<(Launch, Rollout), NotStarted> {
         let origin = Origin::Schedule(entry.key.clone());
@@ -589,13 +585,8 @@ impl Daemon {
         self.plan
             .schedules
             .iter()
-            .flat_map(|file| &file.value.schedule)
-            .filter(|s| s.playbook.get_ref() == playbook)
-            .filter_map(|s| {
-                let tz = s.timezone.get_ref().parse().ok()?;
-                let name = s.window.get_ref();
-                Some((name.clone(), self.plan.window_rule(name, tz)?))
-            })
+            .filter(|s| s.playbook == playbook)
+            .map(|s| (s.window_name.clone(), s.window.clone()))
             .collect()
     }
 
@@ -654,12 +645,12 @@ impl Daemon {
         hosts: &[DeferredHost],
         now: DateTime<Utc>,
     ) -> Option<Launch> {
-        let mine: Vec<&Entry> = self
+        let mine: Vec<&Schedule> = self
             .entries
             .iter()
             .filter(|e| e.playbook == playbook)
             .collect();
-        let blocked = |e: &&Entry| {
+        let blocked = |e: &&Schedule| {
             e.window
                 .is_blocked(now.with_timezone(&e.window.timezone).date_naive())
         };
@@ -668,7 +659,7 @@ impl Daemon {
         }
         let targeted: HashSet<String> = find_playbook(&self.plan, playbook)
             .ok()
-            .and_then(|p| targets(&self.plan.inventory(), &p, None).ok())
+            .and_then(|p| targets(&self.plan.inventory, &p, None).ok())
             .unwrap_or_default()
             .into_iter()
             .collect();
@@ -684,8 +675,8 @@ impl Daemon {
             if !targeted.contains(&host.host) || taken.contains(host.host.as_str()) {
                 continue;
             }
-            let window = match self.host_windows.get(&host.host) {
-                Some((name, rule)) => rule
+            let window = match self.plan.host_windows.get(&host.host) {
+                Some(nightshift_plan::HostWindow { name, rule }) => rule
                     .next_opening(&now)
                     .filter(|o| o.open <= now)
                     .map(|o| RunWindow::new(name, o.close)),
@@ -750,7 +741,7 @@ impl Daemon {
             launch.limit.as_deref(),
             launch.host_windows,
         )?;
-        let ssh = self.settings.ssh_config(&self.plan.inventory())?;
+        let ssh = self.settings.ssh_config(&self.plan.inventory)?;
         let store = if needs_store(&playbook) {
             Some(store_access(&self.settings)?)
         } else {

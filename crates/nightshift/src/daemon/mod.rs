@@ -18,7 +18,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use nightshift_catalog::{CATALOG_FILE, Catalog};
 use nightshift_engine::stop::StopKind;
 use nightshift_plan::{Config, Plan};
@@ -38,18 +37,9 @@ const TICK: Duration = Duration::from_secs(1);
 const RECORDING: Duration = Duration::from_secs(30);
 
 pub fn run(settings: Settings, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
-    let (settings, plan) = match load_checked(settings.config_file.as_deref(), &settings.data_dir) {
-        Ok(loaded) => loaded,
-        Err(problems) => {
-            for problem in &problems {
-                eprintln!("{problem}");
-            }
-            anyhow::bail!(
-                "the configuration has {} problem(s); the daemon does not start on it (`nightshift check` lists them)",
-                problems.len()
-            );
-        }
-    };
+    // A plan with problems is refused before anything starts, as by
+    // every command (`main` shows the problems, status 2).
+    let plan = settings.plan()?;
     let holder = lock::Holder {
         pid: std::process::id(),
         started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -176,39 +166,28 @@ async fn reload(daemon: &mut Daemon) {
                 "the new configuration is refused: {err:#}; keeping the running one"
             ),
         },
-        Err(problems) => {
-            for problem in &problems {
-                tracing::error!("{problem}");
+        Err(err) => {
+            if let Some(nightshift_plan::PlanError::Rejected(report)) = err.downcast_ref() {
+                for problem in &report.diagnostics {
+                    tracing::error!("{problem}");
+                }
             }
-            tracing::error!(
-                "the new configuration has {} problem(s); keeping the running one",
-                problems.len()
-            );
+            tracing::error!("the new configuration is refused: {err:#}; keeping the running one");
         }
     }
 }
 
-/// The configuration and plan, fully validated; every problem rendered.
-fn load_checked(
-    config_file: Option<&Path>,
-    data_dir: &Path,
-) -> Result<(Settings, Plan), Vec<String>> {
+/// The configuration and plan, read and checked whole.
+fn load_checked(config_file: Option<&Path>, data_dir: &Path) -> anyhow::Result<(Settings, Plan)> {
     let config = match config_file {
-        Some(path) => Config::load(path).map_err(|err| vec![err.to_string()])?,
+        Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let report = nightshift_plan::check_paths(&[], config_file, &config)
-        .map_err(|err| vec![err.to_string()])?;
-    if !report.is_clean() {
-        return Err(report.diagnostics.iter().map(ToString::to_string).collect());
-    }
-    let (plan, _) = nightshift_plan::load(config_file, &config, &[])
-        .context("loading the plan")
-        .map_err(|err| vec![format!("{err:#}")])?;
     let settings = Settings {
         config_file: config_file.map(PathBuf::from),
         config,
         data_dir: data_dir.to_path_buf(),
     };
+    let plan = settings.plan()?;
     Ok((settings, plan))
 }

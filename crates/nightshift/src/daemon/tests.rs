@@ -53,7 +53,14 @@ async fn daemon(dir: &Path, clock: &ManualClock) -> Daemon {
     let config = dir.join("nightshift.toml");
     let (settings, plan) = match load_checked(Some(&config), &dir.join("data")) {
         Ok(loaded) => loaded,
-        Err(problems) => panic!("the test plan is invalid:\n{}", problems.join("\n")),
+        Err(err) => match err.downcast_ref() {
+            Some(nightshift_plan::PlanError::Rejected(report)) => {
+                let problems: Vec<String> =
+                    report.diagnostics.iter().map(|d| d.to_string()).collect();
+                panic!("the test plan is invalid:\n{}", problems.join("\n"))
+            }
+            _ => panic!("the test plan cannot be read: {err:#}"),
+        },
     };
     std::fs::create_dir_all(&settings.data_dir).expect("data dir");
     let catalog = Catalog::open(&settings.data_dir.join(CATALOG_FILE))

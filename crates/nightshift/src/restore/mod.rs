@@ -67,8 +67,7 @@ pub fn remote(
     path: &str,
     target: Option<Destination>,
 ) -> anyhow::Result<ExitCode> {
-    let plan = settings.parse_plan()?;
-    let inventory = plan.inventory().into_owned();
+    let inventory = settings.plan()?.inventory;
     let store = keys::open_store(settings)?;
     let _lock = keys::lock(&store, LockKind::Shared, "restore")?;
     let snapshot = store.find_snapshot(spec)?;

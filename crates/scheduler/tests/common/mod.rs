@@ -4,20 +4,35 @@
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
-use nightshift_plan::{Loaded, Plan, ScheduleFile, Source};
+use nightshift_plan::{FileKind, Source};
 use nightshift_scheduler::{
-    CatchUp, Clock, Decision, Entry, ManualClock, Missed, Phase, due, entries, phase,
+    CatchUp, Clock, Decision, ManualClock, Missed, Phase, Schedule as Entry, due, entries, phase,
 };
 
-/// The entries of one schedules file.
+/// The entries of one schedules file, checked with a one-step playbook for
+/// each playbook it names.
 pub fn schedules(text: &str) -> Vec<Entry> {
-    let source = Source::new("schedules/test.toml", text);
-    let value: ScheduleFile = source.parse().expect("schedules parse");
-    let plan = Plan {
-        schedules: vec![Loaded { source, value }],
-        ..Plan::default()
-    };
-    entries(&plan)
+    let mut sources = vec![(FileKind::Schedule, Source::new("schedules/test.toml", text))];
+    let mut names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("playbook = \""))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let playbook = format!(
+            "name = \"{name}\"\ntargets = [\"localhost\"]\n[[steps]]\nname = \"s\"\ncommand = \"true\"\n"
+        );
+        sources.push((
+            FileKind::Playbook,
+            Source::new(format!("playbooks/{name}.toml"), playbook),
+        ));
+    }
+    match nightshift_plan::from_sources(sources) {
+        Ok(plan) => entries(&plan),
+        Err(err) => panic!("the test schedules do not check: {err:#?}"),
+    }
 }
 
 /// A local wall-clock time that exists exactly once.
