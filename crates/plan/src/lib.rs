@@ -48,7 +48,7 @@ pub enum PlanError {
     #[error("{0}")]
     Invalid(Box<Diagnostic>),
     #[error(
-        "the plan has {} in {}; nothing was run (`nightshift check` shows the same)",
+        "the plan has {} in {}; nothing was done (`nightshift check` shows the same)",
         count(.0.diagnostics.len(), "problem"),
         count(.0.files_with_errors(), "file")
     )]

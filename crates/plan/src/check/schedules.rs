@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{NaiveDate, Utc};
+use chrono::Utc;
 use chrono_tz::Tz;
 use toml::Spanned;
 
@@ -53,35 +53,26 @@ pub(super) fn windows(written: &Written, out: &mut Vec<Diagnostic>) -> BTreeMap<
 
 fn window(source: &Source, w: &written::Window) -> Result<Window, Vec<Diagnostic>> {
     let mut problems = Vec::new();
-    let mut field = |value: &Spanned<String>, parse: &dyn Fn(&str) -> Result<(), String>| {
-        if let Err(message) = parse(value.get_ref()) {
-            problems.push(error(source, value, message));
-        }
-    };
-    for day in &w.days {
-        field(day, &|d| window::weekday(d).map(drop));
-    }
-    field(&w.start, &|t| window::time_of_day(t).map(drop));
-    field(&w.end, &|t| window::time_of_day(t).map(drop));
-    if let Some(monthly) = &w.monthly {
-        field(monthly, &|m| m.parse::<window::MonthRule>().map(drop));
-    }
-    for d in &w.blackout {
-        field(d, &|t| window::date(t).map(drop));
-    }
-    for f in &w.freeze {
-        field(&f.from, &|t| window::date(t).map(drop));
-        field(&f.to, &|t| window::date(t).map(drop));
-    }
+    let days = every(source, &w.days, window::weekday, &mut problems);
+    let blackout = every(source, &w.blackout, window::date, &mut problems);
+    let start = parsed(source, &w.start, window::time_of_day, &mut problems);
+    let end = parsed(source, &w.end, window::time_of_day, &mut problems);
+    let monthly = w
+        .monthly
+        .as_ref()
+        .and_then(|m| parsed(source, m, str::parse::<window::MonthRule>, &mut problems));
+    let freeze: Vec<_> = w
+        .freeze
+        .iter()
+        .filter_map(|f| {
+            let from = parsed(source, &f.from, window::date, &mut problems);
+            Some((from?, parsed(source, &f.to, window::date, &mut problems)?))
+        })
+        .collect();
     let timezone = w
         .timezone
         .as_ref()
-        .map(|tz| time_zone(source, tz))
-        .transpose()
-        .unwrap_or_else(|d| {
-            problems.push(*d);
-            None
-        });
+        .and_then(|tz| time_zone(source, tz).map_err(|d| problems.push(*d)).ok());
     if let (Some(monthly), false) = (&w.monthly, w.days.is_empty()) {
         problems.push(
             error(
@@ -92,8 +83,7 @@ fn window(source: &Source, w: &written::Window) -> Result<Window, Vec<Diagnostic
             .with_help("a month rule already names the day; remove `days`"),
         );
     }
-    let start = window::time_of_day(w.start.get_ref()).ok();
-    if start.is_some() && start == window::time_of_day(w.end.get_ref()).ok() {
+    if start.is_some() && start == end {
         problems.push(
             error(
                 source,
@@ -103,31 +93,45 @@ fn window(source: &Source, w: &written::Window) -> Result<Window, Vec<Diagnostic
             .with_help("give an `end` different from `start`"),
         );
     }
-    if !problems.is_empty() {
-        return Err(problems);
+    match (start, end) {
+        (Some(start), Some(end)) if problems.is_empty() => Ok(Window {
+            rule: WindowRule {
+                days,
+                monthly,
+                start,
+                end,
+                timezone: timezone.unwrap_or(Tz::UTC),
+                blackout,
+                freeze,
+            },
+            own_zone: timezone.is_some(),
+        }),
+        _ => Err(problems),
     }
-    let date = |s: &Spanned<String>| window::date(s.get_ref()).unwrap_or(NaiveDate::MIN);
-    let rule = WindowRule {
-        days: w
-            .days
-            .iter()
-            .filter_map(|d| window::weekday(d.get_ref()).ok())
-            .collect(),
-        monthly: w.monthly.as_ref().and_then(|m| m.get_ref().parse().ok()),
-        start: window::time_of_day(w.start.get_ref()).unwrap_or_default(),
-        end: window::time_of_day(w.end.get_ref()).unwrap_or_default(),
-        timezone: timezone.unwrap_or(Tz::UTC),
-        blackout: w.blackout.iter().map(date).collect(),
-        freeze: w
-            .freeze
-            .iter()
-            .map(|f| (date(&f.from), date(&f.to)))
-            .collect(),
-    };
-    Ok(Window {
-        rule,
-        own_zone: timezone.is_some(),
-    })
+}
+
+fn every<T>(
+    source: &Source,
+    values: &[Spanned<String>],
+    parse: fn(&str) -> Result<T, String>,
+    problems: &mut Vec<Diagnostic>,
+) -> Vec<T> {
+    values
+        .iter()
+        .filter_map(|v| parsed(source, v, parse, problems))
+        .collect()
+}
+
+/// One field parsed, or its problem placed at it.
+fn parsed<T, E: ToString>(
+    source: &Source,
+    value: &Spanned<String>,
+    parse: impl Fn(&str) -> Result<T, E>,
+    problems: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    parse(value.get_ref())
+        .map_err(|e| problems.push(error(source, value, e.to_string())))
+        .ok()
 }
 
 /// Every schedule, resolved; problems go to `out`.
