@@ -9,8 +9,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use nightshift_catalog::{Catalog, JobStatus, Lease, NewRun, RunId, RunStatus, Trigger};
-use nightshift_plan::Playbook;
-use nightshift_plan::window::WindowRule;
+use nightshift_plan::{HostWindow, Playbook};
 use nightshift_scheduler::Clock;
 use nightshift_store::{Passphrase, RetentionPolicy};
 use nightshift_transport::SshConfig;
@@ -33,13 +32,6 @@ pub struct Target {
     /// Its own maintenance window, when the run respects it: closed when
     /// its batch comes, the host is deferred.
     pub window: Option<HostWindow>,
-}
-
-/// A host's own maintenance window.
-#[derive(Debug, Clone)]
-pub struct HostWindow {
-    pub name: String,
-    pub rule: WindowRule,
 }
 
 /// Where backups go.

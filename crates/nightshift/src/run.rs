@@ -16,7 +16,7 @@ use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressStyle};
 use nightshift_catalog::{CATALOG_FILE, Catalog, JobStatus, Trigger};
 use nightshift_engine::event::{Event, JobReport, RunReport};
 use nightshift_engine::reach::reach;
-use nightshift_engine::rollout::{self, HostWindow, Rollout, StoreAccess, Target};
+use nightshift_engine::rollout::{self, Rollout, StoreAccess, Target};
 use nightshift_engine::stop::Stop;
 use nightshift_plan::Playbook;
 use nightshift_scheduler::SystemClock;
@@ -98,14 +98,7 @@ pub fn rollout_targets(
                 reach: reach(inventory, name)?,
                 address: inventory.hosts.get(name).and_then(|h| h.address.clone()),
                 retention: inventory.retention(name).map(crate::store::policy_of),
-                window: plan
-                    .host_windows
-                    .get(name)
-                    .filter(|_| windows)
-                    .map(|w| HostWindow {
-                        name: w.name.clone(),
-                        rule: w.rule.clone(),
-                    }),
+                window: plan.host_windows.get(name).filter(|_| windows).cloned(),
             })
         })
         .collect()
