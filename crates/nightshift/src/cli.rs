@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use nightshift_scheduler::moment::Moment;
 
 /// Patch, backup and maintenance orchestrator for Linux fleets.
 ///
@@ -177,9 +178,10 @@ pub struct NextArgs {
     /// How many runs to list
     #[arg(long, short = 'n', default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     pub count: u16,
-    /// Start from this time instead of now (2026-11-20T03:00 local, or RFC 3339)
+    /// Start from this time instead of now; a date means its start, 00:00 local
+    /// (2026-11-20, 2026-11-20T03:00 local, RFC 3339, today, an age such as 2h)
     #[arg(long, value_name = "TIME")]
-    pub from: Option<String>,
+    pub from: Option<Moment>,
     /// Print the runs as JSON
     #[arg(long)]
     pub json: bool,
@@ -394,9 +396,10 @@ pub struct RunsArgs {
     /// Only runs of this playbook
     #[arg(long)]
     pub playbook: Option<String>,
-    /// Only runs started since then: a date (2026-11-01), a time (RFC 3339), or an age (7d)
+    /// Only runs started since then; a date means its start, 00:00 local
+    /// (2026-11-01, 2026-11-01T03:00 local, RFC 3339, yesterday, an age such as 7d)
     #[arg(long, value_name = "WHEN")]
-    pub since: Option<String>,
+    pub since: Option<Moment>,
     /// Only runs that failed, halted or were interrupted, or in which a host failed
     #[arg(long)]
     pub failed: bool,
@@ -561,9 +564,10 @@ pub struct ComplianceArgs {
     /// Only the hosts of this inventory group
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
-    /// The report as it would have read then: a date (its end), a local time, or RFC 3339
+    /// The report as it would have read then; a date means its end, 23:59:59.999 local
+    /// (2026-11-20, 2026-11-20T03:00 local, RFC 3339, yesterday, an age such as 30d)
     #[arg(long, value_name = "WHEN")]
-    pub as_of: Option<String>,
+    pub as_of: Option<Moment>,
     /// Exit with status 1 when some host is not compliant (exempt ones count as compliant)
     #[arg(long)]
     pub fail_if_not_compliant: bool,
@@ -572,9 +576,10 @@ pub struct ComplianceArgs {
 #[derive(Debug, Args)]
 pub struct HostReportArgs {
     pub host: String,
-    /// The record as it stood then: a date (its end), a local time, or RFC 3339
+    /// The record as it stood then; a date means its end, 23:59:59.999 local
+    /// (2026-11-20, 2026-11-20T03:00 local, RFC 3339, yesterday, an age such as 30d)
     #[arg(long, value_name = "WHEN")]
-    pub as_of: Option<String>,
+    pub as_of: Option<Moment>,
     /// Print JSON
     #[arg(long)]
     pub json: bool,

@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use chrono::{DateTime, Duration, Local, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Duration, Local, Utc};
 use nightshift_catalog::{CATALOG_FILE, Catalog};
 use nightshift_plan::Plan;
 use nightshift_report::{Evidence, Fleet, Report};
@@ -22,7 +22,7 @@ const TREND_WEEKS: i64 = 12;
 const PARALLEL_MOMENTS: usize = 4;
 
 pub fn compliance(settings: &Settings, args: &ComplianceArgs) -> anyhow::Result<ExitCode> {
-    let as_of = moment(args.as_of.as_deref())?;
+    let as_of = as_of(args.as_of)?;
     let report = gather(settings, args.group.as_deref(), as_of, None)?;
     let text = match args.format {
         ReportFormat::Table => nightshift_report::table(&report, &shown),
@@ -58,7 +58,7 @@ pub fn compliance(settings: &Settings, args: &ComplianceArgs) -> anyhow::Result<
 }
 
 pub fn host(settings: &Settings, args: &HostReportArgs) -> anyhow::Result<ExitCode> {
-    let as_of = moment(args.as_of.as_deref())?;
+    let as_of = as_of(args.as_of)?;
     let report = gather(settings, None, as_of, Some(&args.host))?;
     let Some(row) = report.hosts.iter().find(|h| h.host == args.host) else {
         anyhow::bail!(
@@ -74,44 +74,11 @@ pub fn host(settings: &Settings, args: &HostReportArgs) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-/// The report's moment: now, a date (its end, local time), or a local or
-/// RFC 3339 time.
-fn moment(text: Option<&str>) -> anyhow::Result<DateTime<Utc>> {
-    let Some(text) = text else {
-        return Ok(Utc::now());
-    };
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return in_range(t.to_utc(), text);
-    }
-    let local = |t: NaiveDateTime| Local.from_local_datetime(&t).earliest().map(|t| t.to_utc());
-    let moment = if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        // The end of the day: its last millisecond, as finely as the
-        // catalog records.
-        day.succ_opt()
-            .and_then(|next| local(next.and_time(chrono::NaiveTime::MIN)))
-            .map(|t| t - Duration::milliseconds(1))
-    } else {
-        ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]
-            .iter()
-            .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-            .and_then(local)
-    };
-    let moment = moment.with_context(|| {
-        format!(
-            "--as-of {text}: write a date (2026-11-20), a local time (2026-11-20T03:00) or RFC 3339"
-        )
-    })?;
-    in_range(moment, text)
-}
-
-/// A moment the catalog can hold: years 1 to 9999, so its text sorts.
-fn in_range(at: DateTime<Utc>, text: &str) -> anyhow::Result<DateTime<Utc>> {
-    use chrono::Datelike as _;
-    anyhow::ensure!(
-        (1..=9999).contains(&at.year()),
-        "--as-of {text}: a year from 1 to 9999, please"
-    );
-    Ok(at)
+/// The report's moment: the end of the time asked about (the last
+/// millisecond of a date), or now.
+fn as_of(asked: Option<nightshift_scheduler::moment::Moment>) -> anyhow::Result<DateTime<Utc>> {
+    let now = Utc::now();
+    asked.map_or(Ok(now), |m| m.end(now)).context("--as-of")
 }
 
 /// How times read in the table: the local zone, to the minute.
@@ -257,34 +224,4 @@ fn fleet(plan: &Plan, group: Option<&str>) -> anyhow::Result<Fleet> {
         scheduled,
         group: group.map(str::to_string),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use chrono::{Local, TimeZone};
-
-    use super::moment;
-
-    #[test]
-    fn a_date_means_the_last_millisecond_of_that_local_day() {
-        let at = moment(Some("2026-11-20")).expect("a date");
-        let end = Local
-            .with_ymd_and_hms(2026, 11, 21, 0, 0, 0)
-            .earliest()
-            .expect("a local midnight")
-            .to_utc()
-            - chrono::Duration::milliseconds(1);
-        assert_eq!(at, end);
-    }
-
-    #[test]
-    fn times_read_as_local_or_rfc3339_and_nonsense_is_refused() {
-        let rfc = moment(Some("2026-11-20T03:00:00+01:00")).expect("RFC 3339");
-        assert_eq!(rfc.to_rfc3339(), "2026-11-20T02:00:00+00:00");
-        assert!(moment(Some("2026-11-20T03:00")).is_ok());
-        for bad in ["yesterday", "2026-13-01", "0000-01-01T00:00:00Z"] {
-            let err = moment(Some(bad)).expect_err(bad).to_string();
-            assert!(err.starts_with(&format!("--as-of {bad}")), "{err}");
-        }
-    }
 }

@@ -48,23 +48,6 @@ fn duration(started: &str, finished: Option<&str>) -> String {
     }
 }
 
-/// `--since`: a date, an RFC 3339 time, or an age such as `7d`.
-fn since(text: &str) -> anyhow::Result<String> {
-    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
-        return Ok(nightshift_catalog::stamp(time.with_timezone(&Utc)));
-    }
-    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(format!("{date}"));
-    }
-    let age: nightshift_plan::Duration = text.parse().map_err(|_| {
-        anyhow::anyhow!(
-            "--since {text}: give a date (2026-11-01), a time (2026-11-01T03:00:00Z) or an age (7d)"
-        )
-    })?;
-    let age = chrono::Duration::from_std(age.0).context("--since is too far back")?;
-    Ok(nightshift_catalog::stamp(Utc::now() - age))
-}
-
 /// `nightshift runs` and `nightshift runs show RUN`.
 pub fn runs(settings: &Settings, args: &RunsArgs) -> anyhow::Result<ExitCode> {
     if let Some(RunsCommand::Show { run, json }) = &args.show {
@@ -73,7 +56,10 @@ pub fn runs(settings: &Settings, args: &RunsArgs) -> anyhow::Result<ExitCode> {
     let filter = RunFilter {
         host: args.host.clone(),
         playbook: args.playbook.clone(),
-        since: args.since.as_deref().map(since).transpose()?,
+        since: (args.since.map(|since| since.start(Utc::now())))
+            .transpose()
+            .context("--since")?
+            .map(nightshift_catalog::stamp),
         failed_only: args.failed,
         limit: args.limit,
     };

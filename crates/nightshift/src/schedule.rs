@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
-use chrono::{DateTime, Local, NaiveDateTime, TimeZone, Utc};
+use anyhow::Context as _;
+use chrono::Utc;
 use comfy_table::{Table, presets};
 use nightshift_plan::next::{Stuck, Upcoming, upcoming};
 
@@ -10,7 +11,7 @@ use crate::settings::Settings;
 /// `nightshift schedule next`: the runs to expect, each inside its window.
 pub fn next(settings: &Settings, args: &NextArgs) -> anyhow::Result<ExitCode> {
     let from = match &args.from {
-        Some(text) => parse_time(text)?,
+        Some(from) => from.start(Utc::now()).context("--from")?,
         None => Utc::now(),
     };
     let plan = settings.plan()?;
@@ -54,28 +55,4 @@ fn render(runs: &[Upcoming], stuck: &[Stuck]) -> String {
         ));
     }
     out
-}
-
-/// RFC 3339, or `YYYY-MM-DD HH:MM` (also with `T`) in the local time zone.
-fn parse_time(text: &str) -> anyhow::Result<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let naive = ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "`{text}` is not a time; write 2026-11-20T03:00 (local time) or 2026-11-20T03:00:00+01:00"
-            )
-        })?;
-    Local
-        .from_local_datetime(&naive)
-        .earliest()
-        .map(|t| t.with_timezone(&Utc))
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "`{text}` does not exist in the local time zone (a daylight-saving gap)"
-            )
-        })
 }

@@ -90,6 +90,60 @@ fn schedule_next_json_has_local_and_utc_times() {
 }
 
 #[test]
+fn schedule_next_from_a_date_starts_at_its_midnight() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let from = |when: &str| {
+        let args = [
+            "--config",
+            EXAMPLE_CONFIG,
+            "schedule",
+            "next",
+            "--from",
+            when,
+        ];
+        let output = common::command_in(data.path(), &args, &[])
+            .current_dir(common::repo_root())
+            .output()
+            .expect("nightshift runs");
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+    };
+    assert_eq!(from("2026-12-10"), from("2026-12-10T00:00:00Z"));
+}
+
+/// Every flag that takes a time reads the same forms: a bad value is a
+/// usage error naming the flag, with one message whichever the command.
+#[test]
+fn a_bad_time_is_the_same_usage_error_for_every_time_flag() {
+    use nightshift_scheduler::moment::MomentError;
+    let data = tempfile::tempdir().expect("tempdir");
+    let flags: [&[&str]; 4] = [
+        &["runs", "--since"],
+        &["report", "compliance", "--as-of"],
+        &["report", "host", "web1", "--as-of"],
+        &["schedule", "next", "--from"],
+    ];
+    let refusals = [
+        ("last tuesday", MomentError::NotATime),
+        ("2026-03-29T02:30", MomentError::DaylightGap),
+        ("0000-12-31T12:00:00Z", MomentError::OutOfRange),
+    ];
+    for (bad, why) in refusals {
+        for flag in flags {
+            let args = [flag, &[bad]].concat();
+            let output = common::in_data_dir(data.path(), &args, &[("TZ", "Europe/Berlin")]);
+            assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+            let name = flag.last().expect("a flag");
+            let said = stderr(&output);
+            let (head, message) = said.split_once(">': ").expect("clap's usage error");
+            let named = format!("error: invalid value '{bad}' for '{name} <");
+            assert!(head.starts_with(&named), "{said}");
+            assert!(message.starts_with(&format!("{why}\n")), "{said}");
+        }
+    }
+}
+
+#[test]
 fn schedule_next_says_plainly_when_a_schedule_stops_running() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();

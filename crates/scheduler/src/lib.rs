@@ -13,6 +13,7 @@
 mod clock;
 mod due;
 mod entry;
+pub mod moment;
 mod phase;
 
 pub use clock::{Clock, ManualClock, SystemClock};
