@@ -57,8 +57,14 @@ pub struct StepReport {
     pub status: StepStatus,
     pub changed: bool,
     pub attempts: u32,
-    /// One line a person reads: "2 packages upgraded", "exit 1".
+    /// One line a person reads: "2 packages upgraded", "exit 1". When it
+    /// counts a list, the list is in `listed`.
     pub summary: String,
+    /// Everything the summary counts, in full: the packages a check would
+    /// upgrade, those left at their old version, the restored files that
+    /// differ. Whoever draws the summary on a screen shows the first few.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listed: Vec<String>,
     /// The step found that the host needs a reboot.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub reboot_required: bool,
@@ -82,6 +88,10 @@ pub struct JobReport {
     pub steps: Vec<StepReport>,
     /// Packages this job upgraded: name, from, to.
     pub updated: Vec<PackageChange>,
+    /// Packages a step in check mode found it would upgrade: name, from,
+    /// and the version it would go to. Nothing was changed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub would_update: Vec<PackageChange>,
     /// How long a reboot took, when the job rebooted the host.
     #[serde(with = "opt_millis", skip_serializing_if = "Option::is_none")]
     pub reboot: Option<Duration>,
@@ -103,6 +113,7 @@ impl JobReport {
             error: None,
             steps: Vec::new(),
             updated: Vec::new(),
+            would_update: Vec::new(),
             reboot: None,
             backup: None,
             elapsed: Duration::ZERO,
@@ -169,5 +180,55 @@ mod opt_millis {
             Some(d) => s.serialize_some(&(d.as_millis() as u64)),
             None => s.serialize_none(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(name: &str) -> PackageChange {
+        PackageChange {
+            name: name.into(),
+            from: Some("1.0".into()),
+            to: Some("1.1".into()),
+            security: false,
+        }
+    }
+
+    #[test]
+    fn json_events_carry_the_whole_list_a_summary_counts() {
+        let step = StepReport {
+            step: "pending updates".into(),
+            kind: StepKind::Update,
+            status: StepStatus::Skipped,
+            changed: false,
+            attempts: 1,
+            summary: "would upgrade 2 packages (0 security)".into(),
+            listed: vec!["bash".into(), "curl".into()],
+            reboot_required: false,
+            error_kind: None,
+            elapsed: Duration::from_millis(1500),
+        };
+        let mut job = JobReport::new("web1", 1, JobStatus::Ok);
+        job.would_update = vec![change("bash"), change("curl")];
+        job.steps.push(step.clone());
+        let finished = serde_json::to_value(Event::StepFinished {
+            host: "web1".into(),
+            step,
+        })
+        .expect("JSON");
+        assert_eq!(finished["listed"], serde_json::json!(["bash", "curl"]));
+        let host = serde_json::to_value(Event::HostFinished(job)).expect("JSON");
+        assert_eq!(host["updated"], serde_json::json!([]));
+        assert_eq!(host["would_update"][1]["name"], "curl");
+        assert_eq!(host["would_update"][1]["to"], "1.1");
+    }
+
+    #[test]
+    fn json_events_leave_out_empty_lists() {
+        let job = JobReport::new("web1", 1, JobStatus::Ok);
+        let host = serde_json::to_value(Event::HostFinished(job)).expect("JSON");
+        assert!(host.get("would_update").is_none(), "{host}");
     }
 }

@@ -225,6 +225,9 @@ async fn run_one(
 /// Takes what a finished step found into the job.
 fn absorb(report: &mut JobReport, step: &Step, done: &Done, r: &StepReport) {
     report.updated.extend(done.updated.iter().cloned());
+    report
+        .would_update
+        .extend(done.would_update.iter().cloned());
     if done.rebooted.is_some() {
         report.reboot = done.rebooted;
     }

@@ -22,10 +22,14 @@ pub struct Done {
     /// Everything the step printed, and what the engine says about it.
     pub output: Vec<u8>,
     pub summary: String,
+    /// What the summary counts, in full (see [`StepReport::listed`]).
+    pub listed: Vec<String>,
     /// Set when the step failed for a reason other than its own exit code.
     pub error: Option<StepError>,
     pub reboot_required: bool,
     pub updated: Vec<PackageChange>,
+    /// What a check would have upgraded; nothing was.
+    pub would_update: Vec<PackageChange>,
     pub backup: Option<BackupReport>,
     pub rebooted: Option<Duration>,
     /// Whether trying again could help (a command's exit, not a refusal).
@@ -243,6 +247,7 @@ pub fn report(
         changed: done.changed,
         attempts,
         summary: done.summary.clone(),
+        listed: done.listed.clone(),
         reboot_required: done.reboot_required,
         error_kind: done
             .error
@@ -265,6 +270,7 @@ mod tests {
             changed,
             attempts: 1,
             summary: String::new(),
+            listed: Vec::new(),
             reboot_required: false,
             error_kind: None,
             elapsed: Duration::ZERO,

@@ -211,14 +211,18 @@ async fn render(mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>, json: bool)
     let live = !json && std::io::stderr().is_terminal();
     let mut view = live.then(LiveView::default);
     let mut jobs = Vec::new();
+    let mut lists = None;
     while let Some(event) = rx.recv().await {
+        if let Event::RunStarted { run, .. } = &event {
+            lists = Some(where_listed(*run));
+        }
         if json {
             if let Ok(line) = serde_json::to_string(&event) {
                 println!("{line}");
             }
         } else if let Some(view) = &mut view {
             view.show(&event);
-        } else if let Some(line) = log_line(&event) {
+        } else if let Some(line) = plain_line(&event, lists.as_deref()) {
             eprintln!("{line}");
         }
         if let Event::HostFinished(job) = event {
@@ -231,7 +235,24 @@ async fn render(mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>, json: bool)
     jobs
 }
 
+/// Where the whole of a list that a step line shortens can be read: the
+/// catalog's record of the run, or, when nothing is recorded (`--check`),
+/// the JSON events.
+fn where_listed(run: Option<i64>) -> String {
+    match run {
+        Some(run) => format!("`nightshift runs show {run}` lists them"),
+        None => "`--json` lists them".to_string(),
+    }
+}
+
+/// An event as one plain log line.
 pub(crate) fn log_line(event: &Event) -> Option<String> {
+    plain_line(event, None)
+}
+
+/// An event as one plain log line; `lists` says where the whole of a
+/// shortened list can be read.
+fn plain_line(event: &Event, lists: Option<&str>) -> Option<String> {
     Some(match event {
         Event::RunStarted {
             playbook,
@@ -264,13 +285,7 @@ pub(crate) fn log_line(event: &Event) -> Option<String> {
         }
         Event::StepStarted { host, step, .. } => format!("{host}  {step}: started"),
         Event::Progress { .. } => return None,
-        Event::StepFinished { host, step } => format!(
-            "{host}  {}: {} {} ({:.1}s)",
-            step.step,
-            step.status,
-            step.summary,
-            step.elapsed.as_secs_f64()
-        ),
+        Event::StepFinished { host, step } => step_line(host, step, lists),
         Event::HostFinished(job) => format!(
             "{}  {}{}",
             job.host,
@@ -283,6 +298,43 @@ pub(crate) fn log_line(event: &Event) -> Option<String> {
         Event::Halted { reason } => format!("halting: {reason}; no new batch starts"),
         Event::RunFinished(_) => return None,
     })
+}
+
+/// How long a step line may grow to name what its summary counts.
+const LINE_WIDTH: usize = 150;
+
+/// "web1  security updates: ok 2 packages upgraded (12.3s)"; a summary that
+/// counts a list names as many of it as the line has room for (one at
+/// least) and says where the rest is.
+fn step_line(
+    host: &str,
+    step: &nightshift_engine::event::StepReport,
+    lists: Option<&str>,
+) -> String {
+    let line = |listed: &str| {
+        format!(
+            "{host}  {}: {} {}{listed} ({:.1}s)",
+            step.step,
+            step.status,
+            step.summary,
+            step.elapsed.as_secs_f64()
+        )
+    };
+    let names: Vec<&str> = step.listed.iter().map(String::as_str).collect();
+    let shortened = |few: &str, more: usize| match lists {
+        Some(lists) => format!(": {few} … and {more} more; {lists}"),
+        None => format!(": {few} … and {more} more"),
+    };
+    if names.is_empty() {
+        return line("");
+    }
+    let whole = line(&format!(": {}", names.join(", ")));
+    if whole.chars().count() <= LINE_WIDTH {
+        return whole;
+    }
+    let bare = line(&shortened("", names.len())).chars().count();
+    let (few, shown) = first_few(&names, LINE_WIDTH.saturating_sub(bare));
+    line(&shortened(&few, names.len() - shown))
 }
 
 /// The live view: the run's bar and one line per host in flight.
@@ -373,14 +425,29 @@ impl LiveView {
 }
 
 fn print_summary(report: &RunReport, jobs: &[JobReport], check: bool) {
+    print!("{}", summary(report, jobs, check));
+}
+
+/// The table per host, the closing lines and the commands to try next.
+fn summary(report: &RunReport, jobs: &[JobReport], check: bool) -> String {
+    // Nothing was upgraded but a check found upgrades: the column says so.
+    let would = jobs.iter().all(|j| j.updated.is_empty())
+        && jobs.iter().any(|j| !j.would_update.is_empty());
     let mut table = Table::new();
     table.load_preset(presets::NOTHING);
-    table.set_header(["HOST", "RESULT", "UPDATED", "REBOOT", "BACKUP", "TIME"]);
+    table.set_header([
+        "HOST",
+        "RESULT",
+        if would { "WOULD UPDATE" } else { "UPDATED" },
+        "REBOOT",
+        "BACKUP",
+        "TIME",
+    ]);
     for job in jobs {
         table.add_row([
             job.host.clone(),
             job.status.to_string(),
-            updated(job, check),
+            updated(job, would),
             job.reboot
                 .map_or("—".into(), |t| format!("yes {}s", t.as_secs())),
             job.backup.as_ref().map_or("—".into(), |b| {
@@ -393,38 +460,118 @@ fn print_summary(report: &RunReport, jobs: &[JobReport], check: bool) {
             clock(job.elapsed),
         ]);
     }
-    println!("{table}");
-    println!("{}", closing_line(report));
+    let mut text = String::new();
+    for line in table.to_string().lines() {
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text.push_str(&format!("{}\n", closing_line(report)));
+    if let Some(line) = would_change(jobs, check) {
+        text.push_str(&format!("{line}\n"));
+    }
+    let next = next_commands(report, jobs);
+    if !next.is_empty() {
+        text.push_str(&format!("next: {}\n", next.join(" · ")));
+    }
+    text
+}
+
+fn next_commands(report: &RunReport, jobs: &[JobReport]) -> Vec<String> {
     let mut next = Vec::new();
     if let Some(run) = report.run {
         next.push(format!("nightshift runs show {run}"));
+    } else if jobs.iter().any(|j| cut_short(&j.would_update)) {
+        next.push("--json lists every package".to_string());
     }
     if jobs.iter().any(|j| j.backup.is_some()) {
         next.push("nightshift snapshots".to_string());
     }
-    if !next.is_empty() {
-        println!("next: {}", next.join(" · "));
+    next
+}
+
+/// The packages cell: what was upgraded, then what a check would upgrade
+/// (said as such unless the whole column is about that).
+fn updated(job: &JobReport, would_column: bool) -> String {
+    let mut parts = Vec::new();
+    if !job.updated.is_empty() {
+        parts.push(packages(&job.updated));
+    }
+    if !job.would_update.is_empty() {
+        let would = packages(&job.would_update);
+        parts.push(if would_column {
+            would
+        } else {
+            format!("would {would}")
+        });
+    }
+    if parts.is_empty() {
+        "—".into()
+    } else {
+        parts.join("; ")
     }
 }
 
-fn updated(job: &JobReport, check: bool) -> String {
-    if job.updated.is_empty() {
-        return "—".into();
+/// Room for package names in a table cell, in characters.
+const CELL_ROOM: usize = 20;
+
+/// "136 packages (base-files, bash, …)"
+fn packages(changes: &[nightshift_engine::event::PackageChange]) -> String {
+    let (few, shown) = first_few(&names_of(changes), CELL_ROOM);
+    format!(
+        "{} package{} ({few}{})",
+        changes.len(),
+        if changes.len() == 1 { "" } else { "s" },
+        if shown < changes.len() { ", …" } else { "" }
+    )
+}
+
+/// Whether the cell leaves some of the packages out.
+fn cut_short(changes: &[nightshift_engine::event::PackageChange]) -> bool {
+    first_few(&names_of(changes), CELL_ROOM).1 < changes.len()
+}
+
+fn names_of(changes: &[nightshift_engine::event::PackageChange]) -> Vec<&str> {
+    changes.iter().map(|c| c.name.as_str()).collect()
+}
+
+/// The first of `names` that fit in `room` characters (at least one),
+/// joined, and how many that is.
+fn first_few(names: &[&str], room: usize) -> (String, usize) {
+    let mut text = String::new();
+    let mut shown = 0;
+    for name in names {
+        let width = name.chars().count() + if shown == 0 { 0 } else { 2 };
+        if shown > 0 && text.chars().count() + width > room {
+            break;
+        }
+        if shown > 0 {
+            text.push_str(", ");
+        }
+        text.push_str(name);
+        shown += 1;
     }
-    let first = &job.updated[0];
-    let mut text = format!(
-        "{} {} → {}",
-        first.name,
-        first.from.as_deref().unwrap_or("(new)"),
-        first.to.as_deref().unwrap_or("?")
+    (text, shown)
+}
+
+/// What a check found it would change, in one line: "check mode: nothing
+/// changed; would update 136 packages (12 security) on 1 host".
+fn would_change(jobs: &[JobReport], check: bool) -> Option<String> {
+    let hosts = jobs.iter().filter(|j| !j.would_update.is_empty()).count();
+    let packages: Vec<&nightshift_engine::event::PackageChange> =
+        jobs.iter().flat_map(|j| &j.would_update).collect();
+    let update = format!(
+        "would update {} package{} ({} security) on {hosts} host{}",
+        packages.len(),
+        if packages.len() == 1 { "" } else { "s" },
+        packages.iter().filter(|p| p.security).count(),
+        if hosts == 1 { "" } else { "s" }
     );
-    if job.updated.len() > 1 {
-        text.push_str(&format!(" +{}", job.updated.len() - 1));
+    match (check, hosts) {
+        (true, 0) => Some("check mode: nothing changed".into()),
+        (true, _) => Some(format!("check mode: nothing changed; {update}")),
+        (false, 0) => None,
+        (false, _) => Some(format!("{update}: checked, not applied")),
     }
-    if check {
-        text.push_str(" (would)");
-    }
-    text
 }
 
 fn clock(elapsed: Duration) -> String {
@@ -458,4 +605,178 @@ fn closing_line(report: &RunReport) -> String {
         ),
     };
     format!("{who} {what}")
+}
+
+#[cfg(test)]
+mod tests {
+    use nightshift_catalog::RunStatus;
+    use nightshift_engine::event::{BackupReport, PackageChange, StepKind, StepReport, StepStatus};
+
+    use super::*;
+
+    const FIRST: [&str; 6] = [
+        "base-files",
+        "bash",
+        "ca-certificates",
+        "libssl3",
+        "linux-image-amd64",
+        "openssh-client",
+    ];
+
+    /// `count` packages as an upgrade lists them, every tenth a security
+    /// update.
+    fn changes(count: usize) -> Vec<PackageChange> {
+        (0..count)
+            .map(|i| PackageChange {
+                name: FIRST
+                    .get(i)
+                    .map_or_else(|| format!("libexample{i}"), |n| n.to_string()),
+                from: Some("1.0-1".into()),
+                to: Some("1.0-1+deb12u1".into()),
+                security: i % 10 == 0,
+            })
+            .collect()
+    }
+
+    fn update_step(status: StepStatus, summary: &str, listed: &[PackageChange]) -> StepReport {
+        StepReport {
+            step: "pending updates".into(),
+            kind: StepKind::Update,
+            status,
+            changed: status == StepStatus::Ok,
+            attempts: 1,
+            summary: summary.into(),
+            listed: listed.iter().map(|p| p.name.clone()).collect(),
+            reboot_required: false,
+            error_kind: None,
+            elapsed: Duration::from_millis(2_140),
+        }
+    }
+
+    fn job(host: &str, steps: Vec<StepReport>) -> JobReport {
+        let mut job = JobReport::new(host, 1, JobStatus::Ok);
+        job.steps = steps;
+        job.elapsed = Duration::from_secs(75);
+        job
+    }
+
+    fn report(run: Option<i64>, jobs: &[JobReport]) -> RunReport {
+        let failed = jobs.iter().filter(|j| j.failed()).count();
+        RunReport {
+            run,
+            playbook: "web-patch".into(),
+            status: if failed == 0 {
+                RunStatus::Ok
+            } else {
+                RunStatus::Failed
+            },
+            halted_because: None,
+            hosts: jobs.len(),
+            ok: jobs.len() - failed,
+            failed,
+            skipped: 0,
+            deferred: 0,
+            elapsed: Duration::from_secs(81),
+        }
+    }
+
+    /// What a person reads: the step lines (piped) and the closing table.
+    fn shown(run: Option<i64>, jobs: &[JobReport], check: bool) -> String {
+        let lists = where_listed(run);
+        let mut text = String::new();
+        for job in jobs {
+            for step in &job.steps {
+                text.push_str(&step_line(&job.host, step, Some(&lists)));
+                text.push('\n');
+            }
+        }
+        text.push('\n');
+        text.push_str(&summary(&report(run, jobs), jobs, check));
+        text
+    }
+
+    /// A host whose update step, in check mode, found `count` upgrades.
+    fn would(host: &str, count: usize) -> JobReport {
+        let pending = changes(count);
+        let security = pending.iter().filter(|p| p.security).count();
+        let summary = format!("would upgrade {count} packages ({security} security)");
+        let step = update_step(StepStatus::Skipped, &summary, &pending);
+        let mut job = job(host, vec![step]);
+        job.would_update = pending;
+        job
+    }
+
+    /// A host whose update step upgraded `count` packages.
+    fn upgraded(host: &str, count: usize, summary: &str) -> JobReport {
+        let mut job = job(host, vec![update_step(StepStatus::Ok, summary, &[])]);
+        job.updated = changes(count);
+        job
+    }
+
+    /// A check of two hosts, one with 150 pending packages.
+    fn checked() -> Vec<JobReport> {
+        vec![would("web1", 150), would("web2", 2)]
+    }
+
+    #[test]
+    fn a_check_reads_like_a_plan() {
+        let text = shown(None, &checked(), true);
+        assert!(!text.contains("UPDATED"), "{text}");
+        insta::assert_snapshot!(text);
+    }
+
+    #[test]
+    fn a_check_step_in_a_recorded_run_points_at_the_record() {
+        let mut jobs = checked();
+        jobs.truncate(1);
+        jobs[0].backup = Some(BackupReport {
+            snapshot: "4f1c9a2e".into(),
+            files: 212,
+            bytes_read: 1_342_177,
+            new_bytes_stored: 401_113,
+            elapsed: Duration::from_millis(820),
+        });
+        insta::assert_snapshot!(shown(Some(7), &jobs, false));
+    }
+
+    #[test]
+    fn a_run_that_upgraded_says_updated() {
+        let web1 = upgraded("web1", 150, "150 upgraded");
+        let mut web2 = upgraded("web2", 1, "1 upgraded, reboot required");
+        web2.reboot = Some(Duration::from_secs(48));
+        let mut web3 = job(
+            "web3",
+            vec![update_step(
+                StepStatus::Failed,
+                "exit 100; 110 of 150 upgraded, 40 not at the new version",
+                &changes(150)[110..],
+            )],
+        );
+        web3.status = JobStatus::Failed;
+        web3.updated = changes(110);
+        insta::assert_snapshot!(shown(Some(12), &[web1, web2, web3], false));
+    }
+
+    #[test]
+    fn every_line_fits_a_wide_terminal() {
+        for text in [
+            shown(None, &checked(), true),
+            shown(Some(7), &checked(), false),
+        ] {
+            for line in text.lines() {
+                assert!(line.chars().count() <= LINE_WIDTH, "too long: {line}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_first_name_is_shown_whole() {
+        let names = ["a-very-long-package-name-indeed", "bash"];
+        assert_eq!(
+            first_few(&names, 10),
+            ("a-very-long-package-name-indeed".to_string(), 1)
+        );
+        assert_eq!(first_few(&names[1..], 10), ("bash".to_string(), 1));
+        assert_eq!(first_few(&[], 10), (String::new(), 0));
+    }
 }

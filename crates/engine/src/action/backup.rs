@@ -796,12 +796,12 @@ async fn restore_sample(host: &HostRun<'_>, limit: Duration) -> Result<Done, Ste
         done.failing(StepError::new(
             "verify_failed",
             format!(
-                "{} of {} restored files differ from the snapshot: {}",
+                "{} of {} restored files differ from the snapshot",
                 mismatched.len(),
                 sample.files.len(),
-                mismatched.join(", ")
             ),
         ));
+        done.listed = mismatched;
         Ok(done)
     }
 }

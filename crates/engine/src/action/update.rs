@@ -52,15 +52,7 @@ async fn update(host: &HostRun<'_>, policy: &Update, limit: Duration) -> Result<
         return Ok(done);
     }
     if host.check {
-        for up in &chosen {
-            done.say(describe(up));
-        }
-        done.summary = format!("would upgrade {}", names(&chosen));
-        done.skipped = true;
-        done.updated = chosen
-            .iter()
-            .map(|u| upgraded(u, Some(u.to.clone())))
-            .collect();
+        would_upgrade(&chosen, &mut done);
         done.reboot_required = super::reboot::required(host).await?.is_some();
         return Ok(done);
     }
@@ -86,27 +78,14 @@ async fn update(host: &HostRun<'_>, policy: &Update, limit: Duration) -> Result<
     let reboot = super::reboot::required(host).await?;
     record_reboot(host, reboot.as_deref()).await;
     done.reboot_required = reboot.is_some();
-    let missing: Vec<&str> = chosen
+    let missing: Vec<String> = chosen
         .iter()
         .filter(|u| after.get(&u.name) != Some(&u.to))
-        .map(|u| u.name.as_str())
+        .map(|u| u.name.clone())
         .collect();
     if !out.status.success() || !missing.is_empty() {
         done.exit = Some(out.status.clone());
-        done.failing(StepError::new(
-            "update_failed",
-            format!(
-                "{} ({}); {} of {} upgraded",
-                out.status,
-                if missing.is_empty() {
-                    "see the output".to_string()
-                } else {
-                    format!("not at the new version: {}", missing.join(", "))
-                },
-                done.updated.len(),
-                chosen.len()
-            ),
-        ));
+        fell_short(&mut done, &out.status, missing, chosen.len());
         return Ok(done);
     }
     done.exit = Some(out.status);
@@ -224,13 +203,55 @@ fn describe(up: &Upgrade) -> String {
     )
 }
 
-fn names(upgrades: &[Upgrade]) -> String {
+/// What check mode reports for the upgrades the policy selects: the count
+/// in the summary, every name in `listed`, each package with its versions
+/// in the output, and the names once more as its last line, where a
+/// recorded step's output tail keeps them.
+fn would_upgrade(chosen: &[Upgrade], done: &mut Done) {
+    for up in chosen {
+        done.say(describe(up));
+    }
+    let names: Vec<String> = chosen.iter().map(|u| u.name.clone()).collect();
+    done.say(format!("would upgrade: {}", names.join(", ")));
+    done.summary = format!("would upgrade {}", count(chosen));
+    done.listed = names;
+    done.skipped = true;
+    done.would_update = chosen
+        .iter()
+        .map(|u| upgraded(u, Some(u.to.clone())))
+        .collect();
+}
+
+/// "136 packages (12 security)"
+fn count(upgrades: &[Upgrade]) -> String {
     let security = upgrades.iter().filter(|u| u.security).count();
-    format!(
-        "{} packages ({security} security): {}",
-        upgrades.len(),
-        upgrades.iter().map(describe).collect::<Vec<_>>().join(", ")
-    )
+    match upgrades.len() {
+        1 => format!("1 package ({security} security)"),
+        n => format!("{n} packages ({security} security)"),
+    }
+}
+
+/// Fails an upgrade that exited with an error or left some of the chosen
+/// packages at their old version: the names go to `listed` and, as the
+/// last line, to the output.
+fn fell_short(
+    done: &mut Done,
+    status: &nightshift_transport::ExitStatus,
+    missing: Vec<String>,
+    chosen: usize,
+) {
+    let upgraded = done.updated.len();
+    let message = if missing.is_empty() {
+        format!("{status} (see the output); {upgraded} of {chosen} upgraded")
+    } else {
+        done.say(format!("not at the new version: {}", missing.join(", ")));
+        format!(
+            "{status}; {upgraded} of {chosen} upgraded, {} not at the new version",
+            missing.len()
+        )
+    };
+    done.listed = missing;
+    done.failing(StepError::new("update_failed", message));
 }
 
 async fn record_state(host: &HostRun<'_>, upgrades: &[Upgrade]) {
@@ -265,4 +286,81 @@ pub(super) async fn record_reboot(host: &HostRun<'_>, reason: Option<&str>) {
             c.set_reboot_required(host.name(), reason, Utc::now())
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upgrades(count: usize) -> Vec<Upgrade> {
+        (0..count)
+            .map(|i| Upgrade {
+                name: format!("pkg{i:03}"),
+                arch: Some("amd64".into()),
+                from: Some("1.0".into()),
+                to: "1.1".into(),
+                security: i % 10 == 0,
+                origin: "bookworm".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_check_counts_in_its_summary_and_lists_every_package_apart() {
+        let chosen = upgrades(150);
+        let mut done = Done::default();
+        would_upgrade(&chosen, &mut done);
+        assert_eq!(done.summary, "would upgrade 150 packages (15 security)");
+        assert_eq!(done.listed.len(), 150);
+        assert_eq!(done.listed[149], "pkg149");
+        assert!(done.skipped && !done.changed);
+        assert!(done.updated.is_empty(), "nothing was upgraded");
+        assert_eq!(done.would_update.len(), 150);
+        assert_eq!(done.would_update[0].to.as_deref(), Some("1.1"));
+        let output = String::from_utf8_lossy(&done.output);
+        let lines: Vec<&str> = output.lines().collect();
+        assert_eq!(lines[0], "pkg000 1.0 → 1.1 (security)");
+        assert_eq!(lines.len(), 151);
+        assert!(
+            lines[150].starts_with("would upgrade: pkg000, pkg001, ")
+                && lines[150].ends_with(", pkg149"),
+            "the last line names them all: {}",
+            lines[150]
+        );
+    }
+
+    #[test]
+    fn one_package_is_counted_in_the_singular() {
+        let mut done = Done::default();
+        would_upgrade(&upgrades(1), &mut done);
+        assert_eq!(done.summary, "would upgrade 1 package (1 security)");
+    }
+
+    #[test]
+    fn packages_left_behind_are_counted_in_the_error_and_listed_apart() {
+        let missing: Vec<String> = (0..40).map(|i| format!("pkg{i:03}")).collect();
+        let mut done = Done::default();
+        let status = nightshift_transport::ExitStatus::Code(100);
+        fell_short(&mut done, &status, missing, 136);
+        assert!(done.failed);
+        assert_eq!(
+            done.summary,
+            "exit 100; 0 of 136 upgraded, 40 not at the new version"
+        );
+        assert_eq!(done.listed.len(), 40);
+        let output = String::from_utf8_lossy(&done.output);
+        assert!(
+            output.trim_end().ends_with("pkg038, pkg039"),
+            "the output ends with every name: {output}"
+        );
+    }
+
+    #[test]
+    fn a_failed_upgrade_with_every_package_in_place_points_at_its_output() {
+        let mut done = Done::default();
+        let status = nightshift_transport::ExitStatus::Code(1);
+        fell_short(&mut done, &status, Vec::new(), 3);
+        assert_eq!(done.summary, "exit 1 (see the output); 0 of 3 upgraded");
+        assert!(done.listed.is_empty());
+    }
 }
