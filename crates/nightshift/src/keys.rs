@@ -6,18 +6,12 @@
 //! A new store with none of these gets a generated key file, so the quick
 //! start never prompts; the message says to keep a copy.
 
+use crate::settings::Settings;
+use anyhow::Context;
+use nightshift_store::{Encryption, Lock, LockKind, Passphrase, Store, StoreConfig, StoreError};
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
-
-use anyhow::Context;
-use comfy_table::{Table, presets};
-use nightshift_store::{Encryption, Lock, LockKind, Passphrase, Store, StoreConfig, StoreError};
-use serde_json::json;
-
-use crate::cli::KeyCommand;
-use crate::settings::Settings;
 
 pub const PASSPHRASE_ENV: &str = "NIGHTSHIFT_PASSPHRASE";
 
@@ -32,7 +26,7 @@ fn generated_key_file(settings: &Settings) -> PathBuf {
     settings.data_dir.join("store.key")
 }
 
-fn read_key_file(path: &Path) -> anyhow::Result<Passphrase> {
+pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<Passphrase> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the store key file {}", path.display()))?;
     let text = text.trim_end_matches(['\n', '\r']);
@@ -45,7 +39,7 @@ fn read_key_file(path: &Path) -> anyhow::Result<Passphrase> {
 }
 
 /// The passphrase from the environment or a key file, without prompting.
-fn configured(settings: &Settings) -> anyhow::Result<Option<Passphrase>> {
+pub(crate) fn configured(settings: &Settings) -> anyhow::Result<Option<Passphrase>> {
     if let Ok(text) = std::env::var(PASSPHRASE_ENV)
         && !text.is_empty()
     {
@@ -61,7 +55,7 @@ fn configured(settings: &Settings) -> anyhow::Result<Option<Passphrase>> {
     Ok(None)
 }
 
-fn prompt(text: &str) -> anyhow::Result<Passphrase> {
+pub(crate) fn prompt(text: &str) -> anyhow::Result<Passphrase> {
     Ok(Passphrase::new(rpassword::prompt_password(text)?))
 }
 
@@ -193,76 +187,4 @@ fn generate_key_file(settings: &Settings) -> anyhow::Result<Passphrase> {
         path.display()
     );
     Ok(passphrase)
-}
-
-/// `nightshift store key add|list|remove|export`.
-pub fn run(settings: &Settings, command: KeyCommand) -> anyhow::Result<ExitCode> {
-    let store = open_store(settings)?;
-    match command {
-        KeyCommand::List { json: as_json } => {
-            let keys = store.keys()?;
-            if as_json {
-                let rows: Vec<_> = keys
-                    .iter()
-                    .map(|(id, key)| json!({"id": id, "created": key.created, "host": key.host, "kdf": key.kdf.algorithm}))
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                let mut table = Table::new();
-                table.load_preset(presets::NOTHING);
-                table.set_header(["ID", "CREATED", "HOST", "KDF"]);
-                for (id, key) in &keys {
-                    table.add_row([
-                        id.get(..8).unwrap_or(id).to_string(),
-                        key.created.format("%Y-%m-%d %H:%M UTC").to_string(),
-                        key.host.clone(),
-                        format!("{} {} MiB", key.kdf.algorithm, key.kdf.memory_kib / 1024),
-                    ]);
-                }
-                println!("{table}");
-            }
-        }
-        KeyCommand::Add { key_file } => {
-            let passphrase = match key_file {
-                Some(path) => read_key_file(&path)?,
-                None => new_passphrase()?,
-            };
-            let id = store.add_key(&passphrase)?;
-            println!("added key {}", id.get(..8).unwrap_or(&id));
-        }
-        KeyCommand::Remove { id } => {
-            let removed = store.remove_key(&id)?;
-            println!("removed key {}", removed.get(..8).unwrap_or(&removed));
-        }
-        KeyCommand::Export => {
-            let passphrase = configured(settings)?.context(
-                "the passphrase was typed, not stored: it is what you typed; nothing to export",
-            )?;
-            println!("{}", passphrase.expose());
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn new_passphrase() -> anyhow::Result<Passphrase> {
-    if let Ok(text) = std::env::var("NIGHTSHIFT_NEW_PASSPHRASE")
-        && !text.is_empty()
-    {
-        return Ok(Passphrase::new(text));
-    }
-    anyhow::ensure!(
-        std::io::stdin().is_terminal(),
-        "give the new key with --key-file FILE or NIGHTSHIFT_NEW_PASSPHRASE, or run on a terminal"
-    );
-    let first = prompt("new passphrase: ")?;
-    let again = prompt("the same again: ")?;
-    anyhow::ensure!(
-        first.expose() == again.expose(),
-        "the two passphrases differ; nothing added"
-    );
-    anyhow::ensure!(
-        first.expose().len() >= 8,
-        "a passphrase needs at least 8 characters"
-    );
-    Ok(first)
 }

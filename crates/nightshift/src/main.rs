@@ -2,24 +2,12 @@
 //! hands each subcommand to the crate that does the work. Rendering (text,
 //! JSON, progress) lives here; nothing below this crate prints.
 
-mod backup;
-mod browse;
-mod check;
 mod cli;
-mod daemon;
-mod exec;
-mod hosts;
+mod command;
 mod keys;
-mod prune;
-mod report;
-mod restore;
-mod run;
-mod runs;
-mod schedule;
+mod record;
 mod settings;
-mod status;
-mod store;
-mod trigger;
+mod show;
 
 use std::process::ExitCode;
 
@@ -69,34 +57,7 @@ fn refuse(err: &anyhow::Error) -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = settings::Settings::resolve(&cli.global)?;
     tracing::debug!(config = ?settings.config_file, data_dir = %settings.data_dir.display(), "settings");
-    match cli.command {
-        Command::Check(args) => check::run(&settings, &args),
-        Command::Schedule(cli::ScheduleCommand::Next(args)) => schedule::next(&settings, &args),
-        Command::Run(args) => run::run(&settings, &args),
-        Command::Exec(args) => exec::run(&settings, &args),
-        Command::Hosts(cli::HostsCommand::List { json }) => hosts::list(&settings, json),
-        Command::Hosts(cli::HostsCommand::Trust { hosts, yes }) => {
-            hosts::trust(&settings, &hosts, yes)
-        }
-        Command::Backup(args) => backup::backup(&settings, &args),
-        Command::Restore(args) => backup::restore(&settings, &args),
-        Command::Snapshots(args) => store::snapshots(&settings, &args),
-        Command::Ls(args) => store::ls(&settings, &args),
-        Command::Find(args) => browse::find(&settings, &args),
-        Command::Diff(args) => browse::diff(&settings, &args),
-        Command::Store(command) => store::run(&settings, command),
-        Command::Forget(args) => store::forget(&settings, &args),
-        Command::Runs(args) => runs::runs(&settings, &args),
-        Command::History(args) => runs::history(&settings, &args),
-        Command::Catalog(command) => runs::catalog(&settings, command),
-        Command::Daemon(args) => daemon::run(settings, &args),
-        Command::Trigger(args) => trigger::run(&settings, &args),
-        Command::Status(args) => status::run(&settings, &args),
-        Command::Report(cli::ReportCommand::Compliance(args)) => {
-            report::compliance(&settings, &args)
-        }
-        Command::Report(cli::ReportCommand::Host(args)) => report::host(&settings, &args),
-    }
+    command::run(settings, cli.command)
 }
 
 /// Who is running nightshift, as the catalog and the audit log record it.

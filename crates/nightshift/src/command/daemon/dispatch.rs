@@ -19,7 +19,9 @@ use nightshift_scheduler::{Clock, Decision, Phase, Schedule, due, entries, phase
 use tokio::sync::Semaphore;
 
 use super::notify::{Notice, NoticeHost, NoticeKind, Notifier};
-use crate::run::{find_playbook, log_line, needs_store, rollout_targets, store_access, targets};
+use crate::command::run::{
+    find_playbook, log_line, needs_store, rollout_targets, store_access, targets,
+};
 use crate::settings::Settings;
 
 /// A fire older than this when the daemon first sees it was missed (the

@@ -1,14 +1,32 @@
-use std::io::{BufRead, IsTerminal, Write};
-use std::process::ExitCode;
-
+use crate::settings::Settings;
+use clap::Subcommand;
 use comfy_table::{Table, presets};
 use nightshift_engine::reach::{Reach, reach};
 use nightshift_transport::{
     PublicKey, Verdict, fingerprint, host_key_name, key_type, scan_host_keys,
 };
 use serde_json::json;
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
 
-use crate::settings::Settings;
+#[derive(Debug, Subcommand)]
+pub enum HostsCommand {
+    /// List the inventory's hosts and how each is reached
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch hosts' SSH keys, show their fingerprints, and record them after confirmation
+    Trust {
+        /// Inventory host names
+        #[arg(required = true)]
+        hosts: Vec<String>,
+        /// Record without asking (for scripts)
+        #[arg(long)]
+        yes: bool,
+    },
+}
 
 /// `nightshift hosts list`.
 pub fn list(settings: &Settings, json_out: bool) -> anyhow::Result<ExitCode> {

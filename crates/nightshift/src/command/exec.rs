@@ -1,16 +1,41 @@
+use crate::settings::Settings;
+use anyhow::Context;
+use clap::Args;
+use nightshift_engine::adhoc::{self, Event, HostResult};
+use nightshift_engine::reach::reach;
+use nightshift_transport::{Command, ExitStatus, Stream};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Context;
-use nightshift_engine::adhoc::{self, Event, HostResult};
-use nightshift_engine::reach::reach;
-use nightshift_transport::{Command, ExitStatus, Stream};
-use serde_json::json;
-
-use crate::cli::ExecArgs;
-use crate::settings::Settings;
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Hosts: names, group:NAME, globs, all, and exclusions like !db3, comma-separated
+    pub targets: String,
+    /// The command to run, after `--`
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+    /// Hosts worked on at once [default: the config's ssh.forks, 50]
+    #[arg(long)]
+    pub forks: Option<usize>,
+    /// Stop the command on a host after this long (45s, 10m)
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Run through `sudo -n`
+    #[arg(long = "become", short = 'b')]
+    pub become_root: bool,
+    /// Set an environment variable for the command
+    #[arg(long = "env", short = 'e', value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Pass this variable from nightshift's own environment, as a secret never shown
+    #[arg(long = "secret-env", value_name = "NAME")]
+    pub secret_env: Vec<String>,
+    /// One JSON object per host instead of live output
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// `nightshift exec TARGETS -- COMMAND`: one command on many hosts, live
 /// output prefixed with host names, a summary, and an honest exit code.

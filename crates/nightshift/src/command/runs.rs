@@ -1,37 +1,56 @@
 //! `nightshift runs`, `runs show`, `history` and `catalog`: the catalog read
 //! back for sysadmins, as tables on a terminal and JSON for scripts.
 
-use std::future::Future;
-use std::process::ExitCode;
-
+use crate::record::with_catalog;
+use crate::settings::Settings;
+use crate::show::local_time;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
 use comfy_table::{Table, presets};
-use nightshift_catalog::{CATALOG_FILE, Catalog, RunDetail, RunFilter, RunRow, SnapshotRecord};
+use nightshift_catalog::{RunDetail, RunFilter, RunRow};
+use nightshift_scheduler::moment::Moment;
+use std::process::ExitCode;
 
-use crate::cli::{CatalogCommand, HistoryArgs, RunsArgs, RunsCommand};
-use crate::keys;
-use crate::settings::Settings;
-use crate::store::local_time;
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RunsArgs {
+    #[command(subcommand)]
+    pub show: Option<RunsCommand>,
+    /// Only runs that touched this host
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only runs of this playbook
+    #[arg(long)]
+    pub playbook: Option<String>,
+    /// Only runs started since then; a date means its start, 00:00 local
+    /// (2026-11-01, 2026-11-01T03:00 local, RFC 3339, yesterday, an age such as 7d)
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<Moment>,
+    /// Only runs that failed, halted or were interrupted, or in which a host failed
+    #[arg(long)]
+    pub failed: bool,
+    /// At most this many runs
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
 
-/// Runs `work` on the catalog under the data dir, on a small runtime.
-pub fn with_catalog<T, F>(settings: &Settings, work: impl FnOnce(Catalog) -> F) -> anyhow::Result<T>
-where
-    F: Future<Output = anyhow::Result<T>>,
-{
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let catalog = Catalog::open(&settings.ensure_data_dir()?.join(CATALOG_FILE)).await?;
-        let result = work(catalog.clone()).await;
-        catalog.close().await;
-        result
-    })
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// One run per host and step: status, timings, error kind, output tail
+    Show {
+        run: i64,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A catalog time for people: local time, to the second.
-fn shown(stamp: &str) -> String {
+pub(crate) fn shown(stamp: &str) -> String {
     DateTime::parse_from_rfc3339(stamp)
         .map(|t| local_time(t.with_timezone(&Utc)))
         .unwrap_or_else(|_| stamp.to_string())
@@ -49,7 +68,7 @@ fn duration(started: &str, finished: Option<&str>) -> String {
 }
 
 /// `nightshift runs` and `nightshift runs show RUN`.
-pub fn runs(settings: &Settings, args: &RunsArgs) -> anyhow::Result<ExitCode> {
+pub fn run(settings: &Settings, args: &RunsArgs) -> anyhow::Result<ExitCode> {
     if let Some(RunsCommand::Show { run, json }) = &args.show {
         return show(settings, *run, *json);
     }
@@ -185,99 +204,5 @@ fn print_detail(detail: &RunDetail) {
                 }
             }
         }
-    }
-}
-
-/// `nightshift history HOST`.
-pub fn history(settings: &Settings, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
-    let host = args.host.clone();
-    let limit = args.limit;
-    let (known, events) = with_catalog(settings, |c| async move {
-        Ok((c.knows_host(&host).await?, c.history(&host, limit).await?))
-    })?;
-    anyhow::ensure!(
-        known || !events.is_empty(),
-        "the catalog has no record of host `{}`: no run or backup has touched it (`nightshift runs` lists runs)",
-        args.host
-    );
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&events)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut table = Table::new();
-    table.load_preset(presets::NOTHING);
-    table.set_header(["TIME", "WHAT", "DETAIL", "OUTCOME", "RUN"]);
-    for e in &events {
-        table.add_row([
-            shown(&e.at),
-            e.kind.clone(),
-            e.detail.clone(),
-            e.outcome.clone(),
-            e.run_id.map(|r| r.to_string()).unwrap_or_default(),
-        ]);
-    }
-    println!("{table}");
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `nightshift catalog prune|rebuild-snapshots`.
-pub fn catalog(settings: &Settings, command: CatalogCommand) -> anyhow::Result<ExitCode> {
-    match command {
-        CatalogCommand::Prune { older_than } => {
-            let keep = older_than.unwrap_or(settings.config.catalog.output_retention);
-            let before = Utc::now() - chrono::Duration::from_std(keep.0)?;
-            let removed = with_catalog(
-                settings,
-                |c| async move { Ok(c.prune_output(before).await?) },
-            )?;
-            println!(
-                "removed the full output of {removed} steps finished before {}; their first and last 4 KiB stay",
-                local_time(before)
-            );
-        }
-        CatalogCommand::RebuildSnapshots => {
-            let store = keys::open_store(settings)?;
-            let records = snapshot_records(&store)?;
-            let count = records.len();
-            let (changed, forgotten) = with_catalog(settings, |c| async move {
-                Ok(c.rebuild_snapshots(&records, Utc::now()).await?)
-            })?;
-            println!(
-                "{count} snapshots in the store: {changed} catalog rows added or corrected, {forgotten} marked forgotten"
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The store's snapshots as catalog rows, with what repair found damaged.
-pub fn snapshot_records(store: &nightshift_store::Store) -> anyhow::Result<Vec<SnapshotRecord>> {
-    let damaged = store.damaged_snapshots();
-    Ok(store
-        .snapshots()?
-        .into_iter()
-        .map(|e| {
-            let damaged_paths = damaged.get(&e.id).map(|d| d.lost.len() as u64);
-            record(&e, damaged_paths)
-        })
-        .collect())
-}
-
-pub fn record(
-    entry: &nightshift_store::SnapshotEntry,
-    damaged_paths: Option<u64>,
-) -> SnapshotRecord {
-    nightshift_engine::snapshot_row(entry, None, damaged_paths)
-}
-
-/// Records what a command did in the catalog without failing the
-/// command: the store is the truth, and `catalog rebuild-snapshots`
-/// catches the catalog up.
-pub fn note<F>(settings: &Settings, what: &str, work: impl FnOnce(Catalog) -> F)
-where
-    F: Future<Output = anyhow::Result<()>>,
-{
-    if let Err(err) = with_catalog(settings, work) {
-        eprintln!("warning: could not record the {what} in the catalog: {err:#}");
     }
 }

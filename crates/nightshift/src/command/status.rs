@@ -2,19 +2,24 @@
 //! window), what is running now, how each playbook last ended, and what
 //! waits: trigger requests for a closed window, hosts deferred to theirs.
 
-use std::process::ExitCode;
-
+use crate::command::daemon::lock::{self, Holder};
+use crate::settings::Settings;
 use chrono::Utc;
+use clap::Args;
 use comfy_table::{Table, presets};
 use nightshift_catalog::{
     CATALOG_FILE, Catalog, DeferredHost, FireRow, LastRun, RunRow, TriggerRow,
 };
 use nightshift_scheduler::{entries, next_fire};
 use serde::Serialize;
+use std::process::ExitCode;
 
-use crate::cli::StatusArgs;
-use crate::daemon::lock::{self, Holder};
-use crate::settings::Settings;
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
 
 #[derive(Debug, Serialize)]
 struct Status {

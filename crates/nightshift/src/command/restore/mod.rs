@@ -1,121 +1,69 @@
-//! `nightshift backup` and `nightshift restore` on the local store, with a
-//! progress bar on a terminal and a summary at the end.
+//! `nightshift restore`: files of a snapshot back onto the controller or onto a host, with proof of what landed.
 
-use std::io::IsTerminal;
-use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
-use anyhow::Context;
-use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
-use nightshift_store::{
-    BackupOptions, Dropped, LockKind, Node, NodeKind, PackFiles, Progress, RestoreOptions,
-    SnapshotEntry, Store, StoreError,
-};
-use serde_json::json;
-
-use crate::cli::{BackupArgs, RestoreArgs};
 use crate::keys;
 use crate::settings::Settings;
+use crate::show::with_progress;
+use anyhow::Context;
+use clap::Args;
+use indicatif::HumanBytes;
+use nightshift_store::{
+    Dropped, LockKind, Node, NodeKind, PackFiles, Progress, RestoreOptions, SnapshotEntry, Store,
+};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+mod remote;
 
-/// `nightshift backup`.
-pub fn backup(settings: &Settings, args: &BackupArgs) -> anyhow::Result<ExitCode> {
-    if args.host != "localhost" {
-        anyhow::bail!(
-            "`nightshift backup` reads local files; back up {} with a playbook's backup step (`nightshift run`)",
-            args.host
-        );
-    }
-    let mut store = keys::open_or_create(settings, args.no_encryption)?;
-    let _lock = keys::lock(&store, LockKind::Shared, "backup")?;
-    let options = BackupOptions {
-        host: args.host.clone(),
-        tags: args.tags.clone(),
-        parent: args.parent.clone(),
-        threads: 0,
-    };
-    let progress = Progress::default();
-    let outcome = with_progress(&progress, "backing up", || match &args.stream {
-        Some(name) => store.backup_stream(name, std::io::stdin().lock(), &options, &progress),
-        None => store.backup_paths(&args.paths, &options, &progress),
-    })
-    .map_err(|err| match err {
-        StoreError::DiskFull { .. } => anyhow::Error::new(err).context(
-            "the backup stopped: no snapshot was written, and the next backup reuses every pack already written",
-        ),
-        other => other.into(),
-    })?;
-    for skipped in &outcome.skipped {
-        eprintln!("warning: skipped {}: {}", skipped.path, skipped.error);
-    }
-    let entry = &outcome.snapshot;
-    let row = crate::runs::record(entry, None);
-    crate::runs::note(settings, "snapshot", |c| async move {
-        Ok(c.record_snapshot(&row).await?)
-    });
-    let s = &entry.snapshot.summary;
-    if args.json {
-        let mut value = serde_json::to_value(&entry.snapshot)?;
-        value["id"] = json!(entry.id);
-        value["skipped"] = json!(
-            outcome
-                .skipped
-                .iter()
-                .map(|s| json!({"path": s.path, "error": s.error}))
-                .collect::<Vec<_>>()
-        );
-        println!("{}", serde_json::to_string_pretty(&value)?);
-    } else {
-        let rate = s.bytes_read as f64 / s.duration_secs.max(1e-3);
-        println!(
-            "snapshot {} saved ({}, {})",
-            entry.short_id(),
-            entry.snapshot.host,
-            entry.snapshot.paths.join(" ")
-        );
-        println!(
-            "files {} ({} unchanged), dirs {}, {} in all",
-            s.files,
-            s.files_unchanged,
-            s.dirs,
-            HumanBytes(s.bytes_total)
-        );
-        println!(
-            "read {}, new {} stored as {} in {} chunks (dedup {:.2}x, compression {:.2}x)",
-            HumanBytes(s.bytes_read),
-            HumanBytes(s.new_bytes_raw),
-            HumanBytes(s.new_bytes_stored),
-            s.new_chunks,
-            s.dedup_ratio(),
-            s.compression_ratio()
-        );
-        println!(
-            "took {:.1}s, {}/s",
-            s.duration_secs,
-            HumanBytes(rate as u64)
-        );
-    }
-    if outcome.skipped.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!(
-            "snapshot {} is incomplete: {} entries could not be read",
-            entry.short_id(),
-            outcome.skipped.len()
-        );
-        Ok(ExitCode::from(3))
-    }
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// SNAPSHOT or SNAPSHOT:PATH (latest:/etc/nginx, 7f3a91c2:/home, web1@2026-11-20T03:00:/etc)
+    pub what: String,
+    /// Where to restore: a local DIR, or HOST:DIR on an inventory host over SSH; a PATH lands under its own name
+    #[arg(
+        long,
+        value_name = "[HOST:]DIR",
+        required_unless_present_any = ["tar", "in_place"],
+        conflicts_with_all = ["tar", "in_place"]
+    )]
+    pub to: Option<PathBuf>,
+    /// Write a tar stream to FILE instead (- for standard output)
+    #[arg(long, value_name = "FILE")]
+    pub tar: Option<PathBuf>,
+    /// Restore onto the snapshot's own host, where the files came from (asks first; --yes for scripts)
+    #[arg(long, conflicts_with = "tar")]
+    pub in_place: bool,
+    /// Replace files that exist at the target (refused otherwise)
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Say what would be restored and what exists at the target; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask before an --in-place restore
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Unpack on the host through `sudo -n` (to restore ownership and system files)
+    #[arg(long = "become")]
+    pub become_root: bool,
+    /// Restore owners, setuid/setgid bits, device nodes and FIFOs as the snapshot recorded them; the default for in-place restores, off for restores onto another host or this controller
+    #[arg(long)]
+    pub keep_privileges: bool,
+    /// Who the catalog and the audit log record as doing the restore [default: $USER]
+    #[arg(long = "as", value_name = "NAME")]
+    pub operator: Option<String>,
+    /// Print the outcome as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `nightshift restore SNAPSHOT[:PATH] --to DIR`.
-pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+pub fn run(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let (spec, path) = nightshift_store::split_path(&args.what);
     let remote = match &args.to {
-        Some(to) => crate::restore::destination(&to.to_string_lossy())?,
+        Some(to) => crate::command::restore::remote::destination(&to.to_string_lossy())?,
         None => None,
     };
     if remote.is_some() || args.in_place {
-        return crate::restore::remote(settings, args, spec, path, remote);
+        return crate::command::restore::remote::remote(settings, args, spec, path, remote);
     }
     let store = keys::open_store(settings)?;
     let _lock = keys::lock(&store, LockKind::Shared, "restore")?;
@@ -126,26 +74,26 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCo
     let options = RestoreOptions {
         keep_privileges: args.keep_privileges,
     };
-    let entries = crate::restore::listing(&store, &entry, path, options)?;
+    let entries = crate::command::restore::remote::listing(&store, &entry, path, options)?;
     let (in_the_way, linked) = at_target(&store, &entry, path, to, options)?;
-    let existing = crate::restore::Existing {
+    let existing = crate::command::restore::remote::Existing {
         count: in_the_way.len() as u64,
         first: in_the_way.into_iter().take(5).collect(),
         linked,
     };
-    let target = crate::restore::Destination {
+    let target = crate::command::restore::remote::Destination {
         host: "localhost".into(),
         dir: to.display().to_string(),
     };
     let operator = args.operator.clone().unwrap_or_else(crate::operator);
-    let record = |landed: &crate::restore::Landed| {
-        crate::restore::record(settings, &entry, path, &target, &operator, landed);
+    let record = |landed: &crate::command::restore::remote::Landed| {
+        crate::command::restore::remote::record(settings, &entry, path, &target, &operator, landed);
     };
     match existing.gate(&entries, &entry, &target.dir, args) {
         Ok(true) => return Ok(ExitCode::SUCCESS),
         Ok(false) => {}
         Err(err) => {
-            record(&crate::restore::Landed::failed(&err));
+            record(&crate::command::restore::remote::Landed::failed(&err));
             return Err(err);
         }
     }
@@ -169,7 +117,7 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCo
     });
     let (files, bytes, failures) = (outcome.files, outcome.bytes, outcome.failed.len());
     let dropped = dropped_line(&outcome.dropped, args.keep_privileges);
-    record(&crate::restore::Landed::local(outcome));
+    record(&crate::command::restore::remote::Landed::local(outcome));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -333,38 +281,4 @@ pub(crate) fn dropped_line(dropped: &Dropped, keep_privileges: bool) -> Option<S
         (true, _) => "owners are restored only as root",
     };
     Some(format!("dropped: {} ({why})", parts.join(", ")))
-}
-
-/// Runs `work` while a bar on standard error shows the progress counters;
-/// nothing is drawn when standard error is not a terminal.
-pub fn with_progress<T>(progress: &Progress, verb: &str, work: impl FnOnce() -> T) -> T {
-    if !std::io::stderr().is_terminal() {
-        return work();
-    }
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg} {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}",
-        )
-        .expect("a valid template"),
-    );
-    let done = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            while !done.load(Ordering::Relaxed) {
-                bar.set_length(progress.bytes_total.load(Ordering::Relaxed));
-                bar.set_position(progress.bytes_done.load(Ordering::Relaxed));
-                bar.set_message(format!(
-                    "{verb} {}/{} files",
-                    progress.files_done.load(Ordering::Relaxed),
-                    progress.files_total.load(Ordering::Relaxed)
-                ));
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            bar.finish_and_clear();
-        });
-        let result = work();
-        done.store(true, Ordering::Relaxed);
-        result
-    })
 }

@@ -29,10 +29,10 @@ use tokio::io::AsyncWriteExt;
 
 use place::Pass;
 
-use crate::backup::with_progress;
-use crate::cli::RestoreArgs;
+use super::RestoreArgs;
 use crate::keys;
 use crate::settings::Settings;
+use crate::show::with_progress;
 
 /// Where a restore goes on a host.
 #[derive(Debug, Clone)]
@@ -649,7 +649,7 @@ pub(crate) fn record(
         verified: verified.into(),
         error,
     };
-    crate::runs::note(settings, "restore", |c| async move {
+    crate::record::note(settings, "restore", |c| async move {
         let id = c.record_restore(&row).await?;
         let arguments = json!({
             "restore": id,
@@ -715,7 +715,7 @@ fn report(
         target.host,
         target.dir
     );
-    if let Some(dropped) = crate::backup::dropped_line(&landed.dropped, keep_privileges) {
+    if let Some(dropped) = crate::command::restore::dropped_line(&landed.dropped, keep_privileges) {
         println!("{dropped}");
     }
     Ok(())

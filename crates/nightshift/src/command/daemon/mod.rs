@@ -14,6 +14,8 @@ mod notify;
 mod tests;
 
 use std::path::{Path, PathBuf};
+
+use clap::Args;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,8 +28,14 @@ use tokio::signal::unix::{SignalKind, signal};
 
 pub use dispatch::Daemon;
 
-use crate::cli::DaemonArgs;
 use crate::settings::Settings;
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Serve Prometheus metrics on this address (127.0.0.1:9187); off unless given
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
 
 /// How often the daemon looks at its schedules.
 const TICK: Duration = Duration::from_secs(1);

@@ -1,20 +1,28 @@
-//! `nightshift find` and `nightshift diff`: the technician's way to the
-//! right snapshot — every version of a file across snapshots, and what
-//! changed between two of them.
+//! `nightshift find`: which snapshots hold a file, and which versions of it.
 
-use std::process::ExitCode;
-
-use comfy_table::{Table, presets};
-use indicatif::HumanBytes;
-use nightshift_store::{Change, NodeKind, split_path};
-
-use crate::cli::{DiffArgs, FindArgs};
+use crate::command::snapshots::snapshots_of;
 use crate::keys;
 use crate::settings::Settings;
-use crate::store::snapshots_of;
+use clap::Args;
+use comfy_table::{Table, presets};
+use indicatif::HumanBytes;
+use nightshift_store::NodeKind;
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// A glob: a name (nginx.conf, '*.conf') or, with a slash, a whole path ('/etc/nginx/**')
+    pub pattern: String,
+    /// Only this host's snapshots
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// `nightshift find [--host H] PATTERN`.
-pub fn find(settings: &Settings, args: &FindArgs) -> anyhow::Result<ExitCode> {
+pub fn run(settings: &Settings, args: &FindArgs) -> anyhow::Result<ExitCode> {
     let pattern = glob::Pattern::new(&args.pattern).map_err(|err| {
         anyhow::anyhow!(
             "`{}` is not a pattern ({err}); write a name like nginx.conf or '*.conf', or a path like '/etc/nginx/**'",
@@ -77,47 +85,6 @@ pub fn find(settings: &Settings, args: &FindArgs) -> anyhow::Result<ExitCode> {
             paths.len()
         },
         snapshots.len()
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `nightshift diff A B [PATH]`.
-pub fn diff(settings: &Settings, args: &DiffArgs) -> anyhow::Result<ExitCode> {
-    let store = keys::open_store(settings)?;
-    let (a_spec, a_path) = split_path(&args.a);
-    let path = if args.a.contains(":/") {
-        a_path
-    } else {
-        args.path.as_str()
-    };
-    let a = store.find_snapshot(a_spec)?;
-    let b = store.find_snapshot(split_path(&args.b).0)?;
-    let differences = store.diff(&a, &b, path)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&differences)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    for d in &differences {
-        let size = |s: Option<u64>| s.map_or("—".into(), |s| HumanBytes(s).to_string());
-        let line = match d.change {
-            Change::Added => format!("+ {} ({})", d.path, size(d.new_size)),
-            Change::Removed => format!("- {} ({})", d.path, size(d.old_size)),
-            Change::Changed => {
-                format!("M {} ({} → {})", d.path, size(d.old_size), size(d.new_size))
-            }
-        };
-        println!("{line}");
-    }
-    let count = |c: Change| differences.iter().filter(|d| d.change == c).count();
-    println!(
-        "{} added, {} removed, {} changed · {} ({}) → {} ({})",
-        count(Change::Added),
-        count(Change::Removed),
-        count(Change::Changed),
-        a.short_id(),
-        a.snapshot.time.format("%Y-%m-%d %H:%M UTC"),
-        b.short_id(),
-        b.snapshot.time.format("%Y-%m-%d %H:%M UTC")
     );
     Ok(ExitCode::SUCCESS)
 }

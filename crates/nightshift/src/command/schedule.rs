@@ -1,12 +1,31 @@
-use std::process::ExitCode;
-
+use crate::settings::Settings;
 use anyhow::Context as _;
 use chrono::Utc;
+use clap::{Args, Subcommand};
 use comfy_table::{Table, presets};
 use nightshift_plan::next::{Stuck, Upcoming, upcoming};
+use nightshift_scheduler::moment::Moment;
+use std::process::ExitCode;
 
-use crate::cli::NextArgs;
-use crate::settings::Settings;
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// List upcoming runs: cron fire times that fall inside their window
+    Next(NextArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NextArgs {
+    /// How many runs to list
+    #[arg(long, short = 'n', default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub count: u16,
+    /// Start from this time instead of now; a date means its start, 00:00 local
+    /// (2026-11-20, 2026-11-20T03:00 local, RFC 3339, today, an age such as 2h)
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<Moment>,
+    /// Print the runs as JSON
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// `nightshift schedule next`: the runs to expect, each inside its window.
 pub fn next(settings: &Settings, args: &NextArgs) -> anyhow::Result<ExitCode> {

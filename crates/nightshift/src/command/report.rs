@@ -2,18 +2,66 @@
 //! catalog's evidence at the moment asked about (and weekly before it, for
 //! the trend), judge it against `[policy]` and the exceptions, render.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
-use std::process::ExitCode;
-
+use crate::settings::Settings;
 use anyhow::Context as _;
 use chrono::{DateTime, Duration, Local, Utc};
+use clap::{Args, Subcommand};
 use nightshift_catalog::{CATALOG_FILE, Catalog};
 use nightshift_plan::Plan;
 use nightshift_report::{Evidence, Fleet, Report};
+use nightshift_scheduler::moment::Moment;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-use crate::cli::{ComplianceArgs, HostReportArgs, ReportFormat};
-use crate::settings::Settings;
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Every host against every policy of [policy], with the evidence and the trend
+    Compliance(ComplianceArgs),
+    /// One host's record for an auditor: each policy, its dates, pending updates and runs
+    Host(HostReportArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Csv,
+    Json,
+    /// One self-contained file, with charts; prints on A4
+    Html,
+}
+
+#[derive(Debug, Args)]
+pub struct ComplianceArgs {
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+    /// Write to this file instead of standard output
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Only the hosts of this inventory group
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// The report as it would have read then; a date means its end, 23:59:59.999 local
+    /// (2026-11-20, 2026-11-20T03:00 local, RFC 3339, yesterday, an age such as 30d)
+    #[arg(long, value_name = "WHEN")]
+    pub as_of: Option<Moment>,
+    /// Exit with status 1 when some host is not compliant (exempt ones count as compliant)
+    #[arg(long)]
+    pub fail_if_not_compliant: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HostReportArgs {
+    pub host: String,
+    /// The record as it stood then; a date means its end, 23:59:59.999 local
+    /// (2026-11-20, 2026-11-20T03:00 local, RFC 3339, yesterday, an age such as 30d)
+    #[arg(long, value_name = "WHEN")]
+    pub as_of: Option<Moment>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Weekly points of the trend, the last being the report's moment.
 const TREND_WEEKS: i64 = 12;

@@ -1,9 +1,17 @@
+use crate::settings::Settings;
+use clap::Args;
+use nightshift_plan::check_paths;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use nightshift_plan::check_paths;
-
-use crate::cli::CheckArgs;
-use crate::settings::Settings;
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Files or directories to check [default: the playbooks and schedules the config names]
+    pub paths: Vec<PathBuf>,
+    /// Print diagnostics as JSON
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// `nightshift check`: every problem in one pass, then a one-line verdict.
 pub fn run(settings: &Settings, args: &CheckArgs) -> anyhow::Result<ExitCode> {

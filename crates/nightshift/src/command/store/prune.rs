@@ -1,16 +1,14 @@
 //! `nightshift store prune` and `store repair`: what they changed, said in
 //! bytes and paths a sysadmin can weigh, and what remains to do.
 
+use crate::keys;
+use crate::settings::Settings;
+use crate::show::local_time;
+use indicatif::{HumanBytes, ProgressBar};
+use nightshift_store::{LockKind, Packs, PruneOptions, PruneReport, RepairReport};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
-
-use indicatif::{HumanBytes, ProgressBar};
-use nightshift_store::{LockKind, Packs, PruneOptions, PruneReport, RepairReport};
-
-use crate::keys;
-use crate::settings::Settings;
-use crate::store::local_time;
 
 pub fn run(settings: &Settings, options: &PruneOptions, json: bool) -> anyhow::Result<ExitCode> {
     let mut store = keys::open_store(settings)?;

@@ -4,15 +4,34 @@
 //! waits for it) unless `--ignore-window --reason` says otherwise, which is
 //! written to the audit log.
 
+use crate::command::daemon::lock;
+use crate::command::run::find_playbook;
+use crate::settings::Settings;
+use clap::Args;
+use nightshift_catalog::{CATALOG_FILE, Catalog, NewTrigger, TriggerRow};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use nightshift_catalog::{CATALOG_FILE, Catalog, NewTrigger, TriggerRow};
-
-use crate::cli::TriggerArgs;
-use crate::daemon::lock;
-use crate::run::find_playbook;
-use crate::settings::Settings;
+#[derive(Debug, Args)]
+pub struct TriggerArgs {
+    /// The playbook, by name
+    pub playbook: String,
+    /// Only these of its hosts: names, group:NAME, globs, exclusions like !db3, comma-separated
+    #[arg(long)]
+    pub limit: Option<String>,
+    /// Run now even if the playbook's window (and the hosts' own) is closed; needs --reason, and is audited
+    #[arg(long, requires = "reason")]
+    pub ignore_window: bool,
+    /// Why the window is overridden, for the audit log
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Wait for the run to end and exit with its outcome
+    #[arg(long)]
+    pub wait: bool,
+    /// Print the request (and, with --wait, the run) as JSON
+    #[arg(long)]
+    pub json: bool,
+}
 
 pub fn run(settings: &Settings, args: &TriggerArgs) -> anyhow::Result<ExitCode> {
     let plan = settings.plan()?;

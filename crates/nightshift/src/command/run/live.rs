@@ -1,0 +1,233 @@
+//! The run as it happens: drawn live on a terminal, one plain line per event
+//! when piped, one JSON object per event with `--json`.
+
+use super::summary::first_few;
+#[allow(unused_imports)]
+use super::*;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use nightshift_catalog::JobStatus;
+use nightshift_engine::event::{Event, JobReport};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+/// Draws events as they come; returns the finished jobs, in order.
+pub(super) async fn render(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    json: bool,
+) -> Vec<JobReport> {
+    let live = !json && std::io::stderr().is_terminal();
+    let mut view = live.then(LiveView::default);
+    let mut jobs = Vec::new();
+    let mut lists = None;
+    while let Some(event) = rx.recv().await {
+        if let Event::RunStarted { run, .. } = &event {
+            lists = Some(where_listed(*run));
+        }
+        if json {
+            if let Ok(line) = serde_json::to_string(&event) {
+                println!("{line}");
+            }
+        } else if let Some(view) = &mut view {
+            view.show(&event);
+        } else if let Some(line) = plain_line(&event, lists.as_deref()) {
+            eprintln!("{line}");
+        }
+        if let Event::HostFinished(job) = event {
+            jobs.push(job);
+        }
+    }
+    if let Some(view) = view {
+        view.finish();
+    }
+    jobs
+}
+
+/// Where the whole of a list that a step line shortens can be read: the
+/// catalog's record of the run, or, when nothing is recorded (`--check`),
+/// the JSON events.
+pub(super) fn where_listed(run: Option<i64>) -> String {
+    match run {
+        Some(run) => format!("`nightshift runs show {run}` lists them"),
+        None => "`--json` lists them".to_string(),
+    }
+}
+
+/// An event as one plain log line.
+pub(crate) fn log_line(event: &Event) -> Option<String> {
+    plain_line(event, None)
+}
+
+/// An event as one plain log line; `lists` says where the whole of a
+/// shortened list can be read.
+fn plain_line(event: &Event, lists: Option<&str>) -> Option<String> {
+    Some(match event {
+        Event::RunStarted {
+            playbook,
+            hosts,
+            batches,
+            max_failures,
+            check,
+            run,
+        } => format!(
+            "{playbook} · {hosts} hosts · batches {} · max failures {}{}{}",
+            batches
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("/"),
+            if *max_failures == usize::MAX {
+                "none".to_string()
+            } else {
+                max_failures.to_string()
+            },
+            if *check {
+                " · check mode: nothing is changed"
+            } else {
+                ""
+            },
+            run.map(|r| format!(" · run {r}")).unwrap_or_default(),
+        ),
+        Event::BatchStarted { batch, of, hosts } => {
+            format!("batch {batch}/{of}: {}", hosts.join(" "))
+        }
+        Event::StepStarted { host, step, .. } => format!("{host}  {step}: started"),
+        Event::Progress { .. } => return None,
+        Event::StepFinished { host, step } => step_line(host, step, lists),
+        Event::HostFinished(job) => format!(
+            "{}  {}{}",
+            job.host,
+            job.status,
+            job.error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ),
+        Event::Halted { reason } => format!("halting: {reason}; no new batch starts"),
+        Event::RunFinished(_) => return None,
+    })
+}
+
+/// How long a step line may grow to name what its summary counts.
+pub(super) const LINE_WIDTH: usize = 150;
+
+/// "web1  security updates: ok 2 packages upgraded (12.3s)"; a summary that
+/// counts a list names as many of it as the line has room for (one at
+/// least) and says where the rest is.
+pub(super) fn step_line(
+    host: &str,
+    step: &nightshift_engine::event::StepReport,
+    lists: Option<&str>,
+) -> String {
+    let line = |listed: &str| {
+        format!(
+            "{host}  {}: {} {}{listed} ({:.1}s)",
+            step.step,
+            step.status,
+            step.summary,
+            step.elapsed.as_secs_f64()
+        )
+    };
+    let names: Vec<&str> = step.listed.iter().map(String::as_str).collect();
+    let shortened = |few: &str, more: usize| match lists {
+        Some(lists) => format!(": {few} … and {more} more; {lists}"),
+        None => format!(": {few} … and {more} more"),
+    };
+    if names.is_empty() {
+        return line("");
+    }
+    let whole = line(&format!(": {}", names.join(", ")));
+    if whole.chars().count() <= LINE_WIDTH {
+        return whole;
+    }
+    let bare = line(&shortened("", names.len())).chars().count();
+    let (few, shown) = first_few(&names, LINE_WIDTH.saturating_sub(bare));
+    line(&shortened(&few, names.len() - shown))
+}
+
+/// The live view: the run's bar and one line per host in flight.
+#[derive(Default)]
+struct LiveView {
+    bars: MultiProgress,
+    run: Option<ProgressBar>,
+    hosts: HashMap<String, ProgressBar>,
+}
+
+impl LiveView {
+    fn show(&mut self, event: &Event) {
+        match event {
+            Event::RunStarted { hosts, .. } => {
+                let _ = self.bars.println(log_line(event).unwrap_or_default());
+                let bar = self.bars.add(ProgressBar::new(*hosts as u64));
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{msg} ▕{bar:20}▏ {pos}/{len} hosts  {elapsed_precise} elapsed",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("██░"),
+                );
+                bar.enable_steady_tick(Duration::from_millis(200));
+                self.run = Some(bar);
+            }
+            Event::BatchStarted { batch, of, .. } => {
+                if let Some(bar) = &self.run {
+                    bar.set_message(format!("batch {batch}/{of}"));
+                }
+            }
+            Event::StepStarted { host, step, .. } => {
+                let bar = self.host_bar(host);
+                bar.set_prefix(step.clone());
+                bar.set_message("");
+                bar.reset_elapsed();
+            }
+            Event::Progress { host, text, .. } => self.host_bar(host).set_message(text.clone()),
+            Event::StepFinished { .. } => {}
+            Event::HostFinished(job) => {
+                if let Some(bar) = self.hosts.remove(&job.host) {
+                    bar.finish_and_clear();
+                    self.bars.remove(&bar);
+                }
+                if job.status != JobStatus::Ok {
+                    let _ = self.bars.println(format!(
+                        "  {}  ✗ {}",
+                        job.host,
+                        job.error.as_deref().unwrap_or(job.status.as_str())
+                    ));
+                }
+                if let Some(bar) = &self.run {
+                    bar.inc(1);
+                }
+            }
+            Event::Halted { .. } => {
+                let _ = self.bars.println(log_line(event).unwrap_or_default());
+            }
+            Event::RunFinished(_) => {}
+        }
+    }
+
+    fn host_bar(&mut self, host: &str) -> ProgressBar {
+        self.hosts
+            .entry(host.to_string())
+            .or_insert_with(|| {
+                let bar = self.bars.add(ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template(&format!(
+                        "  {host:<12} {{prefix:<20}} {{wide_msg}} {{elapsed}}"
+                    ))
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                bar.enable_steady_tick(Duration::from_millis(200));
+                bar
+            })
+            .clone()
+    }
+
+    fn finish(self) {
+        for bar in self.hosts.values() {
+            bar.finish_and_clear();
+        }
+        if let Some(bar) = &self.run {
+            bar.finish_and_clear();
+        }
+    }
+}
