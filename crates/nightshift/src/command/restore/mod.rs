@@ -59,11 +59,11 @@ pub struct RestoreArgs {
 pub fn run(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let (spec, path) = nightshift_store::split_path(&args.what);
     let remote = match &args.to {
-        Some(to) => crate::command::restore::remote::destination(&to.to_string_lossy())?,
+        Some(to) => remote::destination(&to.to_string_lossy())?,
         None => None,
     };
     if remote.is_some() || args.in_place {
-        return crate::command::restore::remote::remote(settings, args, spec, path, remote);
+        return remote::remote(settings, args, spec, path, remote);
     }
     let store = keys::open_store(settings)?;
     let _lock = keys::lock(&store, LockKind::Shared, "restore")?;
@@ -74,26 +74,26 @@ pub fn run(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCode> 
     let options = RestoreOptions {
         keep_privileges: args.keep_privileges,
     };
-    let entries = crate::command::restore::remote::listing(&store, &entry, path, options)?;
+    let entries = remote::listing(&store, &entry, path, options)?;
     let (in_the_way, linked) = at_target(&store, &entry, path, to, options)?;
-    let existing = crate::command::restore::remote::Existing {
+    let existing = remote::Existing {
         count: in_the_way.len() as u64,
         first: in_the_way.into_iter().take(5).collect(),
         linked,
     };
-    let target = crate::command::restore::remote::Destination {
+    let target = remote::Destination {
         host: "localhost".into(),
         dir: to.display().to_string(),
     };
     let operator = args.operator.clone().unwrap_or_else(crate::operator);
-    let record = |landed: &crate::command::restore::remote::Landed| {
-        crate::command::restore::remote::record(settings, &entry, path, &target, &operator, landed);
+    let record = |landed: &remote::Landed| {
+        remote::record(settings, &entry, path, &target, &operator, landed);
     };
     match existing.gate(&entries, &entry, &target.dir, args) {
         Ok(true) => return Ok(ExitCode::SUCCESS),
         Ok(false) => {}
         Err(err) => {
-            record(&crate::command::restore::remote::Landed::failed(&err));
+            record(&remote::Landed::failed(&err));
             return Err(err);
         }
     }
@@ -117,7 +117,7 @@ pub fn run(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCode> 
     });
     let (files, bytes, failures) = (outcome.files, outcome.bytes, outcome.failed.len());
     let dropped = dropped_line(&outcome.dropped, args.keep_privileges);
-    record(&crate::command::restore::remote::Landed::local(outcome));
+    record(&remote::Landed::local(outcome));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
