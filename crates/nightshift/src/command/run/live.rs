@@ -2,8 +2,6 @@
 //! when piped, one JSON object per event with `--json`.
 
 use super::summary::first_few;
-#[allow(unused_imports)]
-use super::*;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use nightshift_catalog::JobStatus;
 use nightshift_engine::event::{Event, JobReport};

@@ -1,7 +1,5 @@
 //! The table at the end of a run, and the line that says how it went.
 
-#[allow(unused_imports)]
-use super::*;
 use comfy_table::{Table, presets};
 use indicatif::HumanBytes;
 use nightshift_engine::event::{JobReport, RunReport};

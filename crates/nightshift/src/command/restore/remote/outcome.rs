@@ -2,7 +2,6 @@
 //! and how both are recorded in the catalog and told to the technician.
 
 use super::RestoreArgs;
-#[allow(unused_imports)]
 use super::*;
 use crate::settings::Settings;
 use indicatif::HumanBytes;
