@@ -12,6 +12,7 @@ mod batch;
 pub mod event;
 mod job;
 pub mod packages;
+pub mod pull;
 pub mod reach;
 pub mod rollout;
 mod step;

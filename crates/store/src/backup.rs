@@ -996,7 +996,8 @@ impl Names {
 }
 
 /// What `lstat` says about an entry, from a local call or a remote listing.
-pub(crate) struct Stat {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
     pub kind: NodeKind,
     pub mode: u32,
     pub uid: u32,

@@ -120,7 +120,7 @@ pub enum StoreError {
     Tar(String),
 
     #[error(
-        "file listing: {0}; it must be the unchanged output of the `listing_command` (GNU find): list the host again"
+        "file listing: {0}; it must be the unchanged output of the pull's listing command (GNU find): list the host again"
     )]
     Listing(String),
 

@@ -30,7 +30,7 @@ mod tree;
 mod verified;
 mod writer;
 
-pub use backup::{BackupOptions, BackupOutcome, Progress, Skipped};
+pub use backup::{BackupOptions, BackupOutcome, Progress, Skipped, Stat};
 pub use check::{CheckOptions, CheckReport, Problem};
 pub use chunk::{ChunkId, ChunkIdError};
 pub use chunker::{Chunker, Chunks};
@@ -47,7 +47,7 @@ pub use lock::{Lock, LockInfo, LockKind, RemovedLock};
 pub use pack::{Blob, BlobKind, PackId};
 pub use prune::{Packs, PruneOptions, PruneReport};
 pub use reference::{SnapshotRef, split_path};
-pub use remote::{Listing, RemotePlan, StreamSource, listing_command, parse_listing, tar_command};
+pub use remote::{BadEntry, Entry, Listing, RemoteOptions, RemotePlan, StreamSource, remote_paths};
 pub use repair::{Damage, RepairReport};
 pub use repo::{PackFiles, Store};
 pub use restore::{Dropped, RestoreOptions, RestoreOutcome};

@@ -8,21 +8,18 @@
 use std::time::{Duration, Instant};
 
 use nightshift_plan::Backup;
-use nightshift_store::{
-    BackupOptions, LockKind, NodeKind, Progress, RemotePlan, SnapshotEntry, Store, StreamSource,
-};
+use nightshift_store::{BackupOptions, LockKind, NodeKind, RemoteOptions, SnapshotEntry, Store};
 use nightshift_transport::shell_quote;
 use tokio::io::AsyncWriteExt;
 
 use crate::event::BackupReport;
 use crate::job::HostRun;
+use crate::pull::Pull;
 use crate::rollout::StoreAccess;
 use crate::step::{Done, StepError};
 
-const LIST_LIMIT: Duration = Duration::from_secs(3600);
-
 pub async fn run(host: &HostRun<'_>, backup: &Backup, limit: Duration) -> Done {
-    match pull(host, backup, Deadline::new(limit, host.stop.token())).await {
+    match pull(host, backup, Pull::new(host, limit)).await {
         Ok(done) => done,
         Err(error) => Done::fail(error),
     }
@@ -54,16 +51,20 @@ fn store_error(err: nightshift_store::StoreError) -> StepError {
     StepError::new("store", err.to_string())
 }
 
-async fn pull(host: &HostRun<'_>, backup: &Backup, deadline: Deadline) -> Result<Done, StepError> {
+async fn pull(
+    host: &HostRun<'_>,
+    backup: &Backup,
+    remote: Pull<'_, '_>,
+) -> Result<Done, StepError> {
     let started = Instant::now();
     if host.check && host.env.store.is_none() {
-        return would_without_store(host, backup).await;
+        return would_without_store(backup, &remote).await;
     }
     let access = access(host)?;
     let mut done = Done::default();
     let mut saved = Vec::new();
     if !backup.paths.is_empty() {
-        match pull_tree(host, backup, access, &mut done, deadline.clone()).await? {
+        match pull_tree(host, backup, access, &mut done, &remote).await? {
             Some(entry) => saved.push(entry),
             None => return Ok(done),
         }
@@ -78,16 +79,11 @@ async fn pull(host: &HostRun<'_>, backup: &Backup, deadline: Deadline) -> Result
             host.progress(format!("stream {}", stream.name));
             let _turn = host.env.store_turn.lock().await;
             let store = open(access).await?;
+            let _lock = shared_lock(&store, "backup")?;
             let options = options(host, backup);
-            let entry = capture(
-                host,
-                store,
-                &stream.name,
-                &stream.command,
-                options,
-                deadline.clone(),
-            )
-            .await?;
+            let entry = remote
+                .capture(store, &stream.name, &stream.command, options)
+                .await?;
             done.say(format!(
                 "stream {} saved as snapshot {}",
                 stream.name,
@@ -142,18 +138,14 @@ fn options(host: &HostRun<'_>, backup: &Backup) -> BackupOptions {
 }
 
 /// Check mode before any store exists: the listing alone, all of it new.
-async fn would_without_store(host: &HostRun<'_>, backup: &Backup) -> Result<Done, StepError> {
+async fn would_without_store(backup: &Backup, remote: &Pull<'_, '_>) -> Result<Done, StepError> {
     if backup.paths.is_empty() {
         return Ok(Done::would(format!(
             "would store {} command streams in a new store",
             backup.streams.len()
         )));
     }
-    let line = nightshift_store::listing_command(&backup.paths, &backup.exclude)
-        .map_err(|e| StepError::new("invalid", e.to_string()))?;
-    let (bytes, _) = super::read_all(host, &super::command(host, line, LIST_LIMIT)).await?;
-    let listing = nightshift_store::parse_listing(&bytes[..])
-        .map_err(|e| StepError::new("backup_failed", e.to_string()))?;
+    let listing = remote.list(&backup.paths, &backup.exclude, true).await?;
     Ok(Done::would(format!(
         "would back up {} entries of {}, all new (there is no store yet)",
         listing.len(),
@@ -170,38 +162,28 @@ async fn pull_tree(
     backup: &Backup,
     access: &StoreAccess,
     done: &mut Done,
-    deadline: Deadline,
+    remote: &Pull<'_, '_>,
 ) -> Result<Option<SnapshotEntry>, StepError> {
     host.progress("listing the tree");
-    let line = nightshift_store::listing_command(&backup.paths, &backup.exclude)
-        .map_err(|e| StepError::new("invalid", e.to_string()))?;
-    let listing = super::command(host, line, LIST_LIMIT);
-    let (bytes, out) = super::read_all(host, &listing).await?;
-    // find exits 1 when some entry could not be read; the rest is listed.
-    if !matches!(out.status, nightshift_transport::ExitStatus::Code(0 | 1)) {
-        return Err(StepError::new(
-            "backup_failed",
-            format!(
-                "listing {} failed ({}): {}",
-                backup.paths.join(" "),
-                out.status,
-                out.stderr.text().trim()
-            ),
-        ));
-    }
-    let listing = nightshift_store::parse_listing(&bytes[..])
-        .map_err(|e| StepError::new("backup_failed", e.to_string()))?;
+    let listing = remote.list(&backup.paths, &backup.exclude, false).await?;
     host.progress("waiting for the store");
     let _turn = host.env.store_turn.lock().await;
-    let mut store = open(access).await?;
+    let store = open(access).await?;
     // Held from the plan to the snapshot, as every backup holds it.
     let _lock = shared_lock(&store, "backup")?;
-    let options = options(host, backup);
-    let names: Vec<String> = backup.streams.iter().map(|s| s.name.clone()).collect();
-    let plan = tokio::task::block_in_place(|| {
-        store.plan_remote_backup_with_streams(&backup.paths, &names, listing, &options)
+    let options = RemoteOptions {
+        paths: backup.paths.clone(),
+        streams: backup.streams.iter().map(|s| s.name.clone()).collect(),
+        backup: options(host, backup),
+    };
+    let (store, plan) = blocking(move || {
+        let mut store = store;
+        let plan = store
+            .plan_remote_backup(listing, &options)
+            .map_err(|e| StepError::new("backup_failed", e.to_string()))?;
+        Ok((store, plan))
     })
-    .map_err(|e| StepError::new("backup_failed", e.to_string()))?;
+    .await?;
     let since = plan
         .parent
         .as_ref()
@@ -222,357 +204,13 @@ async fn pull_tree(
     }
     done.say(format!("listed {what}"));
     host.progress(format!("fetching {} changed files", plan.fetch.len()));
-    let entry = fetch(host, store, plan, options, backup, done, deadline).await?;
-    done.say(format!("snapshot {} saved", entry.short_id()));
-    Ok(Some(entry))
-}
-
-/// Writes the list of changed files to the host, streams them back as one
-/// tar, then each named stream, and stores them as one snapshot.
-async fn fetch(
-    host: &HostRun<'_>,
-    store: Store,
-    plan: RemotePlan,
-    options: BackupOptions,
-    backup: &Backup,
-    done: &mut Done,
-    deadline: Deadline,
-) -> Result<SnapshotEntry, StepError> {
-    let conn = host.conn()?;
-    let list_file = if plan.fetch.is_empty() {
-        None
-    } else {
-        Some(send_list(host, &plan).await?)
-    };
-    let tar = match &list_file {
-        Some(file) => {
-            let line = nightshift_store::tar_command(file);
-            match conn
-                .read_stream(&super::command(host, line, Duration::MAX))
-                .await
-            {
-                Ok(reading) => Some(reading),
-                Err(err) => {
-                    remove_on_host(host, file).await;
-                    return Err(err.into());
-                }
-            }
-        }
-        None => None,
-    };
-    let streams: Vec<(String, nightshift_transport::Command)> = backup
-        .streams
-        .iter()
-        .map(|s| {
-            (
-                s.name.clone(),
-                super::command(host, &s.command, Duration::MAX),
-            )
-        })
-        .collect();
-    // The store is synchronous, and the streams open one after another
-    // from inside it: block this worker (the CLI's runtime has several).
-    let (stored, tar_out) = tokio::task::block_in_place(|| {
-        into_store(store, plan, tar, streams, conn, &options, deadline)
-    });
-    if let Some(file) = &list_file {
-        remove_on_host(host, file).await;
-    }
-    // Once the store wrote the snapshot, the snapshot stands, whatever the
-    // channel said after; when it did not, a channel that broke is the
-    // cause (a host cut off mid-stream), not the short stream it left.
-    let outcome = match (stored, tar_out) {
-        (Ok(outcome), tar_out) => {
-            report_tar(done, tar_out);
-            outcome
-        }
-        (Err(_), Some(Err(lost))) => return Err(lost.into()),
-        (Err(err), _) => return Err(StepError::new("backup_failed", err.to_string())),
-    };
+    let outcome = remote.fetch(store, plan, &backup.streams, done).await?;
     for skipped in &outcome.skipped {
         done.say(format!("skipped {}: {}", skipped.path, skipped.error));
     }
-    Ok(outcome.snapshot)
-}
-
-/// What the tar said, into the step's output.
-fn report_tar(
-    done: &mut Done,
-    tar_out: Option<Result<nightshift_transport::Output, nightshift_transport::TransportError>>,
-) {
-    match tar_out {
-        // tar exits 1 when a file changed while it was read: the snapshot
-        // holds what it sent, and the store lists what it could not use.
-        Some(Ok(out)) if !matches!(out.status, nightshift_transport::ExitStatus::Code(0 | 1)) => {
-            done.say(format!(
-                "tar reported errors ({}): {}",
-                out.status,
-                out.stderr.text().trim()
-            ));
-        }
-        Some(Err(err)) => done.say(format!(
-            "the tar channel ended badly after the snapshot was written: {err}"
-        )),
-        _ => {}
-    }
-}
-
-/// Writes the NUL-separated list of files to fetch into a temporary file
-/// on the host; returns its path.
-async fn send_list(host: &HostRun<'_>, plan: &RemotePlan) -> Result<String, StepError> {
-    let conn = host.conn()?;
-    let mktemp = super::command(
-        host,
-        "mktemp /tmp/nightshift-fetch.XXXXXXXX",
-        Duration::from_secs(60),
-    );
-    let out = super::exec(host, &mktemp).await?;
-    let list_file = out.stdout.text().trim().to_string();
-    if !out.status.success() || list_file.is_empty() {
-        return Err(StepError::new(
-            "backup_failed",
-            format!(
-                "cannot make a temporary file on the host: {}",
-                out.stderr.text().trim()
-            ),
-        ));
-    }
-    let write = super::command(
-        host,
-        format!("cat > {}", shell_quote(&list_file)),
-        LIST_LIMIT,
-    );
-    let written = async {
-        let mut writing = conn.write_stream(&write).await?;
-        let sent = writing.write_all(&plan.fetch_list()).await;
-        let out = writing.finish().await?;
-        if sent.is_err() || !out.status.success() {
-            return Err(StepError::new(
-                "backup_failed",
-                format!(
-                    "cannot write the file list to the host: {}",
-                    out.stderr.text().trim()
-                ),
-            ));
-        }
-        Ok(())
-    }
-    .await;
-    if let Err(err) = written {
-        remove_on_host(host, &list_file).await;
-        return Err(err);
-    }
-    Ok(list_file)
-}
-
-/// Removes a temporary file of ours on the host, as well as it can.
-async fn remove_on_host(host: &HostRun<'_>, file: &str) {
-    let line = format!("rm -f {}", shell_quote(file));
-    let cleanup = super::command(host, line, Duration::from_secs(60));
-    if let Err(err) = super::exec(host, &cleanup).await {
-        tracing::warn!(host = host.name(), file, error = %err.message, "cannot remove a temporary file on the host");
-    }
-}
-
-type Stored = (
-    nightshift_store::Result<nightshift_store::BackupOutcome>,
-    Option<Result<nightshift_transport::Output, nightshift_transport::TransportError>>,
-);
-
-/// The store's side of a pull, on a blocked worker: the tar (if any), then
-/// each stream, opened in turn on the host's connection, all before
-/// `deadline`.
-fn into_store(
-    mut store: Store,
-    plan: RemotePlan,
-    tar: Option<nightshift_transport::Reading>,
-    streams: Vec<(String, nightshift_transport::Command)>,
-    conn: &nightshift_transport::Host,
-    options: &BackupOptions,
-    deadline: Deadline,
-) -> Stored {
-    let handle = tokio::runtime::Handle::current();
-    let progress = Progress::default();
-    let sources = streams
-        .into_iter()
-        .map(|(name, command)| {
-            let handle = handle.clone();
-            let deadline = deadline.clone();
-            StreamSource {
-                name,
-                open: Box::new(move || {
-                    HostReader::open(handle, conn, command, deadline)
-                        .map(|r| Box::new(r) as Box<dyn std::io::Read>)
-                }),
-            }
-        })
-        .collect();
-    match tar {
-        Some(reading) => {
-            let mut tar = HostReader::unchecked(handle.clone(), reading, "tar", deadline.clone());
-            let outcome =
-                store.backup_remote_with_streams(plan, &mut tar, sources, options, &progress);
-            // Drain what the store did not read, so the channel ends cleanly.
-            let _ = std::io::copy(&mut tar, &mut std::io::sink());
-            let out = tar.reading.take().map(|r| handle.block_on(r.finish()));
-            (outcome, out)
-        }
-        None => (
-            store.backup_remote_with_streams(plan, std::io::empty(), sources, options, &progress),
-            None,
-        ),
-    }
-}
-
-/// When a step's time is up; `None` for no limit.
-#[derive(Debug, Clone)]
-struct Deadline {
-    /// `None` for no limit.
-    at: Option<tokio::time::Instant>,
-    /// The run's cancellation: a reader stops when it fires.
-    cancel: tokio_util::sync::CancellationToken,
-}
-
-impl Deadline {
-    fn new(limit: Duration, cancel: tokio_util::sync::CancellationToken) -> Self {
-        Self {
-            at: tokio::time::Instant::now().checked_add(limit),
-            cancel,
-        }
-    }
-
-    /// Runs `read` until the deadline or the run's cancellation.
-    async fn bound<T>(
-        &self,
-        line: &str,
-        read: impl std::future::Future<Output = std::io::Result<T>>,
-    ) -> std::io::Result<T> {
-        let late = async {
-            match self.at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            biased;
-            done = read => done,
-            () = self.cancel.cancelled() => Err(std::io::Error::new(
-                std::io::ErrorKind::Interrupted,
-                format!("`{line}` was stopped: the run was cancelled"),
-            )),
-            () = late => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "`{line}` did not finish within the step's time limit; raise its timeout if it needs longer"
-                ),
-            )),
-        }
-    }
-}
-
-/// A command's standard output read from blocking code, stopped at the
-/// step's deadline; a checked one fails at its end when the command
-/// failed, so a dump that broke off half-way is never stored as if whole.
-struct HostReader {
-    reading: Option<nightshift_transport::Reading>,
-    handle: tokio::runtime::Handle,
-    line: String,
-    deadline: Deadline,
-    checked: bool,
-}
-
-impl HostReader {
-    fn open(
-        handle: tokio::runtime::Handle,
-        conn: &nightshift_transport::Host,
-        command: nightshift_transport::Command,
-        deadline: Deadline,
-    ) -> std::io::Result<Self> {
-        let reading = handle
-            .block_on(conn.read_stream(&command))
-            .map_err(std::io::Error::other)?;
-        Ok(Self {
-            checked: true,
-            ..Self::unchecked(handle, reading, &command.shown(), deadline)
-        })
-    }
-
-    fn unchecked(
-        handle: tokio::runtime::Handle,
-        reading: nightshift_transport::Reading,
-        line: &str,
-        deadline: Deadline,
-    ) -> Self {
-        Self {
-            reading: Some(reading),
-            handle,
-            line: line.to_string(),
-            deadline,
-            checked: false,
-        }
-    }
-
-    fn finish(&mut self) -> std::io::Result<usize> {
-        let Some(reading) = self.reading.take() else {
-            return Ok(0);
-        };
-        let out = self
-            .handle
-            .block_on(reading.finish())
-            .map_err(std::io::Error::other)?;
-        if out.status.success() {
-            return Ok(0);
-        }
-        Err(std::io::Error::other(format!(
-            "`{}` failed ({}): {}",
-            self.line,
-            out.status,
-            out.stderr.text().trim()
-        )))
-    }
-}
-
-impl std::io::Read for HostReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use tokio::io::AsyncReadExt;
-        let Some(reading) = self.reading.as_mut() else {
-            return Ok(0);
-        };
-        let read = reading.read(buf);
-        let n = self
-            .handle
-            .block_on(self.deadline.bound(&self.line, read))?;
-        if n > 0 || buf.is_empty() || !self.checked {
-            return Ok(n);
-        }
-        self.finish()
-    }
-}
-
-/// Stores a command's output as a named stream, a snapshot of its own. A
-/// command that fails (or a connection lost mid-dump) fails the stream
-/// before the snapshot is written.
-async fn capture(
-    host: &HostRun<'_>,
-    mut store: Store,
-    name: &str,
-    line: &str,
-    options: BackupOptions,
-    deadline: Deadline,
-) -> Result<SnapshotEntry, StepError> {
-    let conn = host.conn()?;
-    // A dump takes as long as it takes: no limit but the host's.
-    let command = super::command(host, line, Duration::MAX);
-    let _lock = shared_lock(&store, "backup")?;
-    tokio::task::block_in_place(|| {
-        let handle = tokio::runtime::Handle::current();
-        let mut reader = HostReader::open(handle, conn, command, deadline)
-            .map_err(|e| StepError::new("backup_failed", e.to_string()))?;
-        store
-            .backup_stream(name, &mut reader, &options, &Progress::default())
-            .map(|o| o.snapshot)
-            .map_err(|e| StepError::new("backup_failed", e.to_string()))
-    })
+    let entry = outcome.snapshot;
+    done.say(format!("snapshot {} saved", entry.short_id()));
+    Ok(Some(entry))
 }
 
 /// The shared lock every backup, check and forget holds.

@@ -3,12 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use nightshift_store::{
     BackupOptions, ChunkerConfig, DEFAULT_CHUNKER, Encryption, PackConfig, Passphrase, Progress,
-    Store, StoreConfig,
+    RestoreOptions, Store, StoreConfig,
 };
 
 /// Chunks of 1–16 KiB, so small test files span many chunks.
@@ -147,4 +147,45 @@ fn walk(
             },
         );
     }
+}
+
+/// A tree with everything that is hard to get right.
+pub fn awkward_tree(root: &Path) {
+    let deep = root.join("a/b/c/d/e/f/g/h");
+    fs::create_dir_all(&deep).unwrap();
+    fs::create_dir_all(root.join("empty dir")).unwrap();
+    fs::write(deep.join("deep.txt"), b"down here").unwrap();
+    fs::write(root.join("empty"), b"").unwrap();
+    fs::write(root.join("big.bin"), noise(200_000, 7)).unwrap();
+    fs::write(root.join("zeros"), vec![0u8; 100_000]).unwrap();
+    fs::write(root.join("café ☕"), "unicode").unwrap();
+    fs::write(root.join("new\nline"), "a newline in the name").unwrap();
+    fs::write(root.join("script.sh"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(root.join("script.sh"), fs::Permissions::from_mode(0o4751)).unwrap();
+    symlink("big.bin", root.join("link")).unwrap();
+    symlink("/nonexistent/target", root.join("dangling")).unwrap();
+    fs::hard_link(root.join("big.bin"), root.join("a/hard")).unwrap();
+    filetime::set_file_mtime(
+        root.join("empty"),
+        filetime::FileTime::from_unix_time(1_000_000_000, 0),
+    )
+    .unwrap();
+}
+
+/// Everything kept as recorded, setuid bits and owners included.
+pub const KEEP: RestoreOptions = RestoreOptions {
+    keep_privileges: true,
+};
+
+/// A whole-snapshot restore that keeps everything as recorded.
+pub fn restore_all(store: &Store, id: &str, target: &Path) -> nightshift_store::RestoreOutcome {
+    let snapshot = store.find_snapshot(id).unwrap();
+    store
+        .restore_to_dir(&snapshot, "/", target, 0, &Progress::default(), KEEP)
+        .unwrap()
+}
+
+/// Where the backed-up directory lands inside a whole-snapshot restore.
+pub fn landed(target: &Path, source: &Path) -> std::path::PathBuf {
+    target.join(source.strip_prefix("/").unwrap())
 }
