@@ -21,6 +21,12 @@
 //! question. `cargo bench -p nightshift-catalog --bench catalog`.
 //! `tests/bench/report` times the compliance report on the same catalog.
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark prints its figures"
+)]
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

@@ -2,6 +2,12 @@
 //! hands each subcommand to the crate that does the work. Rendering (text,
 //! JSON, progress) lives here; nothing below this crate prints.
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the command line's output is what it prints"
+)]
+
 mod cli;
 mod command;
 mod keys;

@@ -63,11 +63,12 @@ impl WindowRule {
         } else {
             date
         };
-        let open = local(&self.timezone, date.and_time(self.start))?;
-        let mut close = local(&self.timezone, end_date.and_time(self.end))?;
-        if end_date != date && self.is_blocked(end_date) {
-            close = local(&self.timezone, end_date.and_time(NaiveTime::MIN))?;
-        }
+        let open = local(self.timezone, date.and_time(self.start))?;
+        let close = if end_date != date && self.is_blocked(end_date) {
+            local(self.timezone, end_date.and_time(NaiveTime::MIN))?
+        } else {
+            local(self.timezone, end_date.and_time(self.end))?
+        };
         (close > open).then_some(Opening { open, close })
     }
 
@@ -91,7 +92,7 @@ impl WindowRule {
 /// A local wall-clock time placed in a zone: a time skipped by daylight
 /// saving moves to just after the jump; a repeated one takes its first
 /// occurrence.
-fn local(tz: &Tz, at: chrono::NaiveDateTime) -> Option<DateTime<Tz>> {
+fn local(tz: Tz, at: chrono::NaiveDateTime) -> Option<DateTime<Tz>> {
     (0..=180).find_map(|m| {
         tz.from_local_datetime(&at.checked_add_signed(Duration::minutes(m))?)
             .earliest()

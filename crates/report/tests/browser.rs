@@ -5,6 +5,11 @@
 //! Without Chromium the test says it was skipped, except under `CI=true`,
 //! where it fails: there `tests/install-deps` should have installed it.
 
+#![allow(
+    clippy::print_stdout,
+    reason = "the test says whether chromium ran or was skipped"
+)]
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::File;
 use std::io::BufReader;

@@ -3,6 +3,8 @@
 //! sorted, then probed. Prints a Markdown table for BENCHMARKS.md.
 //! Run: `cargo bench -p nightshift-store --bench index [CHUNKS]`.
 
+#![allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
+
 use std::time::Instant;
 
 use nightshift_store::{Blob, BlobKind, ChunkId, Crypto, Index, IndexFile, MasterKey, PackId};

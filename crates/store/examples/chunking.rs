@@ -4,6 +4,12 @@
 //! second generation adds. Used for BENCHMARKS.md ("chunker parameters").
 //! Run: `cargo run --release -p nightshift-store --example chunking -- GEN1 GEN2`.
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the example prints its measurements"
+)]
+
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};

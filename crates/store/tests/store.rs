@@ -1,5 +1,9 @@
 //! The store end to end on real files: backup, restore, check.
 
+#![allow(
+    clippy::print_stderr,
+    reason = "a test says which of its parts this machine skips"
+)]
 #![allow(clippy::unwrap_used)] // a test fails loudly on any error
 
 mod common;

@@ -191,6 +191,10 @@ impl Fleet {
 }
 
 impl Drop for Fleet {
+    #[allow(
+        clippy::print_stderr,
+        reason = "a fleet left running is worth a line in the test's output, and drop returns nothing"
+    )]
     fn drop(&mut self) {
         if !self.owned {
             return;

@@ -1,5 +1,10 @@
 //! Tier 2: OpenSSH's sshd on loopback, started and stopped by the testbed.
 
+#![allow(
+    clippy::print_stderr,
+    reason = "a test says which of its parts this machine skips"
+)]
+
 use nightshift_testbed::{Sshd, stdout};
 
 #[test]

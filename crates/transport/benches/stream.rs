@@ -3,6 +3,8 @@
 //! `ssh host cat` as the reference. Prints a Markdown table for
 //! BENCHMARKS.md. Run: `cargo bench -p nightshift-transport --bench stream`.
 
+#![allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
+
 use std::time::{Duration, Instant};
 
 use nightshift_testbed::Sshd;
