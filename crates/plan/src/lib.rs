@@ -55,7 +55,8 @@ pub enum PlanError {
     Rejected(Box<CheckReport>),
 }
 
-fn count(n: usize, word: &str) -> String {
+/// `1 file`, `3 files`: a count with its noun, for messages.
+pub fn count(n: usize, word: &str) -> String {
     if n == 1 {
         format!("1 {word}")
     } else {

@@ -1,8 +1,10 @@
-use crate::settings::Settings;
-use clap::Args;
-use nightshift_plan::check_paths;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use clap::Args;
+use nightshift_plan::{check_paths, count};
+
+use crate::settings::Settings;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -36,21 +38,13 @@ pub fn run(settings: &Settings, args: &CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn summary(report: &nightshift_plan::CheckReport) -> String {
-    let checked = plural(report.files.len(), "file");
+    let checked = count(report.files.len(), "file");
     match report.diagnostics.len() {
         0 => format!("{checked} checked, no problems"),
         n => format!(
             "{} in {}; {checked} checked",
-            plural(n, "error"),
-            plural(report.files_with_errors(), "file")
+            count(n, "error"),
+            count(report.files_with_errors(), "file")
         ),
-    }
-}
-
-fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
-        format!("1 {word}")
-    } else {
-        format!("{n} {word}s")
     }
 }
