@@ -271,16 +271,6 @@ impl Catalog {
         Ok(ids)
     }
 
-    /// Links a started fire to the run it became.
-    pub async fn link_fire(&self, fire: i64, run: RunId) -> Result<(), CatalogError> {
-        sqlx::query("UPDATE schedule_fires SET run_id = ? WHERE id = ?")
-            .bind(run.0)
-            .bind(fire)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
-    }
-
     /// A schedule's fires, newest first.
     pub async fn fires(&self, schedule: &str, limit: u32) -> Result<Vec<FireRow>, CatalogError> {
         Ok(sqlx::query_as(
@@ -400,16 +390,6 @@ impl Catalog {
         .bind(id)
         .execute(&self.writer)
         .await?;
-        Ok(())
-    }
-
-    /// Sets which schedule (or request) a run was started for.
-    pub async fn set_run_schedule(&self, run: RunId, schedule: &str) -> Result<(), CatalogError> {
-        sqlx::query("UPDATE runs SET schedule = ? WHERE id = ?")
-            .bind(schedule)
-            .bind(run.0)
-            .execute(&self.writer)
-            .await?;
         Ok(())
     }
 

@@ -20,7 +20,7 @@ pub use daemon::{
 };
 pub use query::{HistoryEvent, HostState, JobDetail, RunDetail, RunFilter, RunRow, StepRow};
 pub use record::{
-    FinishedJob, FinishedStep, Interrupted, JobId, JobStatus, NewRun, OUTPUT_EDGE, RunId,
+    FinishedJob, FinishedStep, Interrupted, JobId, JobStatus, NewRun, OUTPUT_EDGE, RunCause, RunId,
     RunStatus, StepEnd, StepId, StepKind, StepStatus, Trigger,
 };
 pub use state::{PackageChange, PackageState, RestoreRecord, SnapshotRecord, Verification};

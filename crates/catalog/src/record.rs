@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{QueryBuilder, Sqlite};
 
-use crate::{Catalog, CatalogError, stamp};
+use crate::{Catalog, CatalogError, TriggerState, stamp};
 
 /// How much of a step's output is kept forever, at each end.
 pub const OUTPUT_EDGE: usize = 4096;
@@ -77,6 +77,20 @@ pub struct NewRun<'a> {
     pub operator: Option<&'a str>,
     pub window: Option<&'a str>,
     pub started: DateTime<Utc>,
+    pub cause: RunCause<'a>,
+}
+
+/// What a run was started for, tied to the run in the same transaction
+/// that records it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunCause<'a> {
+    /// What `runs.schedule` shows: a schedule's key, `trigger:ID` or
+    /// `deferred`.
+    pub schedule: Option<&'a str>,
+    /// The schedule fire it answers.
+    pub fire: Option<i64>,
+    /// The trigger request it answers, which becomes `started`.
+    pub request: Option<i64>,
 }
 
 /// How a step ended.
@@ -140,22 +154,46 @@ pub struct FinishedStep<'a> {
 }
 
 impl Catalog {
+    /// Records a run as started, with its schedule, fire and trigger
+    /// request, all or nothing.
     pub async fn begin_run(&self, run: &NewRun<'_>) -> Result<RunId, CatalogError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let id = sqlx::query_scalar(
-            "INSERT INTO runs (playbook, trigger, operator, window, started, status,
+            "INSERT INTO runs (playbook, trigger, operator, window, started, status, schedule,
                  controller, controller_pid, controller_instance)
-             VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?) RETURNING id",
+             VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?) RETURNING id",
         )
         .bind(run.playbook)
         .bind(run.trigger.as_str())
         .bind(run.operator)
         .bind(run.window)
         .bind(stamp(run.started))
+        .bind(run.cause.schedule)
         .bind(this_host())
         .bind(std::process::id())
         .bind(instance_of(i64::from(std::process::id())))
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *tx)
         .await?;
+        if let Some(fire) = run.cause.fire {
+            sqlx::query("UPDATE schedule_fires SET run_id = ? WHERE id = ?")
+                .bind(id)
+                .bind(fire)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(request) = run.cause.request {
+            sqlx::query(
+                "UPDATE trigger_requests SET state = ?, detail = NULL, run_id = ?, updated = ?
+                 WHERE id = ?",
+            )
+            .bind(TriggerState::Started.as_str())
+            .bind(id)
+            .bind(stamp(run.started))
+            .bind(request)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(RunId(id))
     }
 

@@ -11,6 +11,7 @@ pub mod adhoc;
 mod batch;
 pub mod event;
 mod job;
+pub mod launch;
 pub mod packages;
 pub mod pull;
 pub mod reach;

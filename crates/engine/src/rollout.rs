@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::Utc;
-use nightshift_catalog::{Catalog, JobStatus, Lease, NewRun, RunId, RunStatus, Trigger};
+use nightshift_catalog::{Catalog, JobStatus, Lease, NewRun, RunId, RunStatus};
 use nightshift_plan::{HostWindow, Playbook};
 use nightshift_scheduler::Clock;
 use nightshift_store::{Passphrase, RetentionPolicy};
@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::batch::batches;
 use crate::event::{Event, JobReport, RunReport};
+use crate::launch::Origin;
 use crate::reach::Reach;
 use crate::stop::{Closing, Stop};
 
@@ -49,34 +50,55 @@ impl std::fmt::Debug for StoreAccess {
     }
 }
 
-/// Everything a run needs, decided before it starts.
+/// Everything a run needs, decided before it starts: made by
+/// [`crate::launch::Launch::build`].
 #[derive(Debug)]
 pub struct Rollout {
-    pub playbook: Playbook,
-    pub targets: Vec<Target>,
+    pub(crate) playbook: Playbook,
+    pub(crate) targets: Vec<Target>,
     /// Report what would happen and change nothing.
-    pub check: bool,
-    pub forks: usize,
-    pub ssh: SshConfig,
-    pub catalog: Option<Catalog>,
-    pub store: Option<StoreAccess>,
-    pub trigger: Trigger,
-    pub operator: Option<String>,
-    pub window: Option<String>,
+    pub(crate) check: bool,
+    pub(crate) forks: usize,
+    pub(crate) ssh: SshConfig,
+    pub(crate) catalog: Option<Catalog>,
+    pub(crate) store: Option<StoreAccess>,
+    pub(crate) origin: Origin,
+    pub(crate) window: Option<String>,
     /// How the daemon stops the run from outside.
-    pub stop: Stop,
+    pub(crate) stop: Stop,
     /// Read for host windows; the daemon's clock.
-    pub clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     /// A bound on hosts at once shared with other runs (the daemon's
     /// `max_hosts`), on top of this run's `forks`.
-    pub fleet_slots: Option<Arc<Semaphore>>,
+    pub(crate) fleet_slots: Option<Arc<Semaphore>>,
     /// When the run's window closes, if it has one.
-    pub closing: Option<Closing>,
+    pub(crate) closing: Option<Closing>,
     /// How long a host's steps may go on after its own window closed.
-    pub grace: std::time::Duration,
+    pub(crate) grace: std::time::Duration,
     /// Hosts a closing window or a stop leaves unstarted stay deferred (a
     /// run for hosts that were deferred), rather than skipped.
-    pub undone_waits: bool,
+    pub(crate) undone_waits: bool,
+}
+
+impl Rollout {
+    /// Drains or cancels the run from outside.
+    pub fn stop(&self) -> Stop {
+        self.stop.clone()
+    }
+
+    /// A schedule's run tied to its fire, once the fire is recorded: the
+    /// run's row then names it.
+    pub fn answering(mut self, fire: i64) -> Self {
+        if let Origin::Schedule { fire: slot, .. } = &mut self.origin {
+            *slot = Some(fire);
+        }
+        self
+    }
+
+    /// Its hosts' names, in the order they run.
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        self.targets.iter().map(|t| t.name.as_str())
+    }
 }
 
 /// What every job of a run shares.
@@ -169,8 +191,7 @@ pub async fn run(rollout: Rollout, events: mpsc::UnboundedSender<Event>) -> RunR
         ssh,
         catalog,
         store,
-        trigger,
-        operator,
+        origin,
         window,
         stop,
         clock,
@@ -184,14 +205,7 @@ pub async fn run(rollout: Rollout, events: mpsc::UnboundedSender<Event>) -> RunR
     let name = playbook.name.clone();
     // Check mode records nothing: it changes nothing.
     let catalog = catalog.filter(|_| !check);
-    let run = begin_run(
-        catalog.as_ref(),
-        &name,
-        trigger,
-        operator.as_deref(),
-        window.as_deref(),
-    )
-    .await;
+    let run = begin_run(catalog.as_ref(), &name, &origin, window.as_deref()).await;
     let env = Arc::new(Env {
         playbook,
         check,
@@ -268,19 +282,21 @@ pub async fn run(rollout: Rollout, events: mpsc::UnboundedSender<Event>) -> RunR
     finish(&env, run, name, reports, halted_because, skipped, started).await
 }
 
+/// The run's row, written once with what it was started for.
 async fn begin_run(
     catalog: Option<&Catalog>,
     playbook: &str,
-    trigger: Trigger,
-    operator: Option<&str>,
+    origin: &Origin,
     window: Option<&str>,
 ) -> Option<RunId> {
+    let label = origin.label();
     let new = NewRun {
         playbook,
-        trigger,
-        operator,
+        trigger: origin.trigger(),
+        operator: origin.operator(),
         window,
         started: Utc::now(),
+        cause: origin.cause(label.as_deref()),
     };
     match catalog?.begin_run(&new).await {
         Ok(id) => Some(id),

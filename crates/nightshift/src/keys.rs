@@ -8,6 +8,7 @@
 
 use crate::settings::Settings;
 use anyhow::Context;
+use nightshift_engine::rollout::StoreAccess;
 use nightshift_store::{Encryption, Lock, LockKind, Passphrase, Store, StoreConfig, StoreError};
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -83,25 +84,6 @@ fn open_with(settings: &Settings, open: Opener) -> anyhow::Result<Store> {
     }
 }
 
-/// The passphrase that opens `store`, for work that opens it again on its
-/// own (the engine's backup steps): configured, or asked for on a terminal.
-pub fn passphrase(settings: &Settings, store: &Store) -> anyhow::Result<Option<Passphrase>> {
-    if store.config().encryption == Encryption::None {
-        return Ok(None);
-    }
-    if let Some(passphrase) = configured(settings)? {
-        return Ok(Some(passphrase));
-    }
-    anyhow::ensure!(
-        std::io::stdin().is_terminal(),
-        "the store is encrypted and no passphrase is configured: set {PASSPHRASE_ENV} or `[store] key_file`"
-    );
-    Ok(Some(prompt(&format!(
-        "passphrase for the store at {}: ",
-        store.root().display()
-    ))?))
-}
-
 /// Takes a lock on the store for `command`, saying which stale locks of
 /// dead processes it cleared on the way.
 pub fn lock(store: &Store, kind: LockKind, command: &str) -> anyhow::Result<Lock> {
@@ -110,6 +92,30 @@ pub fn lock(store: &Store, kind: LockKind, command: &str) -> anyhow::Result<Lock
         eprintln!("note: removed the {stale}: that process is gone");
     }
     Ok(lock)
+}
+
+/// What a run's backup steps need of the store: where it is, and the
+/// passphrase that opens it. A store that exists is only unlocked, so a
+/// wrong passphrase fails before the run starts, and its index is not
+/// read; a store that does not exist yet is created.
+pub fn store_access(settings: &Settings) -> anyhow::Result<StoreAccess> {
+    let root = store_dir(settings);
+    if !Store::exists(&root) {
+        create(settings, StoreConfig::new(String::new()))?;
+    }
+    let configured = configured(settings)?;
+    let passphrase = match Store::open_unindexed(&root, configured.as_ref()) {
+        Err(StoreError::PassphraseNeeded { .. }) if std::io::stdin().is_terminal() => {
+            let passphrase = prompt(&format!("passphrase for the store at {}: ", root.display()))?;
+            Store::open_unindexed(&root, Some(&passphrase))?;
+            Some(passphrase)
+        }
+        opened => match opened?.config().encryption {
+            Encryption::None => None,
+            _ => configured,
+        },
+    };
+    Ok(StoreAccess { root, passphrase })
 }
 
 /// Whether the data dir holds a store yet.

@@ -7,6 +7,7 @@ use crate::show::local_time;
 use chrono::Local;
 use clap::Args;
 use comfy_table::{Table, presets};
+use nightshift_engine::launch::retention_policy;
 use nightshift_plan::inventory::Retention;
 use nightshift_store::LockKind;
 use serde_json::json;
@@ -52,7 +53,7 @@ pub struct ForgetArgs {
 /// `nightshift forget`: applies a retention policy to the snapshots: the
 /// one the options give, or without options each host's from the inventory.
 pub fn run(settings: &Settings, args: &ForgetArgs) -> anyhow::Result<ExitCode> {
-    let policy = policy_of(Retention {
+    let policy = retention_policy(Retention {
         keep_last: args.keep_last,
         keep_hourly: args.keep_hourly,
         keep_daily: args.keep_daily,
@@ -138,7 +139,11 @@ fn by_inventory(
             .cloned()
             .collect();
         match inventory.retention(host) {
-            Some(r) => decisions.extend(nightshift_store::decide(&mine, &policy_of(r), &Local)),
+            Some(r) => decisions.extend(nightshift_store::decide(
+                &mine,
+                &retention_policy(r),
+                &Local,
+            )),
             None => {
                 eprintln!(
                     "note: no retention policy for host {host} in the inventory: its snapshots are kept"
@@ -153,21 +158,4 @@ fn by_inventory(
     }
     decisions.sort_by_key(|d| d.snapshot.snapshot.time);
     Ok(decisions)
-}
-
-/// The store's form of a policy. A `keep_within` beyond chrono's range
-/// (some 292 billion years) keeps everything, as it means to.
-pub fn policy_of(r: Retention) -> nightshift_store::RetentionPolicy {
-    nightshift_store::RetentionPolicy {
-        last: r.keep_last,
-        hourly: r.keep_hourly,
-        daily: r.keep_daily,
-        weekly: r.keep_weekly,
-        monthly: r.keep_monthly,
-        yearly: r.keep_yearly,
-        within: r
-            .keep_within
-            .map(|d| chrono::Duration::from_std(d.0).unwrap_or(chrono::Duration::MAX)),
-        tags: r.keep_tags,
-    }
 }

@@ -5,10 +5,10 @@
 //! written to the audit log.
 
 use crate::command::daemon::lock;
-use crate::command::run::find_playbook;
 use crate::settings::Settings;
 use clap::Args;
 use nightshift_catalog::{CATALOG_FILE, Catalog, NewTrigger, TriggerRow};
+use nightshift_engine::launch::find_playbook;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ pub struct TriggerArgs {
 
 pub fn run(settings: &Settings, args: &TriggerArgs) -> anyhow::Result<ExitCode> {
     let plan = settings.plan()?;
-    let playbook = find_playbook(&plan, &args.playbook)?.name;
+    let playbook = find_playbook(&plan, &args.playbook)?.name.clone();
     let Some(daemon) = lock::running(&settings.data_dir) else {
         anyhow::bail!(
             "no nightshift daemon is running for the data dir {}; start it (`nightshift daemon`, or `systemctl start nightshift`), or run the playbook now with `nightshift run {playbook}`",

@@ -31,6 +31,7 @@ fn seed(data: &Path) {
                 operator: None,
                 window: Some("nightly"),
                 started: at(2, 0),
+                cause: Default::default(),
             })
             .await
             .expect("run");

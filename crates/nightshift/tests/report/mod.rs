@@ -113,6 +113,7 @@ impl Seed<'_> {
                 operator: None,
                 window: Some("nights"),
                 started: when,
+                cause: Default::default(),
             })
             .await
             .expect("run");

@@ -1,9 +1,9 @@
 //! Hosts deferred to their own window get a run of their own once it opens.
 
 use super::*;
-use crate::command::run::{find_playbook, targets};
 use chrono::{DateTime, Utc};
-use nightshift_catalog::{DeferredHost, Trigger};
+use nightshift_catalog::DeferredHost;
+use nightshift_engine::launch::{find_playbook, hosts_of};
 use nightshift_scheduler::Schedule;
 use std::collections::{BTreeMap, HashSet};
 
@@ -40,9 +40,9 @@ impl Daemon {
             if picking_up {
                 continue;
             }
-            if let Some(launch) = self.deferred_launch(&playbook, &hosts, now) {
-                match self.prepare(&launch) {
-                    Ok(rollout) => self.spawn(launch, rollout),
+            if let Some(start) = self.deferred_start(&playbook, &hosts, now) {
+                match self.prepare(&start) {
+                    Ok(rollout) => self.spawn(start, rollout),
                     Err(err) => self.say_once(format!(
                         "cannot pick up the hosts deferred from {playbook}: {err:#}"
                     )),
@@ -57,12 +57,12 @@ impl Daemon {
     /// that lost its own window waits for a schedule window. Hosts another
     /// run of the playbook has, or that the playbook no longer targets,
     /// are left out.
-    pub(super) fn deferred_launch(
+    pub(super) fn deferred_start(
         &self,
         playbook: &str,
         hosts: &[DeferredHost],
         now: DateTime<Utc>,
-    ) -> Option<Launch> {
+    ) -> Option<Start> {
         let mine: Vec<&Schedule> = self
             .entries
             .iter()
@@ -77,7 +77,7 @@ impl Daemon {
         }
         let targeted: HashSet<String> = find_playbook(&self.plan, playbook)
             .ok()
-            .and_then(|p| targets(&self.plan.inventory, &p, None).ok())
+            .and_then(|p| hosts_of(&self.plan.inventory, p, None).ok())
             .unwrap_or_default()
             .into_iter()
             .collect();
@@ -109,15 +109,13 @@ impl Daemon {
             }
         }
         let window = windows.into_iter().min_by_key(|w| w.closes)?;
-        Some(Launch {
+        Some(Start {
             playbook: playbook.to_string(),
             limit: Some(ready.join(",")),
             host_windows: true,
             window: Some(window),
             origin: Origin::Deferred,
-            trigger: Trigger::Schedule,
             operator: None,
-            fire: None,
         })
     }
 }

@@ -3,7 +3,7 @@
 
 use super::*;
 use chrono::{DateTime, Utc};
-use nightshift_catalog::{FireOutcome, FireRecord, Trigger};
+use nightshift_catalog::{FireOutcome, FireRecord};
 use nightshift_engine::rollout::Rollout;
 use nightshift_scheduler::{Decision, Schedule, due};
 
@@ -74,8 +74,8 @@ impl Daemon {
                     };
                     match self.schedule_launch(entry, window_closes) {
                         Err(busy_or_broken) => busy_or_broken.record(fire),
-                        Ok((launch, rollout)) => {
-                            start = Some((records.len(), launch, rollout));
+                        Ok((wanted, rollout)) => {
+                            start = Some((records.len(), wanted, rollout));
                             (fire, outcome, None)
                         }
                     }
@@ -113,9 +113,12 @@ impl Daemon {
                 return false;
             }
         };
-        if let Some((index, mut launch, rollout)) = start {
-            launch.fire = ids.get(index).copied();
-            self.spawn(launch, rollout);
+        if let Some((index, wanted, rollout)) = start {
+            let rollout = match ids.get(index) {
+                Some(fire) => rollout.answering(*fire),
+                None => rollout,
+            };
+            self.spawn(wanted, rollout);
         }
         true
     }
@@ -125,12 +128,12 @@ impl Daemon {
         &self,
         entry: &Schedule,
         window_closes: DateTime<Utc>,
-    ) -> Result<(Launch, Rollout), NotStarted> {
+    ) -> Result<(Start, Rollout), NotStarted> {
         let origin = Origin::Schedule(entry.key.clone());
         if self.runs.iter().any(|a| a.origin == origin) {
             return Err(NotStarted::Busy);
         }
-        let launch = Launch {
+        let start = Start {
             playbook: entry.playbook.clone(),
             limit: None,
             host_windows: true,
@@ -139,11 +142,9 @@ impl Daemon {
                 window_closes.with_timezone(&entry.window.timezone),
             )),
             origin,
-            trigger: Trigger::Schedule,
             operator: None,
-            fire: None,
         };
-        let rollout = self.prepare(&launch).map_err(NotStarted::Broken)?;
-        Ok((launch, rollout))
+        let rollout = self.prepare(&start).map_err(NotStarted::Broken)?;
+        Ok((start, rollout))
     }
 }

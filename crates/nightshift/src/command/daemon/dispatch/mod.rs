@@ -7,10 +7,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use nightshift_catalog::{
-    Catalog, FireOutcome, JobStatus, RunId, RunStatus, Trigger, TriggerState,
-};
+use nightshift_catalog::{Catalog, FireOutcome, JobStatus, RunId, RunStatus, TriggerState};
 use nightshift_engine::event::{Event, JobReport, RunReport};
+use nightshift_engine::launch::{self, Launch};
 use nightshift_engine::rollout::{self, Rollout};
 use nightshift_engine::stop::{Closing, Stop, StopKind};
 use nightshift_plan::Plan;
@@ -18,7 +17,8 @@ use nightshift_scheduler::{Clock, Phase, Schedule, entries, phase};
 use tokio::sync::Semaphore;
 
 use super::notify::{Notice, NoticeHost, NoticeKind, Notifier};
-use crate::command::run::{find_playbook, log_line, needs_store, rollout_targets, store_access};
+use crate::command::run::log_line;
+use crate::keys;
 use crate::settings::Settings;
 
 mod deferred;
@@ -76,15 +76,14 @@ impl RunWindow {
 
 /// A run the daemon is to start.
 #[derive(Debug, Clone)]
-struct Launch {
+struct Start {
     playbook: String,
     limit: Option<String>,
     host_windows: bool,
     window: Option<RunWindow>,
     origin: Origin,
-    trigger: Trigger,
+    /// Who asked for it, for a trigger request.
     operator: Option<String>,
-    fire: Option<i64>,
 }
 
 /// A run of the daemon's, in progress.
@@ -367,76 +366,65 @@ impl Daemon {
     }
 
     /// Everything a run needs, checked before anything is recorded.
-    fn prepare(&self, launch: &Launch) -> anyhow::Result<Rollout> {
-        let playbook = find_playbook(&self.plan, &launch.playbook)?;
-        let targets = rollout_targets(
-            &self.plan,
-            &playbook,
-            launch.limit.as_deref(),
-            launch.host_windows,
-        )?;
-        let ssh = self.settings.ssh_config(&self.plan.inventory)?;
-        let store = if needs_store(&playbook) {
-            Some(store_access(&self.settings)?)
-        } else {
-            None
+    fn prepare(&self, start: &Start) -> anyhow::Result<Rollout> {
+        let origin = match &start.origin {
+            Origin::Schedule(key) => launch::Origin::Schedule {
+                key: key.clone(),
+                fire: None,
+            },
+            Origin::Trigger(request) => launch::Origin::Trigger {
+                request: *request,
+                operator: start.operator.clone().unwrap_or_default(),
+            },
+            Origin::Deferred => launch::Origin::Deferred,
         };
-        Ok(Rollout {
-            playbook,
-            targets,
-            check: false,
-            forks: self.settings.config.ssh.forks,
-            ssh,
-            catalog: Some(self.catalog.clone()),
-            store,
-            trigger: launch.trigger,
-            operator: launch.operator.clone(),
-            window: launch.window.as_ref().map(|w| w.name.clone()),
-            stop: Stop::default(),
-            clock: self.clock.clone(),
-            fleet_slots: Some(self.fleet_slots.clone()),
-            closing: launch.window.as_ref().map(|w| Closing {
-                closes: w.closes,
-                grace: self.settings.config.daemon.grace.0,
-                reason: format!("the window {} closed at {}", w.name, w.shown),
-            }),
-            grace: self.settings.config.daemon.grace.0,
-            undone_waits: launch.origin == Origin::Deferred,
-        })
+        let ssh = self.settings.ssh_config(&self.plan.inventory)?;
+        let grace = self.settings.config.daemon.grace.0;
+        let mut launch = Launch::new(&self.plan, &start.playbook, origin, ssh)?
+            .limit(start.limit.as_deref())
+            .host_windows(start.host_windows)
+            .forks(self.settings.config.ssh.forks)
+            .catalog(self.catalog.clone())
+            .clock(self.clock.clone())
+            .fleet_slots(self.fleet_slots.clone())
+            .grace(grace);
+        if let Some(window) = &start.window {
+            let closing = Closing {
+                closes: window.closes,
+                grace,
+                reason: format!("the window {} closed at {}", window.name, window.shown),
+            };
+            launch = launch.window(&window.name, closing);
+        }
+        if launch.needs_store() {
+            launch = launch.store(keys::store_access(&self.settings)?);
+        }
+        Ok(launch.build()?)
     }
 
-    fn spawn(&mut self, launch: Launch, rollout: Rollout) {
+    fn spawn(&mut self, start: Start, rollout: Rollout) {
         tracing::info!(
-            playbook = launch.playbook,
-            origin = launch.origin.label(),
-            window = launch.window.as_ref().map(|w| w.name.as_str()),
-            hosts = rollout.targets.len(),
+            playbook = start.playbook,
+            origin = start.origin.label(),
+            window = start.window.as_ref().map(|w| w.name.as_str()),
+            hosts = rollout.hosts().count(),
             "starting a run"
         );
-        let stop = rollout.stop.clone();
-        let hosts = rollout.targets.iter().map(|t| t.name.clone()).collect();
+        let stop = rollout.stop();
+        let hosts = rollout.hosts().map(str::to_string).collect();
         let run = Arc::new(std::sync::Mutex::new(None));
-        let catalog = self.catalog.clone();
-        let links = Links {
-            run: run.clone(),
-            label: launch.origin.label(),
-            fire: launch.fire,
-            trigger: match launch.origin {
-                Origin::Trigger(id) => Some(id),
-                _ => None,
-            },
-        };
+        let known = run.clone();
         let task = tokio::spawn(async move {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let work = tokio::spawn(rollout::run(rollout, tx));
-            let jobs = follow(rx, &catalog, &links).await;
+            let jobs = follow(rx, &known).await;
             let report = work.await?;
             Ok((report, jobs))
         });
         self.runs.push(Active {
-            playbook: launch.playbook,
-            origin: launch.origin,
-            window: launch.window,
+            playbook: start.playbook,
+            origin: start.origin,
+            window: start.window,
             stop,
             hosts,
             run,
@@ -490,25 +478,16 @@ fn fleet_size(settings: &Settings) -> anyhow::Result<usize> {
     Ok(size)
 }
 
-/// What a run's first event ties together in the catalog.
-struct Links {
-    run: Arc<std::sync::Mutex<Option<RunId>>>,
-    label: String,
-    fire: Option<i64>,
-    trigger: Option<i64>,
-}
-
-/// Logs a run's events and ties the run to its fire or request once its
-/// id is known; returns the finished jobs.
+/// Logs a run's events and notes its id once it is recorded; returns the
+/// finished jobs.
 async fn follow(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
-    catalog: &Catalog,
-    links: &Links,
+    run: &std::sync::Mutex<Option<RunId>>,
 ) -> Vec<JobReport> {
     let mut jobs = Vec::new();
     while let Some(event) = rx.recv().await {
         if let Event::RunStarted { run: Some(id), .. } = &event {
-            link(catalog, RunId(*id), links).await;
+            *run.lock().unwrap_or_else(|e| e.into_inner()) = Some(RunId(*id));
         }
         if let Some(line) = log_line(&event) {
             tracing::info!("{line}");
@@ -518,25 +497,6 @@ async fn follow(
         }
     }
     jobs
-}
-
-async fn link(catalog: &Catalog, run: RunId, links: &Links) {
-    *links.run.lock().unwrap_or_else(|e| e.into_inner()) = Some(run);
-    let linked = async {
-        catalog.set_run_schedule(run, &links.label).await?;
-        if let Some(fire) = links.fire {
-            catalog.link_fire(fire, run).await?;
-        }
-        if let Some(request) = links.trigger {
-            catalog
-                .update_trigger(request, TriggerState::Started, None, Some(run))
-                .await?;
-        }
-        Ok::<_, nightshift_catalog::CatalogError>(())
-    };
-    if let Err(err) = linked.await {
-        tracing::warn!(%err, "cannot tie the run to its schedule or request");
-    }
 }
 
 fn noticed(job: &JobReport) -> NoticeHost {

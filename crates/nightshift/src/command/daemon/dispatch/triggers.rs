@@ -3,7 +3,7 @@
 
 use super::*;
 use chrono::{DateTime, Utc};
-use nightshift_catalog::{Trigger, TriggerRow, TriggerState};
+use nightshift_catalog::{TriggerRow, TriggerState};
 
 impl Daemon {
     /// Trigger requests: started when their window is open (or ignored),
@@ -44,19 +44,17 @@ impl Daemon {
                 return;
             }
         };
-        let launch = Launch {
+        let start = Start {
             playbook: request.playbook.clone(),
             limit: request.host_limit.clone(),
             host_windows: !request.ignore_window,
             window,
             origin: Origin::Trigger(request.id),
-            trigger: Trigger::Manual,
             operator: Some(request.requested_by.clone()),
-            fire: None,
         };
-        match self.prepare(&launch) {
+        match self.prepare(&start) {
             Ok(rollout) => match self.catalog.claim_trigger(request.id).await {
-                Ok(true) => self.spawn(launch, rollout),
+                Ok(true) => self.spawn(start, rollout),
                 Ok(false) => {}
                 Err(err) => {
                     tracing::warn!(%err, "cannot claim a trigger request; trying again next tick")
