@@ -126,6 +126,7 @@ async fn bench_run(catalog: &Catalog, now: DateTime<Utc>) -> nightshift_catalog:
             operator: Some("bench"),
             window: None,
             started: now,
+            cause: Default::default(),
         })
         .await
         .expect("run")

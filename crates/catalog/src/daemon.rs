@@ -369,27 +369,21 @@ impl Catalog {
             .await?)
     }
 
-    /// Moves a request on: waiting (with why), started (with its run), or
-    /// refused (with why).
+    /// Moves a request on, saying why: waiting or refused. (A request
+    /// becomes started with the run that answers it: see `begin_run`.)
     pub async fn update_trigger(
         &self,
         id: i64,
         state: TriggerState,
         detail: Option<&str>,
-        run: Option<RunId>,
     ) -> Result<(), CatalogError> {
-        sqlx::query(
-            "UPDATE trigger_requests SET state = ?, detail = ?,
-                 run_id = COALESCE(?, run_id), updated = ?
-             WHERE id = ?",
-        )
-        .bind(state.as_str())
-        .bind(detail)
-        .bind(run.map(|r| r.0))
-        .bind(stamp(Utc::now()))
-        .bind(id)
-        .execute(&self.writer)
-        .await?;
+        sqlx::query("UPDATE trigger_requests SET state = ?, detail = ?, updated = ? WHERE id = ?")
+            .bind(state.as_str())
+            .bind(detail)
+            .bind(stamp(Utc::now()))
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 

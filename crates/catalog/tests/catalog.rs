@@ -44,6 +44,7 @@ async fn patch_run(catalog: &Catalog) -> nightshift_catalog::RunId {
             operator: None,
             window: Some("nightly"),
             started: at(2),
+            cause: Default::default(),
         })
         .await
         .expect("run");

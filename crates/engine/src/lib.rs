@@ -12,6 +12,7 @@ mod batch;
 pub mod event;
 mod job;
 pub mod launch;
+pub mod line;
 pub mod packages;
 pub mod pull;
 pub mod reach;

@@ -61,7 +61,7 @@ fn refuse(err: &anyhow::Error) -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let settings = settings::Settings::resolve(&cli.global)?;
+    let settings = settings::resolve(&cli.global)?;
     tracing::debug!(config = ?settings.config_file, data_dir = %settings.data_dir.display(), "settings");
     command::run(settings, cli.command)
 }

@@ -75,6 +75,7 @@ async fn a_run_cut_short_reads_as_interrupted_on_the_next_start() {
             operator: Some("alice"),
             window: None,
             started: at(2),
+            cause: Default::default(),
         })
         .await
         .expect("run");
@@ -139,6 +140,7 @@ async fn many_finished_jobs_are_recorded_in_one_go() {
             operator: Some("ci"),
             window: None,
             started: at(1),
+            cause: Default::default(),
         })
         .await
         .expect("run");
@@ -229,6 +231,7 @@ async fn only_runs_of_gone_controllers_read_as_interrupted() {
                     operator: None,
                     window: None,
                     started: at(2),
+                    cause: Default::default(),
                 })
                 .await
                 .expect("run")

@@ -1,7 +1,7 @@
 //! What the scheduler keeps in the catalog: leases of hosts per playbook,
 //! fires and their cursor, trigger requests, and deferred hosts.
 
-use nightshift_catalog::{CATALOG_FILE, Catalog, JobStatus, NewRun, RunStatus, Trigger};
+use nightshift_catalog::{CATALOG_FILE, Catalog, JobStatus, NewRun, RunCause, RunStatus, Trigger};
 
 use crate::{at, fresh};
 
@@ -13,6 +13,7 @@ async fn a_run(catalog: &Catalog, playbook: &str) -> nightshift_catalog::RunId {
             operator: None,
             window: Some("weeknights"),
             started: at(1),
+            cause: Default::default(),
         })
         .await
         .expect("run")
@@ -114,8 +115,22 @@ async fn fires_move_the_cursor_and_link_to_their_runs() {
         catalog.schedule_cursor("s1").await.expect("cursor"),
         Some(at(3))
     );
-    let run = a_run(&catalog, "web-patch").await;
-    catalog.link_fire(ids[1], run).await.expect("link");
+    // The run answering the started fire names it as it is recorded.
+    let run = catalog
+        .begin_run(&NewRun {
+            playbook: "web-patch",
+            trigger: Trigger::Schedule,
+            operator: None,
+            window: Some("weeknights"),
+            started: at(3),
+            cause: RunCause {
+                schedule: Some("s1"),
+                fire: Some(ids[1]),
+                request: None,
+            },
+        })
+        .await
+        .expect("run");
     let rows = catalog.fires("s1", 10).await.expect("fires");
     let seen: Vec<(&str, Option<i64>)> = rows
         .iter()
@@ -145,18 +160,32 @@ async fn trigger_requests_go_from_pending_to_started() {
     assert!(open[0].ignore_window);
     assert_eq!(open[0].host_limit.as_deref(), Some("web01"));
     catalog
-        .update_trigger(id, TriggerState::Waiting, Some("window closed"), None)
+        .update_trigger(id, TriggerState::Waiting, Some("window closed"))
         .await
         .expect("wait");
     assert_eq!(catalog.open_triggers().await.expect("open").len(), 1);
-    let run = a_run(&catalog, "web-patch").await;
-    catalog
-        .update_trigger(id, TriggerState::Started, None, Some(run))
+    // The run answering the request starts it as the run is recorded.
+    let run = catalog
+        .begin_run(&NewRun {
+            playbook: "web-patch",
+            trigger: Trigger::Manual,
+            operator: Some("alice"),
+            window: None,
+            started: at(10),
+            cause: RunCause {
+                schedule: Some("trigger:1"),
+                fire: None,
+                request: Some(id),
+            },
+        })
         .await
-        .expect("start");
+        .expect("run");
     assert!(catalog.open_triggers().await.expect("open").is_empty());
     let row = catalog.trigger(id).await.expect("read").expect("row");
-    assert_eq!((row.state.as_str(), row.run_id), ("started", Some(run.0)));
+    assert_eq!(
+        (row.state.as_str(), row.run_id, row.detail),
+        ("started", Some(run.0), None)
+    );
 }
 
 #[tokio::test]

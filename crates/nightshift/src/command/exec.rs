@@ -67,7 +67,7 @@ pub fn run(settings: &Settings, args: &ExecArgs) -> anyhow::Result<ExitCode> {
         .map(|name| Ok((name.to_string(), reach(&inventory, name)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let command = command(args)?;
-    let config = settings.ssh_config(&inventory)?;
+    let config = crate::settings::ssh_config(settings, &inventory)?;
     let forks = args.forks.unwrap_or(settings.config.ssh.forks);
     let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
     let runtime = tokio::runtime::Runtime::new()?;

@@ -79,7 +79,7 @@ pub fn list(settings: &Settings, json_out: bool) -> anyhow::Result<ExitCode> {
 /// replaced from here.
 pub fn trust(settings: &Settings, hosts: &[String], yes: bool) -> anyhow::Result<ExitCode> {
     let inventory = settings.plan()?.inventory;
-    let mut config = settings.ssh_config(&inventory)?;
+    let mut config = crate::settings::ssh_config(settings, &inventory)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let mut failed = false;
     for name in hosts {

@@ -2,7 +2,6 @@
 //! window), what is running now, how each playbook last ended, and what
 //! waits: trigger requests for a closed window, hosts deferred to theirs.
 
-use crate::command::daemon::lock::{self, Holder};
 use crate::settings::Settings;
 use chrono::Utc;
 use clap::Args;
@@ -10,6 +9,7 @@ use comfy_table::{Table, presets};
 use nightshift_catalog::{
     CATALOG_FILE, Catalog, DeferredHost, FireRow, LastRun, RunRow, TriggerRow,
 };
+use nightshift_daemon::lock::{self, Holder};
 use nightshift_scheduler::{entries, next_fire};
 use serde::Serialize;
 use std::process::ExitCode;

@@ -4,10 +4,10 @@
 //! waits for it) unless `--ignore-window --reason` says otherwise, which is
 //! written to the audit log.
 
-use crate::command::daemon::lock;
 use crate::settings::Settings;
 use clap::Args;
 use nightshift_catalog::{CATALOG_FILE, Catalog, NewTrigger, TriggerRow};
+use nightshift_daemon::lock;
 use nightshift_engine::launch::find_playbook;
 use std::process::ExitCode;
 use std::time::Duration;

@@ -1,10 +1,10 @@
 //! The run as it happens: drawn live on a terminal, one plain line per event
 //! when piped, one JSON object per event with `--json`.
 
-use super::summary::first_few;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use nightshift_catalog::JobStatus;
 use nightshift_engine::event::{Event, JobReport};
+use nightshift_engine::line::{log_line, plain_line, where_listed};
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -39,108 +39,6 @@ pub(super) async fn render(
         view.finish();
     }
     jobs
-}
-
-/// Where the whole of a list that a step line shortens can be read: the
-/// catalog's record of the run, or, when nothing is recorded (`--check`),
-/// the JSON events.
-pub(super) fn where_listed(run: Option<i64>) -> String {
-    match run {
-        Some(run) => format!("`nightshift runs show {run}` lists them"),
-        None => "`--json` lists them".to_string(),
-    }
-}
-
-/// An event as one plain log line.
-pub(crate) fn log_line(event: &Event) -> Option<String> {
-    plain_line(event, None)
-}
-
-/// An event as one plain log line; `lists` says where the whole of a
-/// shortened list can be read.
-fn plain_line(event: &Event, lists: Option<&str>) -> Option<String> {
-    Some(match event {
-        Event::RunStarted {
-            playbook,
-            hosts,
-            batches,
-            max_failures,
-            check,
-            run,
-        } => format!(
-            "{playbook} · {hosts} hosts · batches {} · max failures {}{}{}",
-            batches
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("/"),
-            if *max_failures == usize::MAX {
-                "none".to_string()
-            } else {
-                max_failures.to_string()
-            },
-            if *check {
-                " · check mode: nothing is changed"
-            } else {
-                ""
-            },
-            run.map(|r| format!(" · run {r}")).unwrap_or_default(),
-        ),
-        Event::BatchStarted { batch, of, hosts } => {
-            format!("batch {batch}/{of}: {}", hosts.join(" "))
-        }
-        Event::StepStarted { host, step, .. } => format!("{host}  {step}: started"),
-        Event::Progress { .. } => return None,
-        Event::StepFinished { host, step } => step_line(host, step, lists),
-        Event::HostFinished(job) => format!(
-            "{}  {}{}",
-            job.host,
-            job.status,
-            job.error
-                .as_ref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
-        ),
-        Event::Halted { reason } => format!("halting: {reason}; no new batch starts"),
-        Event::RunFinished(_) => return None,
-    })
-}
-
-/// How long a step line may grow to name what its summary counts.
-pub(super) const LINE_WIDTH: usize = 150;
-
-/// "web1  security updates: ok 2 packages upgraded (12.3s)"; a summary that
-/// counts a list names as many of it as the line has room for (one at
-/// least) and says where the rest is.
-pub(super) fn step_line(
-    host: &str,
-    step: &nightshift_engine::event::StepReport,
-    lists: Option<&str>,
-) -> String {
-    let line = |listed: &str| {
-        format!(
-            "{host}  {}: {} {}{listed} ({:.1}s)",
-            step.step,
-            step.status,
-            step.summary,
-            step.elapsed.as_secs_f64()
-        )
-    };
-    let names: Vec<&str> = step.listed.iter().map(String::as_str).collect();
-    let shortened = |few: &str, more: usize| match lists {
-        Some(lists) => format!(": {few} … and {more} more; {lists}"),
-        None => format!(": {few} … and {more} more"),
-    };
-    if names.is_empty() {
-        return line("");
-    }
-    let whole = line(&format!(": {}", names.join(", ")));
-    if whole.chars().count() <= LINE_WIDTH {
-        return whole;
-    }
-    let bare = line(&shortened("", names.len())).chars().count();
-    let (few, shown) = first_few(&names, LINE_WIDTH.saturating_sub(bare));
-    line(&shortened(&few, names.len() - shown))
 }
 
 /// The live view: the run's bar and one line per host in flight.

@@ -16,7 +16,6 @@ use std::process::ExitCode;
 mod live;
 mod summary;
 
-pub(crate) use live::log_line;
 use live::render;
 use summary::print_summary;
 
@@ -49,7 +48,7 @@ pub fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
         &plan,
         &args.playbook,
         operator,
-        settings.ssh_config(&plan.inventory)?,
+        crate::settings::ssh_config(settings, &plan.inventory)?,
     )?
     .limit(args.limit.as_deref())
     .check(args.check)

@@ -3,6 +3,7 @@
 use comfy_table::{Table, presets};
 use indicatif::HumanBytes;
 use nightshift_engine::event::{JobReport, RunReport};
+use nightshift_engine::line::first_few;
 use std::time::Duration;
 
 pub(super) fn print_summary(report: &RunReport, jobs: &[JobReport], check: bool) {
@@ -115,25 +116,6 @@ fn names_of(changes: &[nightshift_engine::event::PackageChange]) -> Vec<&str> {
     changes.iter().map(|c| c.name.as_str()).collect()
 }
 
-/// The first of `names` that fit in `room` characters (at least one),
-/// joined, and how many that is.
-pub(super) fn first_few(names: &[&str], room: usize) -> (String, usize) {
-    let mut text = String::new();
-    let mut shown = 0;
-    for name in names {
-        let width = name.chars().count() + if shown == 0 { 0 } else { 2 };
-        if shown > 0 && text.chars().count() + width > room {
-            break;
-        }
-        if shown > 0 {
-            text.push_str(", ");
-        }
-        text.push_str(name);
-        shown += 1;
-    }
-    (text, shown)
-}
-
 /// What a check found it would change, in one line: "check mode: nothing
 /// changed; would update 136 packages (12 security) on 1 host".
 fn would_change(jobs: &[JobReport], check: bool) -> Option<String> {
@@ -192,9 +174,9 @@ fn closing_line(report: &RunReport) -> String {
 mod tests {
     use nightshift_catalog::JobStatus;
 
-    use super::super::live::{LINE_WIDTH, step_line, where_listed};
     use nightshift_catalog::RunStatus;
     use nightshift_engine::event::{BackupReport, PackageChange, StepKind, StepReport, StepStatus};
+    use nightshift_engine::line::{LINE_WIDTH, step_line, where_listed};
 
     use super::*;
 
@@ -351,16 +333,5 @@ mod tests {
                 assert!(line.chars().count() <= LINE_WIDTH, "too long: {line}");
             }
         }
-    }
-
-    #[test]
-    fn a_long_first_name_is_shown_whole() {
-        let names = ["a-very-long-package-name-indeed", "bash"];
-        assert_eq!(
-            first_few(&names, 10),
-            ("a-very-long-package-name-indeed".to_string(), 1)
-        );
-        assert_eq!(first_few(&names[1..], 10), ("bash".to_string(), 1));
-        assert_eq!(first_few(&[], 10), (String::new(), 0));
     }
 }

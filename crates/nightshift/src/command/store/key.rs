@@ -3,7 +3,6 @@
 use crate::keys::configured;
 use crate::keys::open_store;
 use crate::keys::prompt;
-use crate::keys::read_key_file;
 use crate::settings::Settings;
 use anyhow::Context;
 use clap::Subcommand;
@@ -63,7 +62,7 @@ pub fn run(settings: &Settings, command: KeyCommand) -> anyhow::Result<ExitCode>
         }
         KeyCommand::Add { key_file } => {
             let passphrase = match key_file {
-                Some(path) => read_key_file(&path)?,
+                Some(path) => nightshift_controller::read_key_file(&path)?,
                 None => new_passphrase()?,
             };
             let id = store.add_key(&passphrase)?;

@@ -1,6 +1,6 @@
 //! `nightshift store`: the chunk store itself, checked, pruned, repaired, keyed.
 
-use crate::keys::{self, store_dir};
+use crate::keys;
 use crate::settings::Settings;
 use crate::show::local_time;
 use anyhow::Context;
@@ -91,7 +91,7 @@ pub enum StoreCommand {
 
 /// `nightshift store init|check|stats|rebuild-index`.
 pub fn run(settings: &Settings, command: StoreCommand) -> anyhow::Result<ExitCode> {
-    let root = store_dir(settings);
+    let root = settings.store_dir();
     match command {
         StoreCommand::Init {
             compression_level,

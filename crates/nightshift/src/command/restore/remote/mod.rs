@@ -86,7 +86,7 @@ pub fn remote(
         Ordering::Relaxed,
     );
     let reach = reach(&inventory, &target.host)?;
-    let ssh = settings.ssh_config(&inventory)?;
+    let ssh = crate::settings::ssh_config(settings, &inventory)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let operator = args.operator.clone().unwrap_or_else(crate::operator);
     let job = Job {

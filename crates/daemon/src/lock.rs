@@ -51,7 +51,7 @@ impl DaemonLock {
             path: path.clone(),
             source,
         };
-        crate::settings::private_data_dir(data_dir).map_err(io)?;
+        nightshift_controller::private_data_dir(data_dir).map_err(io)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -16,10 +16,12 @@ use nightshift_plan::Plan;
 use nightshift_scheduler::{Clock, Phase, Schedule, entries, phase};
 use tokio::sync::Semaphore;
 
-use super::notify::{Notice, NoticeHost, NoticeKind, Notifier};
-use crate::command::run::log_line;
-use crate::keys;
-use crate::settings::Settings;
+use nightshift_controller::Settings;
+use nightshift_engine::line::log_line;
+
+use crate::DaemonError;
+use crate::error::said;
+use crate::notify::{Notice, NoticeHost, NoticeKind, Notifier};
 
 mod deferred;
 mod fires;
@@ -107,7 +109,7 @@ impl Active {
     }
 }
 
-type Followed = anyhow::Result<(RunReport, Vec<JobReport>)>;
+type Followed = Result<(RunReport, Vec<JobReport>), DaemonError>;
 
 /// The daemon's state between ticks.
 pub struct Daemon {
@@ -143,7 +145,7 @@ impl Daemon {
         plan: Plan,
         catalog: Catalog,
         clock: Arc<dyn Clock>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, DaemonError> {
         let notifier = Notifier::new(&settings.config.notify)?;
         let fleet_size = fleet_size(&settings)?;
         Ok(Self {
@@ -167,7 +169,7 @@ impl Daemon {
     /// plan they started with, and share the new bound on hosts. A
     /// schedule new to this configuration starts counting its fires now,
     /// even if an earlier configuration had it.
-    pub async fn replace(&mut self, settings: Settings, plan: Plan) -> anyhow::Result<()> {
+    pub async fn replace(&mut self, settings: Settings, plan: Plan) -> Result<(), DaemonError> {
         let notifier = Notifier::new(&settings.config.notify)?;
         let size = fleet_size(&settings)?;
         self.resize_fleet(size);
@@ -257,7 +259,7 @@ impl Daemon {
                     self.ended(&active.window, &report, &jobs);
                 }
                 Ok(Err(err)) => {
-                    tracing::error!(playbook = active.playbook, "a run failed: {err:#}");
+                    tracing::error!(playbook = active.playbook, "a run failed: {}", said(&err));
                     self.abandon(run).await;
                 }
                 Err(err) => {
@@ -366,7 +368,7 @@ impl Daemon {
     }
 
     /// Everything a run needs, checked before anything is recorded.
-    fn prepare(&self, start: &Start) -> anyhow::Result<Rollout> {
+    fn prepare(&self, start: &Start) -> Result<Rollout, DaemonError> {
         let origin = match &start.origin {
             Origin::Schedule(key) => launch::Origin::Schedule {
                 key: key.clone(),
@@ -378,7 +380,7 @@ impl Daemon {
             },
             Origin::Deferred => launch::Origin::Deferred,
         };
-        let ssh = self.settings.ssh_config(&self.plan.inventory)?;
+        let ssh = self.settings.ssh_config()?;
         let grace = self.settings.config.daemon.grace.0;
         let mut launch = Launch::new(&self.plan, &start.playbook, origin, ssh)?
             .limit(start.limit.as_deref())
@@ -397,7 +399,15 @@ impl Daemon {
             launch = launch.window(&window.name, closing);
         }
         if launch.needs_store() {
-            launch = launch.store(keys::store_access(&self.settings)?);
+            let (store, generated_key) = self.settings.store_access()?;
+            if let Some(key) = generated_key {
+                tracing::warn!(
+                    "created an ENCRYPTED store at {} with its key in {}: KEEP A COPY of the key away from this machine (`nightshift store key export` prints it)",
+                    store.root.display(),
+                    key.display()
+                );
+            }
+            launch = launch.store(store);
         }
         Ok(launch.build()?)
     }
@@ -437,7 +447,7 @@ impl Daemon {
 /// Why a due fire did not become a run.
 enum NotStarted {
     Busy,
-    Broken(anyhow::Error),
+    Broken(DaemonError),
 }
 
 impl NotStarted {
@@ -451,7 +461,7 @@ impl NotStarted {
             Self::Broken(err) => (
                 fire,
                 FireOutcome::Missed,
-                Some(format!("cannot start: {err:#}")),
+                Some(format!("cannot start: {}", said(&err))),
             ),
         }
     }
@@ -469,12 +479,11 @@ fn open_window<'a>(
 }
 
 /// `[daemon] max_hosts`, within what a semaphore can count.
-fn fleet_size(settings: &Settings) -> anyhow::Result<usize> {
+fn fleet_size(settings: &Settings) -> Result<usize, DaemonError> {
     let size = settings.config.daemon.max_hosts;
-    anyhow::ensure!(
-        (1..=100_000).contains(&size),
-        "daemon.max_hosts = {size} is out of range; give 1 to 100000"
-    );
+    if !(1..=100_000).contains(&size) {
+        return Err(DaemonError::MaxHosts(size));
+    }
     Ok(size)
 }
 

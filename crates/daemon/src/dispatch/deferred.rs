@@ -44,7 +44,8 @@ impl Daemon {
                 match self.prepare(&start) {
                     Ok(rollout) => self.spawn(start, rollout),
                     Err(err) => self.say_once(format!(
-                        "cannot pick up the hosts deferred from {playbook}: {err:#}"
+                        "cannot pick up the hosts deferred from {playbook}: {}",
+                        said(&err)
                     )),
                 }
             }

@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use nightshift_catalog::{CATALOG_FILE, Catalog, RunDetail};
 use nightshift_scheduler::ManualClock;
 
-use super::{Daemon, load_checked};
+use super::{Daemon, DaemonError, load_checked};
 
 fn utc(h: u32, m: u32, s: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 12, 1, h, m, s)
@@ -51,16 +51,13 @@ const ONE_HOST: &str = "[hosts.alpha]\naddress = \"localhost\"\n";
 
 async fn daemon(dir: &Path, clock: &ManualClock) -> Daemon {
     let config = dir.join("nightshift.toml");
-    let (settings, plan) = match load_checked(Some(&config), &dir.join("data")) {
+    let (settings, plan) = match load_checked(Some(config), dir.join("data")) {
         Ok(loaded) => loaded,
-        Err(err) => match err.downcast_ref() {
-            Some(nightshift_plan::PlanError::Rejected(report)) => {
-                let problems: Vec<String> =
-                    report.diagnostics.iter().map(|d| d.to_string()).collect();
-                panic!("the test plan is invalid:\n{}", problems.join("\n"))
-            }
-            _ => panic!("the test plan cannot be read: {err:#}"),
-        },
+        Err(DaemonError::Plan(nightshift_plan::PlanError::Rejected(report))) => {
+            let problems: Vec<String> = report.diagnostics.iter().map(|d| d.to_string()).collect();
+            panic!("the test plan is invalid:\n{}", problems.join("\n"))
+        }
+        Err(err) => panic!("the test plan cannot be read: {err}"),
     };
     std::fs::create_dir_all(&settings.data_dir).expect("data dir");
     let catalog = Catalog::open(&settings.data_dir.join(CATALOG_FILE))

@@ -9,6 +9,8 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::Serialize;
 
+use crate::DaemonError;
+
 /// What happened, as the payload's `event` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -79,22 +81,20 @@ struct Target {
 }
 
 impl Notifier {
-    pub fn new(settings: &nightshift_plan::NotifySettings) -> anyhow::Result<Self> {
+    pub fn new(settings: &nightshift_plan::NotifySettings) -> Result<Self, DaemonError> {
         let Some(url) = &settings.webhook else {
             return Ok(Self { target: None });
         };
-        let url = reqwest::Url::parse(url).map_err(|err| {
-            anyhow::anyhow!("notify.webhook is not a URL ({err}); write it as https://host/path")
-        })?;
-        anyhow::ensure!(
-            matches!(url.scheme(), "http" | "https"),
-            "notify.webhook must be an http or https URL, not {}:",
-            url.scheme()
-        );
+        let url =
+            reqwest::Url::parse(url).map_err(|err| DaemonError::WebhookUrl(err.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(DaemonError::WebhookScheme(url.scheme().to_string()));
+        }
         let client = reqwest::Client::builder()
             .timeout(settings.timeout.0)
             .user_agent(concat!("nightshift/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .build()
+            .map_err(DaemonError::WebhookClient)?;
         Ok(Self {
             target: Some(Target {
                 url,

@@ -11,11 +11,13 @@ use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use nightshift_catalog::{Catalog, Figures};
 
+use crate::DaemonError;
+
 /// Serves `/metrics` on `addr` until the daemon ends.
-pub async fn serve(addr: SocketAddr, catalog: Catalog) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|err| {
-        anyhow::anyhow!("cannot listen for metrics on {addr}: {err}; pick another --metrics-listen")
-    })?;
+pub async fn serve(addr: SocketAddr, catalog: Catalog) -> Result<(), DaemonError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Metrics { addr, source })?;
     tracing::info!(%addr, "serving metrics at /metrics");
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(scrape))

@@ -1,4 +1,8 @@
-//! `nightshift daemon`: runs schedules, only ever inside their windows.
+//! The daemon: runs schedules, only ever inside their windows.
+//!
+//! It lives in a library of its own so that every front end that starts
+//! or watches it (`nightshift daemon`, a web console, a second controller)
+//! uses the same dispatch, leases, triggers, pickups and lock.
 //!
 //! One daemon per data directory (a `flock` on `daemon.pid`). It ticks
 //! every second; SIGTERM or SIGINT stop it gracefully (nothing new starts,
@@ -7,35 +11,26 @@
 //! validating it, keeping the running one when the new one is invalid.
 
 mod dispatch;
+mod error;
 pub mod lock;
 mod metrics;
 mod notify;
 #[cfg(test)]
 mod tests;
 
-use std::path::{Path, PathBuf};
-
-use clap::Args;
-use std::process::ExitCode;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nightshift_catalog::{CATALOG_FILE, Catalog};
+use nightshift_controller::Settings;
 use nightshift_engine::stop::StopKind;
-use nightshift_plan::{Config, Plan};
+use nightshift_plan::{Plan, PlanError};
 use nightshift_scheduler::SystemClock;
 use tokio::signal::unix::{SignalKind, signal};
 
 pub use dispatch::Daemon;
-
-use crate::settings::Settings;
-
-#[derive(Debug, Args)]
-pub struct DaemonArgs {
-    /// Serve Prometheus metrics on this address (127.0.0.1:9187); off unless given
-    #[arg(long, value_name = "ADDR")]
-    pub metrics_listen: Option<std::net::SocketAddr>,
-}
+pub use error::DaemonError;
 
 /// How often the daemon looks at its schedules.
 const TICK: Duration = Duration::from_secs(1);
@@ -44,29 +39,34 @@ const TICK: Duration = Duration::from_secs(1);
 /// they ended before the daemon exits regardless.
 const RECORDING: Duration = Duration::from_secs(30);
 
-pub fn run(settings: Settings, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
-    // A plan with problems is refused before anything starts, as by
-    // every command (`main` shows the problems, status 2).
-    let plan = settings.plan()?;
+/// How the daemon serves, beyond its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Serve Prometheus metrics on this address; off when `None`.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Runs the daemon for `settings` and its checked `plan` until SIGTERM or
+/// SIGINT.
+pub fn run(settings: Settings, plan: Plan, options: &Options) -> Result<(), DaemonError> {
     let holder = lock::Holder {
         pid: std::process::id(),
         started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         version: env!("CARGO_PKG_VERSION").into(),
-        metrics: args.metrics_listen.map(|a| a.to_string()),
+        metrics: options.metrics_listen.map(|a| a.to_string()),
     };
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = tokio::runtime::Runtime::new().map_err(DaemonError::Runtime)?;
     let served = runtime.block_on(async {
         // Handlers first: once the lock shows the daemon, a signal sent to
         // it must find them (SIGHUP's default would kill it).
-        let signals = Signals::new()?;
+        let signals = Signals::new().map_err(DaemonError::Runtime)?;
         let _lock = lock::DaemonLock::acquire(&settings.data_dir, &holder)?;
-        serve(settings, plan, args, signals).await
+        serve(settings, plan, options, signals).await
     });
     // Blocking store work of a cancelled backup, or a last notice, gets a
     // moment; then the daemon exits regardless.
     runtime.shutdown_timeout(Duration::from_secs(10));
-    served?;
-    Ok(ExitCode::SUCCESS)
+    served
 }
 
 struct Signals {
@@ -88,9 +88,9 @@ impl Signals {
 async fn serve(
     settings: Settings,
     plan: Plan,
-    args: &DaemonArgs,
+    options: &Options,
     mut signals: Signals,
-) -> anyhow::Result<()> {
+) -> Result<(), DaemonError> {
     let catalog = Catalog::open(&settings.data_dir.join(CATALOG_FILE)).await?;
     let left = catalog.interrupt_orphans(chrono::Utc::now()).await?;
     if left.runs > 0 {
@@ -99,7 +99,7 @@ async fn serve(
             left.runs
         );
     }
-    if let Some(addr) = args.metrics_listen {
+    if let Some(addr) = options.metrics_listen {
         metrics::serve(addr, catalog.clone()).await?;
     }
     let mut daemon = Daemon::new(settings, plan, catalog.clone(), Arc::new(SystemClock))?;
@@ -167,35 +167,32 @@ async fn reload(daemon: &mut Daemon) {
         daemon.settings.config_file.clone(),
         daemon.settings.data_dir.clone(),
     );
-    match load_checked(config_file.as_deref(), &data_dir) {
-        Ok((settings, plan)) => match daemon.replace(settings, plan).await {
-            Ok(()) => tracing::info!(schedules = daemon.entries.len(), "configuration reloaded"),
-            Err(err) => tracing::error!(
-                "the new configuration is refused: {err:#}; keeping the running one"
-            ),
-        },
+    let replaced = match load_checked(config_file, data_dir) {
+        Ok((settings, plan)) => daemon.replace(settings, plan).await,
+        Err(err) => Err(err),
+    };
+    match replaced {
+        Ok(()) => tracing::info!(schedules = daemon.entries.len(), "configuration reloaded"),
         Err(err) => {
-            if let Some(nightshift_plan::PlanError::Rejected(report)) = err.downcast_ref() {
+            if let DaemonError::Plan(PlanError::Rejected(report)) = &err {
                 for problem in &report.diagnostics {
                     tracing::error!("{problem}");
                 }
             }
-            tracing::error!("the new configuration is refused: {err:#}; keeping the running one");
+            tracing::error!(
+                "the new configuration is refused: {}; keeping the running one",
+                error::said(&err)
+            );
         }
     }
 }
 
 /// The configuration and plan, read and checked whole.
-fn load_checked(config_file: Option<&Path>, data_dir: &Path) -> anyhow::Result<(Settings, Plan)> {
-    let config = match config_file {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    let settings = Settings {
-        config_file: config_file.map(PathBuf::from),
-        config,
-        data_dir: data_dir.to_path_buf(),
-    };
+fn load_checked(
+    config_file: Option<std::path::PathBuf>,
+    data_dir: std::path::PathBuf,
+) -> Result<(Settings, Plan), DaemonError> {
+    let settings = Settings::read(config_file, data_dir)?;
     let plan = settings.plan()?;
     Ok((settings, plan))
 }

@@ -61,7 +61,7 @@ impl Daemon {
                 }
             },
             Err(err) => {
-                let why = format!("{err:#}");
+                let why = said(&err);
                 tracing::warn!(request = request.id, "refused: {why}");
                 self.set_trigger(request.id, TriggerState::Refused, Some(&why))
                     .await;
@@ -70,7 +70,7 @@ impl Daemon {
     }
 
     pub(super) async fn set_trigger(&self, id: i64, state: TriggerState, detail: Option<&str>) {
-        if let Err(err) = self.catalog.update_trigger(id, state, detail, None).await {
+        if let Err(err) = self.catalog.update_trigger(id, state, detail).await {
             tracing::warn!(%err, "cannot record a trigger request's state");
         }
     }
