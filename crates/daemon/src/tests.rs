@@ -125,7 +125,7 @@ async fn step_status(catalog: &Catalog, step: &str) -> Option<String> {
         .map(|s| s.status.clone())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_fire_outside_the_window_never_runs_and_one_inside_does() {
     let dir = tempfile::tempdir().expect("tempdir");
     tree(
@@ -163,7 +163,7 @@ async fn a_fire_outside_the_window_never_runs_and_one_inside_does() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_window_closing_mid_run_drains_then_cancels_after_the_grace_period() {
     let dir = tempfile::tempdir().expect("tempdir");
     tree(
@@ -225,7 +225,7 @@ async fn a_window_closing_mid_run_drains_then_cancels_after_the_grace_period() {
     assert!(daemon.runs.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_host_whose_own_window_is_closed_is_deferred_and_picked_up_when_it_opens() {
     let dir = tempfile::tempdir().expect("tempdir");
     tree(
@@ -296,7 +296,7 @@ async fn a_host_whose_own_window_is_closed_is_deferred_and_picked_up_when_it_ope
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn fires_missed_while_the_daemon_was_down_follow_the_catch_up_policy() {
     for (policy, outcome) in [("skip", "missed"), ("once", "caught_up")] {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -352,7 +352,7 @@ async fn fires_missed_while_the_daemon_was_down_follow_the_catch_up_policy() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn max_hosts_bounds_the_hosts_worked_on_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("spans");
@@ -383,7 +383,7 @@ async fn max_hosts_bounds_the_hosts_worked_on_at_once() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_host_whose_own_window_closes_mid_job_is_stopped_while_the_run_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     tree(
@@ -434,7 +434,7 @@ async fn a_host_whose_own_window_closes_mid_job_is_stopped_while_the_run_goes_on
     assert_eq!(run.jobs[0].steps[0].status, "interrupted");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_trigger_waits_for_the_playbooks_window_and_starts_when_it_opens() {
     let dir = tempfile::tempdir().expect("tempdir");
     tree(
@@ -506,7 +506,7 @@ async fn a_trigger_waits_for_the_playbooks_window_and_starts_when_it_opens() {
 /// The real daemon, a minute at a time through the nights around the
 /// spring-forward change in Berlin, with a blackout night: one run a
 /// night, at 02:30 local, or right after the jump; none on the blackout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn nights_across_a_dst_change_and_a_blackout_run_once_each_at_the_right_time() {
     use chrono_tz::Europe::Berlin;
     let dir = tempfile::tempdir().expect("tempdir");

@@ -2,53 +2,24 @@
 //! at most `forks` hosts at once, halting when failures pass
 //! `max_failures`.
 
-use std::future::Future;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::Utc;
 use nightshift_catalog::{Catalog, JobStatus, Lease, NewRun, RunId, RunStatus};
-use nightshift_plan::{HostWindow, Playbook};
+use nightshift_plan::Playbook;
 use nightshift_scheduler::Clock;
-use nightshift_store::{Passphrase, RetentionPolicy};
 use nightshift_transport::SshConfig;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::batch::batches;
 use crate::event::{Event, JobReport, RunReport};
 use crate::launch::Origin;
-use crate::reach::Reach;
 use crate::stop::{Closing, Stop};
 
-/// A host of the run and what the engine needs to know of it.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub name: String,
-    pub reach: Reach,
-    /// The address recorded in the catalog.
-    pub address: Option<String>,
-    /// Its retention policy from the inventory, for `forget = true`.
-    pub retention: Option<RetentionPolicy>,
-    /// Its own maintenance window, when the run respects it: closed when
-    /// its batch comes, the host is deferred.
-    pub window: Option<HostWindow>,
-}
+mod env;
 
-/// Where backups go.
-#[derive(Clone)]
-pub struct StoreAccess {
-    pub root: PathBuf,
-    pub passphrase: Option<Passphrase>,
-}
-
-impl std::fmt::Debug for StoreAccess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreAccess")
-            .field("root", &self.root)
-            .finish_non_exhaustive()
-    }
-}
+pub use env::{Env, Halt, StoreAccess, Target};
 
 /// Everything a run needs, decided before it starts: made by
 /// [`crate::launch::Launch::build`].
@@ -98,78 +69,6 @@ impl Rollout {
     /// Its hosts' names, in the order they run.
     pub fn hosts(&self) -> impl Iterator<Item = &str> {
         self.targets.iter().map(|t| t.name.as_str())
-    }
-}
-
-/// What every job of a run shares.
-#[derive(Debug)]
-pub struct Env {
-    pub playbook: Playbook,
-    pub check: bool,
-    pub ssh: SshConfig,
-    pub catalog: Option<Catalog>,
-    pub store: Option<StoreAccess>,
-    pub run: Option<RunId>,
-    /// Backups take turns at the store. Two backups running side by side
-    /// cannot see each other's new chunks, so the same file on five hosts
-    /// would be stored five times; one at a time, it is stored once. Each
-    /// backup already uses every core for chunking and compression, so
-    /// little is lost, and hosts' other steps still run in parallel.
-    pub store_turn: tokio::sync::Mutex<()>,
-    pub stop: Stop,
-    /// See [`Rollout::undone_waits`].
-    undone_waits: bool,
-    events: mpsc::UnboundedSender<Event>,
-}
-
-impl Env {
-    pub fn emit(&self, event: Event) {
-        let _ = self.events.send(event);
-    }
-
-    /// Records `what` with `write`, if there is a catalog. A catalog that
-    /// fails to record does not stop maintenance: the failure is logged,
-    /// and the result is `None` as without a catalog.
-    pub async fn record<'a, T, F, Fut>(&'a self, what: &str, write: F) -> Option<T>
-    where
-        F: FnOnce(&'a Catalog) -> Fut,
-        Fut: Future<Output = Result<T, nightshift_catalog::CatalogError>>,
-    {
-        match write(self.catalog.as_ref()?).await {
-            Ok(value) => Some(value),
-            Err(err) => {
-                tracing::warn!(%err, "cannot record {what} in the catalog");
-                None
-            }
-        }
-    }
-}
-
-/// Set once the rollout halts: jobs in flight stop after their step.
-#[derive(Debug, Default)]
-pub struct Halt(Mutex<Option<String>>);
-
-impl Halt {
-    pub fn is_set(&self) -> bool {
-        self.0.lock().is_ok_and(|r| r.is_some())
-    }
-
-    pub fn reason(&self) -> String {
-        self.0
-            .lock()
-            .ok()
-            .and_then(|r| r.clone())
-            .unwrap_or_default()
-    }
-
-    fn set(&self, reason: String) -> bool {
-        match self.0.lock() {
-            Ok(mut slot) if slot.is_none() => {
-                *slot = Some(reason);
-                true
-            }
-            _ => false,
-        }
     }
 }
 
