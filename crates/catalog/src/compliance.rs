@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::AssertSqlSafe;
 use sqlx::Row;
 
 use crate::{Catalog, CatalogError, stamp};
@@ -199,7 +200,7 @@ impl Catalog {
         sql: &str,
         binds: &[String],
     ) -> Result<Vec<T>, CatalogError> {
-        let mut query = sqlx::query_scalar::<_, String>(sql);
+        let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql.to_owned()));
         for value in binds {
             query = query.bind(value);
         }
@@ -242,7 +243,7 @@ impl Catalog {
              LEFT JOIN jobs f ON f.id = t.failed_job"
         );
         let names = serde_json::to_string(hosts).unwrap_or_else(|_| "[]".into());
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(names)
             .bind(stamp(at))
             .fetch_all(&self.readers)

@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::AssertSqlSafe;
 
 use crate::record::{controller_alive, this_host};
 use crate::{Catalog, CatalogError, RunId, stamp};
@@ -358,12 +359,14 @@ impl Catalog {
             "SELECT {TRIGGER_COLUMNS} FROM trigger_requests
              WHERE state IN ('pending', 'waiting') ORDER BY id"
         );
-        Ok(sqlx::query_as(&sql).fetch_all(&self.writer).await?)
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .fetch_all(&self.writer)
+            .await?)
     }
 
     pub async fn trigger(&self, id: i64) -> Result<Option<TriggerRow>, CatalogError> {
         let sql = format!("SELECT {TRIGGER_COLUMNS} FROM trigger_requests WHERE id = ?");
-        Ok(sqlx::query_as(&sql)
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.readers)
             .await?)
@@ -421,7 +424,9 @@ impl Catalog {
             "SELECT {} FROM runs r WHERE r.status = 'running' ORDER BY r.id",
             crate::query::RUN_COLUMNS
         );
-        Ok(sqlx::query_as(&sql).fetch_all(&self.readers).await?)
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .fetch_all(&self.readers)
+            .await?)
     }
 
     /// What the metrics endpoint reports, read in one go.

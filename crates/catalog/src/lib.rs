@@ -6,6 +6,11 @@
 //! the migrations (from the top-level `migrations/` directory, embedded at
 //! build time) and typed access to the records; it knows nothing of SSH or
 //! chunk formats.
+//!
+//! A statement built with `format!` only ever joins the catalog's own
+//! constants (column lists, status sets, ids it generated); values from
+//! outside are always bound. Such statements are wrapped in
+//! `sqlx::AssertSqlSafe`, which is what that wrapper asserts.
 
 mod compliance;
 mod daemon;

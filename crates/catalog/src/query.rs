@@ -2,6 +2,7 @@
 //! and where every host of the fleet stands now.
 
 use serde::Serialize;
+use sqlx::AssertSqlSafe;
 use sqlx::Row;
 
 use crate::{Catalog, CatalogError};
@@ -115,7 +116,7 @@ impl Catalog {
                                WHERE j.run_id = r.id AND h.name = ?4))
              ORDER BY r.started DESC, r.id DESC LIMIT ?5"
         );
-        Ok(sqlx::query_as(&sql)
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
             .bind(&filter.playbook)
             .bind(&filter.since)
             .bind(filter.failed_only)
@@ -132,7 +133,7 @@ impl Catalog {
     /// One run, per host, per step.
     pub async fn run_detail(&self, run: i64) -> Result<Option<RunDetail>, CatalogError> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM runs r WHERE r.id = ?");
-        let Some(row) = sqlx::query_as::<_, RunRow>(&sql)
+        let Some(row) = sqlx::query_as::<_, RunRow>(AssertSqlSafe(sql))
             .bind(run)
             .fetch_optional(&self.readers)
             .await?

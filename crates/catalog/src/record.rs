@@ -3,6 +3,7 @@
 //! killed mid-run leaves rows that say `running`; [`Catalog::interrupt`]
 //! turns them into `interrupted` on the next start.
 
+use sqlx::AssertSqlSafe;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -466,7 +467,7 @@ impl Catalog {
                 "UPDATE {table} SET status = 'interrupted', finished = COALESCE(finished, ?)
                  WHERE status IN {statuses} AND {filter}"
             );
-            *count = sqlx::query(&sql)
+            *count = sqlx::query(AssertSqlSafe(sql))
                 .bind(&at)
                 .execute(&mut *tx)
                 .await?

@@ -569,7 +569,7 @@ async fn insert<I: Iterator<Item = usize>>(
     pool: &SqlitePool,
     head: &str,
     items: I,
-    mut row: impl FnMut(&mut sqlx::query_builder::Separated<'_, '_, Sqlite, &'static str>, usize),
+    mut row: impl FnMut(&mut sqlx::query_builder::Separated<'_, Sqlite, &'static str>, usize),
 ) {
     let mut tx = pool.begin().await.expect("begin");
     let items: Vec<usize> = items.collect();
