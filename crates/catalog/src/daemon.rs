@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
-use crate::record::{controller_alive, this_host};
+use crate::orphans::{controller_alive, this_host};
 use crate::{Catalog, CatalogError, RunId, stamp};
 
 /// Whether a run got a host for a playbook.

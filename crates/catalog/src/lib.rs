@@ -14,6 +14,7 @@
 
 mod compliance;
 mod daemon;
+mod orphans;
 mod query;
 mod record;
 mod state;
@@ -23,10 +24,11 @@ pub use daemon::{
     DeferredHost, Figures, FireOutcome, FireRecord, FireRow, LastRun, Lease, NewTrigger,
     TriggerRow, TriggerState,
 };
+pub use orphans::Interrupted;
 pub use query::{HistoryEvent, HostState, JobDetail, RunDetail, RunFilter, RunRow, StepRow};
 pub use record::{
-    FinishedJob, FinishedStep, Interrupted, JobId, JobStatus, NewRun, OUTPUT_EDGE, RunCause, RunId,
-    RunStatus, StepEnd, StepId, StepKind, StepStatus, Trigger,
+    FinishedJob, FinishedStep, JobId, JobStatus, NewRun, OUTPUT_EDGE, RunCause, RunId, RunStatus,
+    StepEnd, StepId, StepKind, StepStatus, Trigger,
 };
 pub use state::{PackageChange, PackageState, RestoreRecord, SnapshotRecord, Verification};
 
