@@ -39,6 +39,44 @@ fn one_host() -> (Sshd, Tree, tempfile::TempDir) {
     (sshd, tree, tempfile::tempdir().expect("tempdir"))
 }
 
+/// A tree whose placing script (one line per entry, names quoted) is
+/// larger than the host's pipe and the SSH channel's window together,
+/// restored into a directory that does not exist yet: the host's check
+/// learns at its first line that there is nothing in the way and ends
+/// without reading the rest, and that must not fail the restore.
+#[test]
+fn a_large_restore_into_a_new_directory_lands_whole() {
+    let (_sshd, tree, work) = one_host();
+    let site = work.path().join("many");
+    let long = "n".repeat(200);
+    for dir in 0..8 {
+        let dir = site.join(format!("d{dir}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for file in 0..1000 {
+            std::fs::write(dir.join(format!("{file:04}-{long}")), file.to_string()).expect("write");
+        }
+    }
+    let src = site.to_str().expect("utf-8");
+    let saved = tree.run(&["backup", src]);
+    assert!(saved.status.success(), "{}", stderr(&saved));
+
+    let to = work.path().join("not/yet/there");
+    let target = format!("loop1:{}", to.display());
+    let out = tree.run(&["restore", &format!("latest:{src}"), "--to", &target]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!(
+            "8000 files, 22.58 KiB restored to {target}, all verified"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    let landed = to.join("many/d7").join(format!("0999-{long}"));
+    assert_eq!(std::fs::read_to_string(landed).expect("restored"), "999");
+    let count = std::fs::read_dir(to.join("many/d3")).expect("dir").count();
+    assert_eq!(count, 1000);
+}
+
 #[test]
 fn a_restore_over_ssh_lands_verified_and_never_overwrites_unasked() {
     use std::os::unix::fs::PermissionsExt;

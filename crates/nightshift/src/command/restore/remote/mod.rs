@@ -318,9 +318,17 @@ impl Job<'_> {
         let mut writing = host
             .write_stream(&command("sh -s".into(), self.args.become_root))
             .await?;
-        writing.write_all(&script).await?;
-        writing.shutdown().await?;
+        // The script may end before its last line, unread lines and all
+        // (a target not there yet has nothing in the way): a command that
+        // stopped reading is no failure here; its status and answer say
+        // how it went.
+        let sent = writing.write_all(&script).await;
         let out = writing.finish().await?;
+        if let Err(err) = sent
+            && err.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            return Err(err.into());
+        }
         // A stream's command gives back its standard error only: the
         // answer comes on it.
         let mut said = out.stderr.head().to_vec();
