@@ -335,7 +335,7 @@ fn a_restore_test_verifies_files_named_with_a_backslash_and_a_newline() {
         .ssh(
             "host1",
             &format!(
-                r#"d={dir}; rm -rf "$d"; mkdir -p "$d" && cd "$d" && printf one > "$(printf 'back\\slash')" && printf two > "$(printf 'new\nline')" && printf three > "$(printf 'both\\\nx')" && ls | wc -l"#
+                r#"d={dir}; rm -rf "$d"; mkdir -p "$d" && cd "$d" && printf one > "$(printf 'back\\slash')" && printf two > "$(printf 'new\nline')" && printf three > "$(printf 'both\\\nx')" && find . -type f -printf x | wc -c"#
             ),
             Duration::from_secs(20),
         )
