@@ -16,6 +16,7 @@ pub mod line;
 pub mod packages;
 pub mod pull;
 pub mod reach;
+pub mod restore;
 pub mod rollout;
 mod step;
 pub mod stop;

@@ -3,18 +3,20 @@
 //! snapshot of the same paths, and only new or changed files come over, as
 //! one tar stream; chunking, hashing and compression happen here, so the
 //! same data from any host is stored once. Also `verify = { backup_check }`
-//! and `verify = { restore_test }` on this host's latest snapshot.
+//! and `verify = { restore_test }` on this host's latest snapshot (the
+//! latter through [`crate::restore`], as any restore onto a host).
 
 use std::time::{Duration, Instant};
 
 use nightshift_plan::Backup;
-use nightshift_store::{BackupOptions, LockKind, NodeKind, RemoteOptions, SnapshotEntry, Store};
-use nightshift_transport::shell_quote;
-use tokio::io::AsyncWriteExt;
+use nightshift_store::{
+    BackupOptions, LockKind, NodeKind, RemoteOptions, RestoreOptions, SnapshotEntry, Store,
+};
 
 use crate::event::BackupReport;
 use crate::job::HostRun;
 use crate::pull::Pull;
+use crate::restore::{Commands, Request, Restore, RestoreError, What};
 use crate::rollout::StoreAccess;
 use crate::step::{Done, StepError};
 
@@ -272,14 +274,14 @@ pub async fn check(host: &HostRun<'_>) -> Done {
         let store = open(access).await?;
         let _lock = shared_lock(&store, "check")?;
         let name = host.name().to_string();
-        blocking(move || sample_read(&store, &name, false)).await
+        blocking(move || sample_read(&store, &name)).await
     }
     .await;
     match result {
         Ok(sample) => Done::ok(format!(
             "snapshot {}: {} files, {} bytes read back and verified",
             &sample.snapshot[..8.min(sample.snapshot.len())],
-            sample.files.len(),
+            sample.files,
             sample.bytes
         )),
         Err(error) => Done::fail(error),
@@ -289,20 +291,19 @@ pub async fn check(host: &HostRun<'_>) -> Done {
 /// A sample of a snapshot's files, read back.
 struct Sample {
     snapshot: String,
-    /// Path in the snapshot, content's SHA-256 (hex), size.
-    files: Vec<(String, String, u64)>,
+    files: usize,
     bytes: u64,
-    /// The files as a tar stream, when asked for.
-    tar: Option<Vec<u8>>,
 }
 
 const SAMPLE_FILES: usize = 32;
 const SAMPLE_BYTES: u64 = 64 << 20;
 
-/// Reads up to 32 files (64 MiB) spread over the latest snapshot of `host`,
-/// verifying each chunk; `with_tar` also writes them as a tar stream.
-fn sample_read(store: &Store, host: &str, with_tar: bool) -> Result<Sample, StepError> {
-    use sha2::Digest;
+/// The latest snapshot of `host` with a tree, and up to 32 of its files
+/// (64 MiB) spread over it, by full path without the leading `/`.
+fn sample_files(
+    store: &Store,
+    host: &str,
+) -> Result<(SnapshotEntry, Vec<(Vec<u8>, nightshift_store::Node)>), StepError> {
     let err = |e: nightshift_store::StoreError| StepError::new("verify_failed", e.to_string());
     let latest = store
         .snapshots()
@@ -320,10 +321,14 @@ fn sample_read(store: &Store, host: &str, with_tar: bool) -> Result<Sample, Step
         })?;
     let mut packs = nightshift_store::PackFiles::default();
     let mut files = Vec::new();
-    let mut stack = vec![(String::new(), latest.snapshot.tree)];
+    let mut stack = vec![(Vec::new(), latest.snapshot.tree)];
     while let Some((prefix, tree)) = stack.pop() {
         for node in store.load_tree(tree, &mut packs).map_err(err)?.nodes {
-            let path = format!("{prefix}/{}", String::from_utf8_lossy(&node.name));
+            let mut path: Vec<u8> = prefix.clone();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(&node.name);
             match (node.kind, node.subtree) {
                 (NodeKind::Dir, Some(subtree)) => stack.push((path, subtree)),
                 (NodeKind::File, _) => files.push((path, node)),
@@ -333,48 +338,43 @@ fn sample_read(store: &Store, host: &str, with_tar: bool) -> Result<Sample, Step
     }
     files.sort_by(|a, b| a.0.cmp(&b.0));
     let step = files.len().div_ceil(SAMPLE_FILES).max(1);
+    let mut bytes = 0;
+    let sample = files
+        .into_iter()
+        .step_by(step)
+        // read only what the budget allows, however big a file
+        .filter(|(_, node)| {
+            let fits = bytes + node.size <= SAMPLE_BYTES;
+            if fits {
+                bytes += node.size;
+            }
+            fits
+        })
+        .collect();
+    Ok((latest, sample))
+}
+
+/// Reads a sample of the latest snapshot of `host`, verifying each chunk.
+fn sample_read(store: &Store, host: &str) -> Result<Sample, StepError> {
+    let err = |e: nightshift_store::StoreError| StepError::new("verify_failed", e.to_string());
+    let (latest, files) = sample_files(store, host)?;
+    let mut packs = nightshift_store::PackFiles::default();
     let mut sample = Sample {
         snapshot: latest.id.clone(),
-        files: Vec::new(),
+        files: files.len(),
         bytes: 0,
-        tar: None,
     };
-    let mut builder = with_tar.then(|| tar::Builder::new(Vec::new()));
-    for (path, node) in files.into_iter().step_by(step) {
-        if sample.bytes + node.size > SAMPLE_BYTES {
-            continue; // read only what the budget allows, however big a file
-        }
-        let mut content = Vec::with_capacity(node.size as usize);
+    for (_, node) in &files {
         for chunk in &node.content {
-            content.extend(store.read_chunk(*chunk, &mut packs).map_err(err)?);
+            sample.bytes += store.read_chunk(*chunk, &mut packs).map_err(err)?.len() as u64;
         }
-        if let Some(builder) = &mut builder {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(content.len() as u64);
-            header.set_mode(0o600);
-            builder
-                .append_data(&mut header, path.trim_start_matches('/'), &content[..])
-                .map_err(|e| {
-                    StepError::new("verify_failed", format!("building the restore stream: {e}"))
-                })?;
-        }
-        let digest = sha2::Sha256::digest(&content);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        sample.bytes += content.len() as u64;
-        sample.files.push((path, hex, content.len() as u64));
-    }
-    if let Some(builder) = builder {
-        let bytes = builder.into_inner().map_err(|e| {
-            StepError::new("verify_failed", format!("building the restore stream: {e}"))
-        })?;
-        sample.tar = Some(bytes);
     }
     Ok(sample)
 }
 
 /// `verify = { restore_test = true }`: restores a sample of the latest
-/// snapshot into a temporary directory on the host, hashes what landed
-/// there, compares, and removes the directory.
+/// snapshot into a private directory under `/tmp` on the host, hashes what
+/// landed there, compares, and removes the directory.
 pub async fn restore_test(host: &HostRun<'_>, limit: Duration) -> Done {
     if host.check {
         return Done::would(
@@ -392,111 +392,64 @@ async fn restore_sample(host: &HostRun<'_>, limit: Duration) -> Result<Done, Ste
     let store = open(access).await?;
     let lock = shared_lock(&store, "restore")?;
     let name = host.name().to_string();
-    let sample = blocking(move || sample_read(&store, &name, true)).await?;
+    let (store, latest, files) = blocking(move || {
+        let (latest, files) = sample_files(&store, &name)?;
+        Ok((store, latest, files))
+    })
+    .await?;
+    let request = Request {
+        store: std::sync::Arc::new(store),
+        snapshot: latest,
+        what: What::Files(files.into_iter().map(|(path, _)| path).collect()),
+        dir: "/tmp".into(),
+        // Only the contents are compared: nothing is kept as recorded.
+        options: RestoreOptions::default(),
+        overwrite: false,
+        commands: Commands {
+            become_root: host.env.playbook.become_root,
+            limit: (limit != Duration::MAX).then_some(limit),
+            cancel: host.stop.token(),
+        },
+    };
+    let restore = Restore {
+        host: host.conn()?,
+        name: host.name(),
+        request: &request,
+        progress: &nightshift_store::Progress::default(),
+    };
+    let landed = restore.verify_only().await;
     drop(lock);
-    let short = limit.min(Duration::from_secs(600));
-    let mkdir = super::command(
-        host,
-        "mktemp -d /tmp/nightshift-restore-test.XXXXXXXX",
-        short,
-    );
-    let out = super::exec(host, &mkdir).await?;
-    let dir = out.stdout.text().trim().to_string();
-    if !out.status.success() || dir.is_empty() {
-        return Err(StepError::new(
-            "verify_failed",
-            format!(
-                "cannot make a temporary directory on the host: {}",
-                out.stderr.text().trim()
-            ),
-        ));
-    }
-    let result = compare_on_host(host, &sample, &dir, short).await;
-    let cleanup = super::command(host, format!("rm -rf {}", shell_quote(&dir)), short);
-    let _ = super::exec(host, &cleanup).await;
-    let mismatched = result?;
+    let landed = landed.map_err(|err| match err {
+        RestoreError::Transport(err) => StepError::from(err),
+        err => StepError::new("verify_failed", err.to_string()),
+    })?;
+    let short = &request.snapshot.id[..8.min(request.snapshot.id.len())];
     let mut done = Done::default();
     done.say(format!(
-        "restored {} files ({} bytes) of snapshot {} into {dir}",
-        sample.files.len(),
-        sample.bytes,
-        &sample.snapshot[..8.min(sample.snapshot.len())]
+        "restored {} files ({} bytes) of snapshot {short} into {}",
+        landed.files, landed.bytes, landed.staged
     ));
-    if mismatched.is_empty() {
+    for (path, why) in &landed.failed {
+        done.say(format!("not restored: {path}: {why}"));
+    }
+    if landed.ok() {
         done.summary = format!(
             "{} files, {} bytes restored on the host, all verified (SHA-256 on the host)",
-            sample.files.len(),
-            sample.bytes
+            landed.files, landed.bytes
         );
-        Ok(done)
-    } else {
-        done.say(format!("differ: {}", mismatched.join(", ")));
-        done.failing(StepError::new(
-            "verify_failed",
-            format!(
-                "{} of {} restored files differ from the snapshot",
-                mismatched.len(),
-                sample.files.len(),
-            ),
-        ));
-        done.listed = mismatched;
-        Ok(done)
+        return Ok(done);
     }
-}
-
-/// Unpacks the sample in `dir` and returns the paths whose hash differs.
-async fn compare_on_host(
-    host: &HostRun<'_>,
-    sample: &Sample,
-    dir: &str,
-    limit: Duration,
-) -> Result<Vec<String>, StepError> {
-    let conn = host.conn()?;
-    let untar = super::command(host, format!("tar -x -C {} -f -", shell_quote(dir)), limit);
-    let mut writing = conn.write_stream(&untar).await?;
-    let sent = writing
-        .write_all(sample.tar.as_deref().unwrap_or_default())
-        .await;
-    let out = writing.finish().await?;
-    if sent.is_err() || !out.status.success() {
-        return Err(StepError::new(
-            "verify_failed",
-            format!(
-                "unpacking on the host failed ({}): {}",
-                out.status,
-                out.stderr.text().trim()
-            ),
-        ));
-    }
-    let hash = super::command(
-        host,
+    let mut wrong = landed.differ;
+    wrong.extend(landed.failed.into_iter().map(|(path, _)| path));
+    done.say(format!("differ: {}", wrong.join(", ")));
+    done.failing(StepError::new(
+        "verify_failed",
         format!(
-            "cd {} && find . -type f -exec sha256sum {{}} +",
-            shell_quote(dir)
+            "{} of {} restored files differ from the snapshot",
+            wrong.len(),
+            landed.files,
         ),
-        limit,
-    );
-    let (stdout, out) = super::read_all(host, &hash).await?;
-    if !out.status.success() {
-        return Err(StepError::new(
-            "verify_failed",
-            format!(
-                "hashing on the host failed ({}): {}",
-                out.status,
-                out.stderr.text().trim()
-            ),
-        ));
-    }
-    let text = String::from_utf8_lossy(&stdout);
-    let landed: std::collections::HashMap<&str, &str> = text
-        .lines()
-        .filter_map(|line| line.split_once("  "))
-        .map(|(hash, path)| (path.trim_start_matches("./"), hash))
-        .collect();
-    Ok(sample
-        .files
-        .iter()
-        .filter(|(path, hash, _)| landed.get(path.trim_start_matches('/')) != Some(&hash.as_str()))
-        .map(|(path, _, _)| path.clone())
-        .collect())
+    ));
+    done.listed = wrong;
+    Ok(done)
 }

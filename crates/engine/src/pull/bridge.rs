@@ -1,11 +1,14 @@
 //! The one bridge between the async transport and the synchronous store: a
 //! bounded channel of byte chunks. The async side pumps a command's output
 //! into a [`Feed`] and stops at the step's [`Deadline`]; the store reads the
-//! [`Pipe`] on a blocking thread (`spawn_blocking`). No worker is ever
-//! blocked, so any runtime runs a pull, a single-threaded one included.
+//! [`Pipe`] on a blocking thread (`spawn_blocking`). The other way, for a
+//! restore, the store writes into a [`Spout`] on a blocking thread and the
+//! async side takes the chunks from its [`Tap`] to a command's input. No
+//! worker is ever blocked, so any runtime runs a pull or a restore, a
+//! single-threaded one included.
 
 use std::future::Future;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use nightshift_transport::Reading;
@@ -115,6 +118,64 @@ impl Feed {
     /// Fails the pipe with `err`: the store's read of it returns `err`.
     pub(crate) async fn fail(&self, err: io::Error) {
         let _ = self.0.send(Err(err)).await;
+    }
+}
+
+/// A channel the other way, for a command's input: the blocking end the
+/// store writes into and the async end that hands the chunks on.
+pub(crate) fn spout() -> (Spout, Tap) {
+    let (sender, receiver) = mpsc::channel(DEPTH);
+    (
+        Spout {
+            sender,
+            chunk: Vec::with_capacity(CHUNK),
+        },
+        Tap(receiver),
+    )
+}
+
+/// The writing end, for the store: sends a chunk each [`CHUNK`] bytes and
+/// what is left on flush or drop; fails once the tap is gone. Write it on
+/// a blocking thread only.
+#[derive(Debug)]
+pub(crate) struct Spout {
+    sender: mpsc::Sender<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+}
+
+impl Write for Spout {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.chunk.extend_from_slice(data);
+        if self.chunk.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
+        self.sender
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the host stopped reading"))
+    }
+}
+
+impl Drop for Spout {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+/// The async end of a [`Spout`]: `None` once the store is done writing.
+#[derive(Debug)]
+pub(crate) struct Tap(mpsc::Receiver<io::Result<Vec<u8>>>);
+
+impl Tap {
+    pub(crate) async fn next(&mut self) -> Option<Vec<u8>> {
+        self.0.recv().await.and_then(Result::ok)
     }
 }
 

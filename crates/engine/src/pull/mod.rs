@@ -53,7 +53,7 @@
 //! (`bridge`) that the step's task fills, stopping at the deadline or the
 //! run's cancellation. Nothing blocks a runtime worker.
 
-mod bridge;
+pub(crate) mod bridge;
 mod command;
 mod listing;
 

@@ -325,3 +325,54 @@ backup = { paths = ["/usr"] }
     assert_eq!(check["ok"], true, "{check}");
     fleet.reconnect("host1").expect("reconnect");
 }
+
+#[test]
+#[ignore = "fleet tier: run through tests/run"]
+fn a_restore_test_verifies_files_named_with_a_backslash_and_a_newline() {
+    let fleet = Fleet::shared().expect("shared fleet");
+    let dir = "/tmp/nightshift-odd-names";
+    let made = fleet
+        .ssh(
+            "host1",
+            &format!(
+                r#"d={dir}; rm -rf "$d"; mkdir -p "$d" && cd "$d" && printf one > "$(printf 'back\\slash')" && printf two > "$(printf 'new\nline')" && printf three > "$(printf 'both\\\nx')" && find . -type f -printf x | wc -c"#
+            ),
+            Duration::from_secs(20),
+        )
+        .expect("ssh");
+    assert_eq!(stdout(&made).trim(), "3", "{}", stderr(&made));
+    let tree = tree(
+        &fleet,
+        &format!(
+            r#"
+name = "odd"
+targets = ["group:fleet"]
+
+[[steps]]
+name = "backup"
+backup = {{ paths = ["{dir}"] }}
+
+[[steps]]
+name = "restore test"
+verify = {{ restore_test = true }}
+"#
+        ),
+    );
+    let out = tree.run(&["run", "odd", "--limit", "host1", "--json"]);
+    let _ = fleet.ssh("host1", &format!("rm -rf {dir}"), Duration::from_secs(10));
+    assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
+    let events: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let job = events
+        .iter()
+        .find(|e| e["event"] == "host_finished")
+        .expect("a job");
+    assert_eq!(job["status"], "ok", "{job}");
+    let summary = job["steps"][1]["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.starts_with("3 files") && summary.contains("all verified"),
+        "{job}"
+    );
+}

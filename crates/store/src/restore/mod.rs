@@ -17,7 +17,7 @@
 //! directory swapped for a link or another directory mid-restore fails the
 //! entries under it and nothing is written elsewhere.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::fs::{self};
 use std::io::{self, Write};
@@ -83,8 +83,8 @@ pub struct RestoreOutcome {
     pub bytes: u64,
     /// Entries that could not be restored, with the reason.
     pub failed: Vec<(String, String)>,
-    /// With [`Store::restore_to_tar_hashed`]: each regular file's path in
-    /// the stream and the SHA-256 of its content, for checking what landed.
+    /// With [`Store::restore_to_tar`]: each regular file's path in the
+    /// stream and the SHA-256 of its content, for checking what landed.
     /// Paths are raw bytes, as the stream names them.
     pub digests: Vec<(Vec<u8>, String)>,
     /// What was not restored as recorded (see [`RestoreOptions`]).
@@ -467,7 +467,8 @@ impl Store {
     /// their own name, the whole snapshot with its full paths. Without
     /// [`RestoreOptions::keep_privileges`], modes lose their setuid/setgid
     /// bits and device nodes and FIFOs are left out of the stream; owners
-    /// are in it as recorded.
+    /// are in it as recorded. The outcome's `digests` hold the SHA-256 of
+    /// every regular file's content as it passed, for checking what landed.
     pub fn restore_to_tar(
         &self,
         snapshot: &SnapshotEntry,
@@ -475,27 +476,29 @@ impl Store {
         out: impl Write,
         options: RestoreOptions,
     ) -> Result<RestoreOutcome> {
-        self.tar_of(snapshot, path, out, false, options)
+        self.tar_of(snapshot, path, None, out, options)
     }
 
-    /// As [`Store::restore_to_tar`], with the SHA-256 of every regular
-    /// file's content in the outcome's `digests`.
-    pub fn restore_to_tar_hashed(
+    /// As [`Store::restore_to_tar`] of the whole snapshot, with only the
+    /// regular files named in `files` (full paths without the leading `/`,
+    /// as raw bytes) and the directories holding them: a sample of a
+    /// snapshot, for a restore test.
+    pub fn restore_files_to_tar(
         &self,
         snapshot: &SnapshotEntry,
-        path: &str,
+        files: &BTreeSet<Vec<u8>>,
         out: impl Write,
         options: RestoreOptions,
     ) -> Result<RestoreOutcome> {
-        self.tar_of(snapshot, path, out, true, options)
+        self.tar_of(snapshot, "/", Some(files), out, options)
     }
 
     fn tar_of(
         &self,
         snapshot: &SnapshotEntry,
         path: &str,
+        only: Option<&BTreeSet<Vec<u8>>>,
         out: impl Write,
-        hashed: bool,
         options: RestoreOptions,
     ) -> Result<RestoreOutcome> {
         let node = self.node_at(snapshot, path)?;
@@ -508,7 +511,7 @@ impl Store {
             packs: PackFiles::default(),
             first_names: HashMap::new(),
             outcome: &mut outcome,
-            hashed,
+            only,
             options,
         };
         if node.name.is_empty() {

@@ -2,7 +2,7 @@
 //! order the snapshot holds them, each regular file's content read chunk by
 //! chunk (checked as it comes) and hashed as it passes, when asked.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -20,11 +20,29 @@ pub(super) struct TarWriter<'a, W: Write> {
     pub(super) packs: PackFiles,
     pub(super) first_names: HashMap<(u64, u64), PathBuf>,
     pub(super) outcome: &'a mut RestoreOutcome,
-    pub(super) hashed: bool,
+    /// Only these files and the directories holding them, when set.
+    pub(super) only: Option<&'a BTreeSet<Vec<u8>>>,
     pub(super) options: RestoreOptions,
 }
 
 impl<W: Write> TarWriter<'_, W> {
+    /// Whether the selection (if any) holds `node` at `path`: a file it
+    /// names, or a directory above one.
+    fn selected(&self, node: &Node, path: &Path) -> bool {
+        let Some(only) = self.only else {
+            return true;
+        };
+        let raw = path.as_os_str().as_bytes();
+        if node.kind != NodeKind::Dir {
+            return node.kind == NodeKind::File && only.contains(raw);
+        }
+        let mut prefix = raw.to_vec();
+        prefix.push(b'/');
+        only.range(prefix.clone()..)
+            .next()
+            .is_some_and(|first| first.starts_with(&prefix))
+    }
+
     pub(super) fn dir_entries(&mut self, dir: &Node, at: &Path) -> Result<()> {
         let Some(subtree) = dir.subtree else {
             return Ok(());
@@ -48,6 +66,9 @@ impl<W: Write> TarWriter<'_, W> {
             return Ok(());
         }
         let path = parent.join(OsStr::from_bytes(&node.name));
+        if !self.selected(node, &path) {
+            return Ok(());
+        }
         // A second name of a file is what its first was: counted once.
         let second_name = node.kind == NodeKind::File
             && node.links > 1
@@ -112,22 +133,18 @@ impl<W: Write> TarWriter<'_, W> {
                 };
                 let mut reader = Hashing {
                     inner: reader,
-                    sha256: self.hashed.then(sha2::Sha256::default),
+                    sha256: sha2::Sha256::default(),
                 };
                 self.builder
                     .append_data(&mut header, &path, &mut reader)
                     .map_err(io_err)?;
-                if let Some(sha256) = reader.sha256 {
-                    use sha2::Digest;
-                    let digest: String = sha256
-                        .finalize()
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect();
-                    self.outcome
-                        .digests
-                        .push((path.as_os_str().as_bytes().to_vec(), digest));
-                }
+                let digest: String = sha2::Digest::finalize(reader.sha256)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                self.outcome
+                    .digests
+                    .push((path.as_os_str().as_bytes().to_vec(), digest));
                 self.outcome.files += 1;
                 self.outcome.bytes += node.size;
             }
@@ -159,23 +176,21 @@ impl<W: Write> TarWriter<'_, W> {
     }
 }
 
-/// A file's content as one reader over its chunks, checked as they come.
-/// A reader that hashes what passes through, when asked to.
+/// A reader that hashes what passes through.
 struct Hashing<R> {
     inner: R,
-    sha256: Option<sha2::Sha256>,
+    sha256: sha2::Sha256,
 }
 
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if let Some(sha256) = &mut self.sha256 {
-            sha2::Digest::update(sha256, &buf[..n]);
-        }
+        sha2::Digest::update(&mut self.sha256, &buf[..n]);
         Ok(n)
     }
 }
 
+/// A file's content as one reader over its chunks, checked as they come.
 struct ChunkReader<'a, I> {
     store: &'a Store,
     chunks: I,

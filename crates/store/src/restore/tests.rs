@@ -50,7 +50,7 @@ mod crafted {
 
         let mut tar = Vec::new();
         let outcome = store
-            .restore_to_tar_hashed(&snapshot, "/", &mut tar, RestoreOptions::default())
+            .restore_to_tar(&snapshot, "/", &mut tar, RestoreOptions::default())
             .expect("tar");
         assert_eq!(outcome.failed.len(), 3);
         let names: Vec<String> = tar::Archive::new(&tar[..])
@@ -115,7 +115,7 @@ pub(super) mod swap {
     /// A store holding one backup of `site/` under `work`: a directory
     /// `conf.d` with a small file, a file written in several units and a
     /// subdirectory, and `index.html` beside it.
-    fn site_backup(work: &Path) -> (Store, SnapshotEntry, PathBuf) {
+    pub(super) fn site_backup(work: &Path) -> (Store, SnapshotEntry, PathBuf) {
         let source = work.join("site");
         let conf = source.join("conf.d");
         fs::create_dir_all(conf.join("sub")).expect("mkdir");
@@ -275,5 +275,37 @@ pub(super) mod swap {
             "{:?}",
             outcome.failed
         );
+    }
+}
+
+mod selected {
+    //! A tar stream of chosen files only, as a restore test samples them.
+
+    use super::super::*;
+    use super::swap::site_backup;
+
+    #[test]
+    fn only_the_chosen_files_and_the_directories_above_them_are_streamed() {
+        let work = tempfile::tempdir().expect("tempdir");
+        let (store, snapshot, source) = site_backup(work.path());
+        let site = source.strip_prefix("/").expect("absolute");
+        let raw = |rel: &str| site.join(rel).as_os_str().as_bytes().to_vec();
+        let chosen: BTreeSet<Vec<u8>> = [raw("conf.d/sub/deep.txt"), raw("index.html")].into();
+        let mut tar = Vec::new();
+        let outcome = store
+            .restore_files_to_tar(&snapshot, &chosen, &mut tar, RestoreOptions::default())
+            .expect("tar");
+        assert_eq!((outcome.files, outcome.bytes), (2, 6));
+        let digests: BTreeSet<Vec<u8>> = outcome.digests.into_iter().map(|(p, _)| p).collect();
+        assert_eq!(digests, chosen);
+        let names: Vec<Vec<u8>> = tar::Archive::new(&tar[..])
+            .entries()
+            .expect("entries")
+            .map(|e| e.expect("entry").path_bytes().into_owned())
+            .collect();
+        assert!(names.contains(&raw("conf.d/sub")), "the directories above");
+        assert!(!names.contains(&raw("conf.d/app.conf")), "not chosen");
+        assert!(!names.contains(&raw("conf.d/big.bin")), "not chosen");
+        assert_eq!(names.len(), site.components().count() + 4, "{names:?}");
     }
 }

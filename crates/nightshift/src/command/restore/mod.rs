@@ -86,14 +86,14 @@ pub fn run(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCode> 
         dir: to.display().to_string(),
     };
     let operator = args.operator.clone().unwrap_or_else(crate::operator);
-    let record = |landed: &remote::Landed| {
-        remote::record(settings, &entry, path, &target, &operator, landed);
+    let record = |landed: &remote::Landed, failed: Option<&anyhow::Error>| {
+        remote::record(settings, &entry, path, &target, &operator, landed, failed);
     };
     match existing.gate(&entries, &entry, &target.dir, args) {
         Ok(true) => return Ok(ExitCode::SUCCESS),
         Ok(false) => {}
         Err(err) => {
-            record(&remote::Landed::failed(&err));
+            record(&remote::Landed::default(), Some(&err));
             return Err(err);
         }
     }
@@ -117,7 +117,7 @@ pub fn run(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<ExitCode> 
     });
     let (files, bytes, failures) = (outcome.files, outcome.bytes, outcome.failed.len());
     let dropped = dropped_line(&outcome.dropped, args.keep_privileges);
-    record(&remote::Landed::local(outcome));
+    record(&remote::Landed::local(outcome), None);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

@@ -5,7 +5,8 @@ use super::RestoreArgs;
 use super::*;
 use crate::settings::Settings;
 use indicatif::HumanBytes;
-use nightshift_store::{Dropped, SnapshotEntry};
+use nightshift_engine::restore::Answer;
+use nightshift_store::SnapshotEntry;
 use serde_json::json;
 
 /// Files and links the restore would write that exist at the target.
@@ -22,7 +23,7 @@ pub(crate) struct Existing {
 
 impl Existing {
     /// What the check pass found in the way, with names for messages.
-    pub(super) fn from_answer(answer: &place::Answer, entries: &[Entry]) -> Self {
+    pub(super) fn from_answer(answer: &Answer, entries: &[Entry]) -> Self {
         let named = |indexes: &[usize]| -> Vec<String> {
             indexes
                 .iter()
@@ -95,50 +96,8 @@ impl Existing {
     }
 }
 
-/// What a restore did at its target.
-#[derive(Debug, Default)]
-pub(crate) struct Landed {
-    pub(super) files: u64,
-    pub(super) bytes: u64,
-    /// Entries the store could not give (damaged or escaping).
-    pub(super) failed: Vec<(String, String)>,
-    /// The SHA-256 of each regular file the stream held, by raw path.
-    pub(super) digests: Vec<(Vec<u8>, String)>,
-    pub(super) verified: u64,
-    /// Files whose hash on the host differs, or that are missing there.
-    pub(super) differ: Vec<String>,
-    /// What was not restored as the snapshot recorded it.
-    pub(super) dropped: Dropped,
-    pub(super) error: Option<String>,
-}
-
-impl Landed {
-    /// A local restore: every chunk was checked against its BLAKE3 id as
-    /// it was read, so what was written is what was stored.
-    pub fn local(outcome: nightshift_store::RestoreOutcome) -> Self {
-        Self {
-            verified: outcome.files,
-            files: outcome.files,
-            bytes: outcome.bytes,
-            failed: outcome.failed,
-            ..Self::default()
-        }
-    }
-
-    pub fn failed(err: &anyhow::Error) -> Self {
-        Self {
-            error: Some(format!("{err:#}")),
-            ..Self::default()
-        }
-    }
-
-    pub(super) fn ok(&self) -> bool {
-        self.error.is_none() && self.failed.is_empty() && self.differ.is_empty()
-    }
-}
-
-/// Writes a restore, whatever its outcome, to the catalog's restores table
-/// and the audit log.
+/// Writes a restore, whatever its outcome (`failed` when it failed as a
+/// whole), to the catalog's restores table and the audit log.
 pub(crate) fn record(
     settings: &Settings,
     snapshot: &SnapshotEntry,
@@ -146,22 +105,24 @@ pub(crate) fn record(
     target: &Destination,
     operator: &str,
     landed: &Landed,
+    failed: Option<&anyhow::Error>,
 ) {
-    let outcome = if landed.ok() {
+    let ok = failed.is_none() && landed.ok();
+    let outcome = if ok {
         "ok"
     } else if landed.files > 0 {
         "partial"
     } else {
         "failed"
     };
-    let verified = if landed.ok() && landed.files > 0 && landed.verified == landed.files {
+    let verified = if ok && landed.files > 0 && landed.verified == landed.files {
         "all"
     } else if landed.verified > 0 {
         "some"
     } else {
         "none"
     };
-    let error = landed.error.clone().or_else(|| {
+    let error = failed.map(|err| format!("{err:#}")).or_else(|| {
         landed.differ.first().map(|f| {
             format!(
                 "{} files differ on the host, first {f}",

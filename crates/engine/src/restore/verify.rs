@@ -1,13 +1,19 @@
 //! The proof of a restore: SHA-256 of every file that landed, computed on
-//! the host with what it has and compared with the hashes taken as the
-//! store wrote the stream.
+//! the host with coreutils' `sha256sum` and compared with the hashes taken
+//! as the store wrote the stream.
+//!
+//! Names are bytes, so the output is read exactly: `sha256sum -z` (NUL
+//! after each line, names as they are) where the host's coreutils has it,
+//! and otherwise its escaped lines (a leading `\`, and `\\`, `\n`, `\r` in
+//! the name), undone here. Not `openssl dgst`: it writes a newline as `\n`
+//! but leaves a backslash alone, so `a\nb` could be either name.
 
 use std::collections::HashMap;
 
 use nightshift_transport::{Host, shell_quote};
 use tokio::io::AsyncReadExt;
 
-use super::command;
+use super::{Commands, RestoreError};
 
 /// At most this many hashing processes per host: beyond it the disk, not
 /// the CPU, is what they wait for.
@@ -16,56 +22,58 @@ const MAX_HASHERS: usize = 8;
 /// SHA-256 of every regular file under `dir` on the host, by its path
 /// relative to `dir` as raw bytes.
 ///
-/// The host hashes with `openssl dgst` when it has it (several times
-/// faster than coreutils' `sha256sum` on most CPUs) and with `sha256sum`
-/// otherwise, in one process per CPU, each over its share of the files
-/// (`split -n r/K/N`) on its own channel, so their outputs never mix.
+/// The host hashes in one process per CPU, each over its share of the
+/// files (`split -n r/K/N`) on its own channel, so their outputs never mix.
+/// All of them start before any is read; one whose output is not read yet
+/// only waits.
 pub(super) async fn hashes(
     host: &Host,
     dir: &str,
-    become_root: bool,
+    commands: &Commands,
     cpus: usize,
-) -> anyhow::Result<HashMap<Vec<u8>, String>> {
+) -> Result<HashMap<Vec<u8>, String>, RestoreError> {
     let workers = cpus.clamp(1, MAX_HASHERS);
-    let lines = (1..=workers).map(|k| {
+    let mut readings = Vec::with_capacity(workers);
+    for k in 1..=workers {
         let share = if workers == 1 {
             String::new()
         } else {
             format!(" | split -t '\\0' -n r/{k}/{workers}")
         };
         let line = format!(
-            "cd -P -- {} && if command -v openssl >/dev/null 2>&1; then h='openssl dgst -sha256 -r'; \
+            "cd -P -- {} && if sha256sum -z /dev/null >/dev/null 2>&1; then h='sha256sum -z'; \
              else h=sha256sum; fi; \
              find . -type f -print0{share} | xargs -0 -r $h",
             shell_quote(dir),
         );
-        share_of(host, command(line, become_root))
-    });
-    let shares = futures::future::try_join_all(lines).await?;
-    Ok(shares.into_iter().flatten().collect())
+        readings.push(host.read_stream(&commands.command(line)).await?);
+    }
+    let mut found = HashMap::new();
+    for mut reading in readings {
+        let mut text = Vec::new();
+        let read = reading.read_to_end(&mut text).await;
+        let out = reading.finish().await?;
+        if !out.status.success() {
+            return Err(RestoreError::Hashing(out.stderr.text().trim().to_string()));
+        }
+        read.map_err(|err| RestoreError::Hashing(err.to_string()))?;
+        found.extend(read_sums(&text));
+    }
+    Ok(found)
 }
 
-async fn share_of(
-    host: &Host,
-    command: nightshift_transport::Command,
-) -> anyhow::Result<Vec<(Vec<u8>, String)>> {
-    let mut reading = host.read_stream(&command).await?;
-    let mut text = Vec::new();
-    reading.read_to_end(&mut text).await?;
-    let out = reading.finish().await?;
-    anyhow::ensure!(
-        out.status.success(),
-        "hashing what landed failed: {}",
-        out.stderr.text().trim()
-    );
-    Ok(text.split(|&b| b == b'\n').filter_map(parse_sum).collect())
+/// Every line of `sha256sum`'s output: NUL-terminated (`-z`, names as
+/// they are) when it has a NUL, escaped lines otherwise.
+pub(super) fn read_sums(text: &[u8]) -> impl Iterator<Item = (Vec<u8>, String)> + '_ {
+    let end = if text.contains(&0) { 0 } else { b'\n' };
+    text.split(move |&b| b == end).filter_map(parse_sum)
 }
 
 /// One line of `sha256sum` (`HASH  ./PATH`) or `openssl dgst -r`
 /// (`HASH *./PATH`); both start with a backslash and escape the path's
 /// backslashes, newlines (and carriage returns, in newer coreutils) when
 /// it has any. Paths are bytes: a name need not be UTF-8.
-fn parse_sum(line: &[u8]) -> Option<(Vec<u8>, String)> {
+pub(super) fn parse_sum(line: &[u8]) -> Option<(Vec<u8>, String)> {
     let (escaped, line) = match line.strip_prefix(b"\\") {
         Some(rest) => (true, rest),
         None => (false, line),
@@ -112,7 +120,7 @@ fn unescape(path: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_sum;
+    use super::{parse_sum, read_sums};
 
     const HASH: &str = "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb";
 
@@ -151,6 +159,37 @@ mod tests {
     fn ignores_what_is_not_a_digest_line() {
         for line in ["sha256sum: ./x: Permission denied", "", "short  ./x"] {
             assert_eq!(parse_sum(line.as_bytes()), None, "{line}");
+        }
+    }
+
+    /// What this machine's own `sha256sum`, with `-z` and without,
+    /// prints for names with backslashes and newlines reads back as those
+    /// names.
+    #[test]
+    fn reads_the_real_tools_output_for_names_with_backslashes_and_newlines() {
+        use std::os::unix::ffi::OsStrExt;
+        let work = tempfile::tempdir().expect("tempdir");
+        let names: [&[u8]; 3] = [b"back\\slash\nnew\\n", b"\\n", b"plain"];
+        for name in names {
+            let path = work.path().join(std::ffi::OsStr::from_bytes(name));
+            std::fs::write(path, "a").expect("write");
+        }
+        for tool in ["sha256sum -z", "sha256sum"] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("find . -type f -print0 | xargs -0 {tool}"))
+                .current_dir(work.path())
+                .output()
+                .expect("sh");
+            assert!(out.status.success(), "{tool}");
+            let mut parsed: Vec<_> = read_sums(&out.stdout).collect();
+            parsed.sort();
+            let mut expected: Vec<_> = names
+                .iter()
+                .map(|n| (n.to_vec(), HASH.to_string()))
+                .collect();
+            expected.sort();
+            assert_eq!(parsed, expected, "{tool}");
         }
     }
 }

@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 
 /// One entry of a restore, as the stream and the scripts name it.
 #[derive(Debug, Clone)]
-pub(crate) struct Entry {
+pub struct Entry {
     /// The path relative to the target, for messages (lossy).
     pub path: String,
     /// The same path as raw bytes.
@@ -200,7 +200,7 @@ fn quote(bytes: &[u8]) -> Vec<u8> {
 
 /// What the host said about the entries, by kind.
 #[derive(Debug, Default)]
-pub(crate) struct Answer {
+pub struct Answer {
     /// Files and links that exist where the restore writes.
     pub exists: Vec<usize>,
     /// Directories of the snapshot that are symbolic links at the target.
@@ -218,7 +218,7 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
-    pub fn read(stderr: &[u8], pass: Pass) -> Self {
+    pub(crate) fn read(stderr: &[u8], pass: Pass) -> Self {
         let mut answer = Self {
             cpus: 1,
             ..Self::default()
