@@ -298,12 +298,12 @@ struct Sample {
 const SAMPLE_FILES: usize = 32;
 const SAMPLE_BYTES: u64 = 64 << 20;
 
+/// Files of a snapshot, each by its full path without the leading `/`.
+type Picked = Vec<(Vec<u8>, nightshift_store::Node)>;
+
 /// The latest snapshot of `host` with a tree, and up to 32 of its files
-/// (64 MiB) spread over it, by full path without the leading `/`.
-fn sample_files(
-    store: &Store,
-    host: &str,
-) -> Result<(SnapshotEntry, Vec<(Vec<u8>, nightshift_store::Node)>), StepError> {
+/// (64 MiB) spread over it.
+fn sample_files(store: &Store, host: &str) -> Result<(SnapshotEntry, Picked), StepError> {
     let err = |e: nightshift_store::StoreError| StepError::new("verify_failed", e.to_string());
     let latest = store
         .snapshots()
