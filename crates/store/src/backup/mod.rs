@@ -16,7 +16,7 @@ mod walk;
 
 use std::fs;
 use std::io::{self, Read};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::Instant;
@@ -276,7 +276,7 @@ impl Store {
         paths: &[PathBuf],
         options: &BackupOptions,
         progress: &Progress,
-        before_open: impl Fn(&Path) + Sync,
+        before_open: impl Fn(&std::path::Path) + Sync,
     ) -> Result<BackupOutcome> {
         self.backup_local(paths, options, progress, &before_open)
     }
