@@ -24,8 +24,7 @@ const MAX_HASHERS: usize = 8;
 ///
 /// The host hashes in one process per CPU, each over its share of the
 /// files (`split -n r/K/N`) on its own channel, so their outputs never mix.
-/// All of them start before any is read; one whose output is not read yet
-/// only waits.
+/// All of them start before any is read, and all are read together.
 pub(super) async fn hashes(
     host: &Host,
     dir: &str,
@@ -48,11 +47,18 @@ pub(super) async fn hashes(
         );
         readings.push(host.read_stream(&commands.command(line)).await?);
     }
-    let mut found = HashMap::new();
-    for mut reading in readings {
+    // Read all at once: the host's answers share one connection, and a
+    // channel left unread while another is read to its end can hold up
+    // what arrives behind it on the connection, that channel's end too.
+    let outputs = futures::future::join_all(readings.into_iter().map(|mut reading| async move {
         let mut text = Vec::new();
         let read = reading.read_to_end(&mut text).await;
-        let out = reading.finish().await?;
+        (text, read, reading.finish().await)
+    }))
+    .await;
+    let mut found = HashMap::new();
+    for (text, read, out) in outputs {
+        let out = out?;
         if !out.status.success() {
             return Err(RestoreError::Hashing(out.stderr.text().trim().to_string()));
         }
