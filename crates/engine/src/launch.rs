@@ -264,9 +264,12 @@ impl<'p> Launch<'p> {
                     reach: reach(inventory, &name)?,
                     address: inventory.hosts.get(&name).and_then(|h| h.address.clone()),
                     retention: inventory.retention(&name).map(retention_policy),
-                    window: (self.host_windows)
-                        .then(|| self.plan.host_windows.get(&name).cloned())
-                        .flatten(),
+                    window: self
+                        .plan
+                        .host_windows
+                        .get(&name)
+                        .filter(|_| self.host_windows)
+                        .cloned(),
                     name,
                 })
             })

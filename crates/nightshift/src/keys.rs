@@ -11,10 +11,6 @@ use nightshift_store::{Encryption, Lock, LockKind, Passphrase, Store, StoreConfi
 
 use crate::settings::Settings;
 
-pub(crate) fn configured(settings: &Settings) -> anyhow::Result<Option<Passphrase>> {
-    Ok(settings.configured_passphrase()?)
-}
-
 pub(crate) fn prompt(text: &str) -> anyhow::Result<Passphrase> {
     Ok(Passphrase::new(rpassword::prompt_password(text)?))
 }
@@ -34,7 +30,7 @@ type Opener = fn(&Path, Option<&Passphrase>) -> Result<Store, StoreError>;
 
 fn open_with(settings: &Settings, open: Opener) -> anyhow::Result<Store> {
     let root = settings.store_dir();
-    match open(&root, configured(settings)?.as_ref()) {
+    match open(&root, settings.configured_passphrase()?.as_ref()) {
         Err(StoreError::PassphraseNeeded { .. }) if std::io::stdin().is_terminal() => {
             let passphrase = prompt(&format!("passphrase for the store at {}: ", root.display()))?;
             Ok(open(&root, Some(&passphrase))?)

@@ -1,12 +1,14 @@
 //! The proof of a restore: SHA-256 of every file that landed, computed on
-//! the host with coreutils' `sha256sum` and compared with the hashes taken
-//! as the store wrote the stream.
+//! the host and compared with the hashes taken as the store wrote the
+//! stream.
 //!
-//! Names are bytes, so the output is read exactly: `sha256sum -z` (NUL
-//! after each line, names as they are) where the host's coreutils has it,
-//! and otherwise its escaped lines (a leading `\`, and `\\`, `\n`, `\r` in
-//! the name), undone here. Not `openssl dgst`: it writes a newline as `\n`
-//! but leaves a backslash alone, so `a\nb` could be either name.
+//! Names are bytes, so they are read exactly. With `openssl dgst` (first:
+//! it uses the CPU's SHA extensions), whose lines escape a newline but not
+//! a backslash, no name is read back from a line: each digest is paired
+//! with its NUL-terminated name by position (see [`read_sums`]). Without it,
+//! `sha256sum -z` (NUL after each line, names as they are), and last
+//! `sha256sum`'s escaped lines (a leading `\`, and `\\`, `\n`, `\r` in the
+//! name), undone here.
 
 use std::collections::HashMap;
 

@@ -1,6 +1,5 @@
 //! `nightshift store key`: the passphrases that open the store.
 
-use crate::keys::configured;
 use crate::keys::open_store;
 use crate::keys::prompt;
 use crate::settings::Settings;
@@ -73,7 +72,7 @@ pub fn run(settings: &Settings, command: KeyCommand) -> anyhow::Result<ExitCode>
             println!("removed key {}", removed.get(..8).unwrap_or(&removed));
         }
         KeyCommand::Export => {
-            let passphrase = configured(settings)?.context(
+            let passphrase = settings.configured_passphrase()?.context(
                 "the passphrase was typed, not stored: it is what you typed; nothing to export",
             )?;
             println!("{}", passphrase.expose());
